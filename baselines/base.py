@@ -1,0 +1,178 @@
+"""The ``Pruner`` interface, the pruner registry and the adversarial optimisation step they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from baselines.masking import (
+    ScoreMask,
+    apply_masks_to_weights,
+    attach_score_masks,
+    current_masks,
+    export_dense,
+)
+from baselines.registry import Registry
+
+PRUNERS: Registry[type[Pruner]] = Registry("pruner", entry_point_group="s2ap_bench.pruners")
+
+
+def register_pruner(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
+    """Class decorator: ``@register_pruner("hydra")``. Duplicate names are an error."""
+
+    def decorate(cls: type[Pruner]) -> type[Pruner]:
+        cls.name = name
+        PRUNERS.add(name, cls)
+        return cls
+
+    return decorate
+
+
+def list_pruners() -> list[str]:
+    return PRUNERS.names()
+
+
+def get_pruner(name: str) -> type[Pruner]:
+    return PRUNERS.get(name)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def adversarial_step(
+    adversarial: Callable[[], Tensor],
+    robust_loss: Callable[[Tensor], Tensor],
+    optimizer: torch.optim.Optimizer,
+    extra_loss: Callable[[], Tensor | None] | None = None,
+) -> Tensor:
+    """One optimisation step on the robust loss: craft ``x_adv``, backpropagate, step. Returns the loss.
+
+    Used for pretraining and finetuning, and as the default mask-search step of every pruner.
+    """
+    x_adv = adversarial()
+    optimizer.zero_grad(set_to_none=True)
+    loss = robust_loss(x_adv)
+    total = loss
+    extra = extra_loss() if extra_loss is not None else None
+    if extra is not None:
+        total = total + extra
+    check_finite(total)
+    total.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def check_finite(loss: Tensor) -> None:
+    if not torch.isfinite(loss).all():
+        raise NonFiniteLossError(
+            f"loss is {loss.item()}: lower the learning rate or check the data; the last good checkpoint is kept"
+        )
+
+
+class Pruner:
+    """Base class of every pruner: attaches score masks to a model and defines how scores are learnt.
+
+    Life cycle: ``attach(model)`` -> (if ``needs_search``) mask search through :meth:`search_step` and
+    :meth:`end_search_epoch` -> :meth:`freeze` -> finetune the weights -> :meth:`export`.
+    Subclasses set the initial scores in :meth:`init_scores`; score-based pruners learn them
+    (``has_scores = True``) and are the ones S2AP applies to.
+    """
+
+    name: ClassVar[str] = ""
+    has_scores: ClassVar[bool] = True
+    needs_search: ClassVar[bool] = True
+    granularities: ClassVar[tuple[str, ...]] = ("weight",)
+
+    def __init__(
+        self,
+        sparsity: float,
+        *,
+        granularity: str = "weight",
+        skip_first_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < sparsity < 1.0:
+            raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
+        if granularity not in self.granularities:
+            raise ValueError(
+                f"pruner {self.name!r} supports granularity {self.granularities}, got {granularity!r}"
+            )
+        self.sparsity = sparsity
+        self.granularity = granularity
+        self.skip_first_last = skip_first_last
+        self.seed = seed
+        self.layers: dict[str, ScoreMask] = {}
+        self.model: nn.Module | None = None
+
+    @property
+    def keep_ratio(self) -> float:
+        return 1.0 - self.sparsity
+
+    def options(self) -> dict[str, Any]:
+        """The settings that define this pruner, recorded in each result file."""
+        return {
+            "name": self.name,
+            "sparsity": self.sparsity,
+            "granularity": self.granularity,
+            "skip_first_last": self.skip_first_last,
+        }
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def attach(self, model: nn.Module) -> nn.Module:
+        """Attach score masks to ``model`` (in place) and initialise the scores. Returns the model."""
+        self.model = model
+        self.layers = attach_score_masks(model, self.keep_ratio, self.granularity, self.skip_first_last)
+        with torch.no_grad():
+            self.init_scores(model)
+        return model
+
+    def init_scores(self, model: nn.Module) -> None:
+        raise NotImplementedError
+
+    # -- mask search ---------------------------------------------------------------------------------------
+    def score_parameters(self) -> list[nn.Parameter]:
+        """Trainable score tensors, one per masked layer (empty for pruners without learnt scores)."""
+        return [sm.scores for sm in self.layers.values()] if self.has_scores else []
+
+    def rate_parameters(self) -> list[nn.Parameter]:
+        """Learnable per-layer keep rates (HARP); empty otherwise."""
+        return [sm.rate for sm in self.layers.values() if sm.rate is not None]
+
+    def extra_loss(self) -> Tensor | None:
+        """A term added to the robust loss during mask search (HARP's size loss); ``None`` by default."""
+        return None
+
+    def search_step(
+        self,
+        adversarial: Callable[[], Tensor],
+        robust_loss: Callable[[Tensor], Tensor],
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+    ) -> Tensor:
+        """One mask-search step. S2AP replaces this step; pruners rarely need to."""
+        return adversarial_step(adversarial, robust_loss, optimizer, self.extra_loss)
+
+    def end_search_epoch(self, epoch: int) -> dict[str, float]:
+        """Hook after each mask-search epoch; returns figures to log (HARP updates its size weight here)."""
+        return {}
+
+    # -- after the search ----------------------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Fix the masks for finetuning and zero the masked weights."""
+        for sm in self.layers.values():
+            sm.freeze()
+        assert self.model is not None
+        apply_masks_to_weights(self.model)
+
+    def masks(self) -> dict[str, Tensor]:
+        assert self.model is not None, "attach the pruner to a model first"
+        return current_masks(self.model)
+
+    def export(self) -> nn.Module:
+        """A plain copy of the model with the pruned weights set to zero (loads into the bare architecture)."""
+        assert self.model is not None, "attach the pruner to a model first"
+        return export_dense(self.model)

@@ -1,0 +1,194 @@
+"""The one mask mechanism used by every pruner: per-layer top-k of |scores| with a straight-through gradient.
+
+Scores are attached to the ``weight`` of Conv/Linear layers through ``torch.nn.utils.parametrize``, so any
+``nn.Module`` can be pruned without rewriting its architecture. The same function computes the mask in the
+forward pass and in :func:`export_dense`, which returns a plain model with the pruned weights set to zero.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+GRANULARITIES = ("weight", "channel")
+
+
+def keep_count(keep_ratio: float, n: int) -> int:
+    """Number of entries kept out of ``n`` for a keep ratio: rounded, at least one."""
+    return max(1, min(n, int(round(float(keep_ratio) * n))))
+
+
+class TopKMask(torch.autograd.Function):
+    """Binary mask of the ``round(keep * n)`` largest ``|scores|``; the gradient passes straight through.
+
+    The scores receive the gradient of the mask unchanged (so ``dL/ds = dL/d(w*m) * w``); a learnable keep
+    ratio receives the sum of that gradient over the layer (HARP's straight-through rate gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, keep: Tensor) -> Tensor:  # type: ignore[override]
+        flat = scores.detach().abs().flatten()
+        k = keep_count(keep.item(), flat.numel())
+        mask = torch.zeros_like(flat)
+        mask[flat.topk(k, sorted=False).indices] = 1.0
+        return mask.view_as(scores)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:  # type: ignore[override]
+        grad_keep = grad.sum() if ctx.needs_input_grad[1] else None
+        return grad, grad_keep
+
+
+def topk_mask(scores: Tensor, keep: Tensor | float) -> Tensor:
+    keep_t = keep if isinstance(keep, Tensor) else torch.tensor(float(keep))
+    return TopKMask.apply(scores, keep_t)
+
+
+class ScoreMask(nn.Module):
+    """Parametrization ``weight -> weight * mask(scores)`` attached to one layer.
+
+    ``granularity="weight"`` gives one score per weight (unstructured); ``"channel"`` one score per output
+    channel (structured). The keep ratio is a fixed buffer, or ``k_min + (1 - k_min) * sigmoid(rate)`` once a
+    learnable ``rate`` is set (HARP). After :meth:`freeze` the mask is a fixed buffer (finetuning).
+    """
+
+    def __init__(self, weight: Tensor, keep_ratio: float, granularity: str = "weight") -> None:
+        super().__init__()
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}")
+        self.granularity = granularity
+        self.weight_shape = tuple(weight.shape)
+        shape = weight.shape if granularity == "weight" else weight.shape[:1]
+        self.scores = nn.Parameter(torch.zeros(shape, dtype=weight.dtype, device=weight.device))
+        self.register_buffer("keep", torch.tensor(float(keep_ratio)))
+        self.register_buffer("frozen_mask", None)
+        self.rate: nn.Parameter | None = None
+        self.k_min = 0.0
+
+    @property
+    def n_weights(self) -> int:
+        return int(torch.Size(self.weight_shape).numel())
+
+    def set_learnable_rate(self, rate: float, k_min: float) -> None:
+        """Make the keep ratio learnable: ``k = k_min + (1 - k_min) * sigmoid(rate)``."""
+        self.rate = nn.Parameter(torch.tensor(float(rate), device=self.scores.device))
+        self.k_min = float(k_min)
+
+    def keep_ratio(self) -> Tensor:
+        if self.rate is None:
+            return self.keep
+        return self.k_min + (1.0 - self.k_min) * torch.sigmoid(self.rate)
+
+    def mask(self) -> Tensor:
+        """The binary mask, broadcastable to the weight."""
+        if self.frozen_mask is not None:
+            return self.frozen_mask
+        m = TopKMask.apply(self.scores, self.keep_ratio())
+        if self.granularity == "channel":
+            m = m.view(-1, *([1] * (len(self.weight_shape) - 1)))
+        return m
+
+    def freeze(self) -> None:
+        """Fix the current mask; scores and rate stop receiving gradients."""
+        with torch.no_grad():
+            self.frozen_mask = self.mask().detach().clone()
+        self.scores.requires_grad_(False)
+        if self.rate is not None:
+            self.rate.requires_grad_(False)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask()
+
+
+def prunable_layers(model: nn.Module, skip_first_last: bool = False) -> list[tuple[str, nn.Module]]:
+    """Conv and Linear layers with a weight, in definition order; optionally without the first and last."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    if skip_first_last and len(layers) > 2:
+        layers = layers[1:-1]
+    return layers
+
+
+def attach_score_masks(
+    model: nn.Module, keep_ratio: float, granularity: str = "weight", skip_first_last: bool = False
+) -> dict[str, ScoreMask]:
+    """Attach a :class:`ScoreMask` to the weight of every prunable layer; returns them by layer name."""
+    if any(True for _ in iter_score_masks(model)):
+        raise ValueError("model already has score masks attached; attach a pruner to a fresh model")
+    masks: dict[str, ScoreMask] = {}
+    for name, layer in prunable_layers(model, skip_first_last):
+        sm = ScoreMask(layer.weight, keep_ratio, granularity)
+        parametrize.register_parametrization(layer, "weight", sm, unsafe=True)
+        masks[name] = sm
+    if not masks:
+        raise ValueError("model has no Conv or Linear layer to prune")
+    return masks
+
+
+def iter_score_masks(model: nn.Module) -> Iterator[tuple[str, ScoreMask]]:
+    """(layer name, ScoreMask) for every masked layer of ``model``."""
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            for p in module.parametrizations["weight"]:
+                if isinstance(p, ScoreMask):
+                    yield name, p
+
+
+def raw_weight(layer: nn.Module) -> Tensor:
+    """The unmasked weight of a layer (the parametrization's original), or its plain weight."""
+    if parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations["weight"].original
+    return layer.weight
+
+
+def current_masks(model: nn.Module) -> dict[str, Tensor]:
+    """Current binary masks (broadcast to the weight shape) by layer name."""
+    with torch.no_grad():
+        return {n: sm.mask().expand(sm.weight_shape).detach().clone() for n, sm in iter_score_masks(model)}
+
+
+def apply_masks_to_weights(model: nn.Module) -> None:
+    """Zero the stored original weights where the mask is zero (they then stay zero in finetuning)."""
+    with torch.no_grad():
+        for name, sm in iter_score_masks(model):
+            raw_weight(model.get_submodule(name)).mul_(sm.mask())
+
+
+def export_dense(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with the masks folded into the weights and every parametrization removed."""
+    dense = copy.deepcopy(model)
+    for name, _ in list(iter_score_masks(dense)):
+        layer = dense.get_submodule(name)
+        # A deep copy shares the injected "Parametrized<Layer>" class with the original, and removing the
+        # parametrization edits that class: give the copy a class of its own first.
+        cls = type(layer)
+        own = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+        layer.__class__ = type(cls.__name__, cls.__bases__, own)
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    for p in dense.parameters():
+        p.requires_grad_(True)
+    return dense
+
+
+def sparsity_report(model: nn.Module, skip_first_last: bool = False) -> dict:
+    """Sparsity counted from the weights themselves (exact zeros), global and per prunable layer.
+
+    A model with masks attached is exported first, so the count always reflects the dense weights.
+    """
+    if any(True for _ in iter_score_masks(model)):
+        model = export_dense(model)
+    per_layer: dict[str, dict] = {}
+    total = zeros = 0
+    for name, layer in prunable_layers(model):
+        w = layer.weight.detach()
+        n, z = w.numel(), int((w == 0).sum())
+        per_layer[name] = {"n_weights": n, "n_zero": z, "sparsity": z / n}
+        total += n
+        zeros += z
+    return {"global": zeros / total, "n_weights": total, "n_zero": zeros, "per_layer": per_layer}

@@ -1,0 +1,141 @@
+"""Command line: ``s2ap-bench run | ls | table | validate``. A thin layer over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError
+
+
+def _suite(args: argparse.Namespace):
+    from benchmark.config import load_suite
+
+    overrides = list(args.set or [])
+    if args.seeds:
+        overrides.append(f"seeds=[{args.seeds}]")
+    if args.sparsities:
+        overrides.append(f"sparsities=[{args.sparsities}]")
+    if args.methods:
+        overrides.append(f"methods=[{args.methods}]")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    return load_suite(args.suite, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.leaderboard import write_tables
+    from benchmark.runner import run_suite, suite_dir
+
+    suite = _suite(args)
+    root = suite_dir(suite, args.results_dir)
+    if args.dry_run:
+        for cell in suite.cells():
+            print(f"{cell.key}  [{cell.config_hash()}]")
+        print(f"{len(suite.cells())} cells -> {root}")
+        return 0
+    run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress)
+    written, problems = write_tables(root)
+    for p in problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    print(written[0].read_text())
+    print(f"tables written: {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from benchmark.config import packaged_suites
+    from benchmark.data import DATASETS
+    from benchmark.models import list_models
+    from s2ap import list_methods
+
+    sections = {
+        "pruners": list_methods(),
+        "models": list_models(),
+        "datasets": DATASETS.names(),
+        "suites": packaged_suites(),
+    }
+    wanted = [args.what] if args.what else list(sections)
+    for name in wanted:
+        print(f"{name}: {', '.join(sections[name])}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from benchmark.leaderboard import write_tables
+
+    root = Path(args.results_dir)
+    if not root.is_dir():
+        raise BenchmarkError(f"results folder {root} does not exist; run a suite first (s2ap-bench run)")
+    written, problems = write_tables(root)
+    for p in problems:
+        print(f"skipped corrupt result: {p}", file=sys.stderr)
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from benchmark.results import read_result, result_files
+
+    root = Path(args.results_dir)
+    if not root.exists():
+        raise BenchmarkError(f"results folder {root} does not exist")
+    files = result_files(root) if root.is_dir() else [root]
+    bad = 0
+    for p in files:
+        try:
+            read_result(p)
+        except BenchmarkError as e:
+            print(f"invalid: {e}", file=sys.stderr)
+            bad += 1
+    print(f"{len(files) - bad} valid, {bad} invalid result files under {root}")
+    return 1 if bad else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s2ap-bench", description="Adversarial pruning benchmark (S2AP plug-in).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite (packaged name or YAML file) and write its leaderboard")
+    run.add_argument("suite", nargs="?", default="digits-smoke", help="suite name or YAML path")
+    run.add_argument("--results-dir", help="root folder for results (default: the suite's results_dir)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. search.epochs=3")
+    run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    run.add_argument("--sparsities", help="comma-separated sparsities, e.g. 0.9,0.99")
+    run.add_argument("--methods", help="comma-separated methods, e.g. hydra,hydra+s2ap")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
+    run.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("ls", help="list pruners, models, data sets and suites")
+    ls.add_argument("what", nargs="?", choices=["pruners", "models", "datasets", "suites"])
+    ls.set_defaults(func=cmd_ls)
+
+    table = sub.add_parser("table", help="regenerate leaderboard tables from a results folder")
+    table.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    table.set_defaults(func=cmd_table)
+
+    val = sub.add_parser("validate", help="check result files against the schema")
+    val.add_argument("results_dir", help="a results folder or one result file")
+    val.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchmarkError as e:
+        print(f"s2ap-bench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("s2ap-bench: interrupted; finished cells are kept, re-run to complete the rest", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""Frozen configuration dataclasses, loaded from YAML suites and validated on load.
+
+A bad value raises :class:`~benchmark.errors.ConfigError` with one line naming the field, the value and what
+is allowed; the CLI turns it into exit code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.errors import ConfigError
+from s2ap.plugin import S2APSettings
+
+OBJECTIVES = ("pgd-at", "trades")
+SCHEDULES = ("cosine", "constant")
+AUTOATTACK_VERSIONS = ("standard", "fast", "none")
+STRUCTURES = {"unstructured": "weight", "channel": "channel"}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class FieldError(ConfigError):
+    """Raised inside ``__post_init__``; :func:`build` prefixes the field's full path."""
+
+    def __init__(self, name: str, value: Any, allowed: str) -> None:
+        self.name, self.value, self.allowed = name, value, allowed
+        super().__init__(self._text(name))
+
+    def _text(self, path: str) -> str:
+        return f"config field '{path}': got {self.value!r}, {self.allowed}"
+
+    def at(self, prefix: str) -> ConfigError:
+        return ConfigError(self._text(f"{prefix}{self.name}"))
+
+
+def parse_fraction(value: Any, name: str) -> Fraction:
+    """``"8/255"``, ``0.031`` or ``Fraction`` -> exact ``Fraction`` in [0, 1]."""
+    try:
+        frac = Fraction(str(value)) if not isinstance(value, Fraction) else value
+    except (ValueError, ZeroDivisionError):
+        raise FieldError(name, value, "must be a number or a fraction like '8/255'") from None
+    if not 0 <= frac <= 1:
+        raise FieldError(name, value, "must be in [0, 1] (inputs are scaled to [0, 1])")
+    return frac
+
+
+def _positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (v == 0 and not allow_zero):
+            raise FieldError(n, v, "must be >= 0" if allow_zero else "must be > 0")
+
+
+def _choice(obj: Any, name: str, allowed: typing.Iterable[str]) -> None:
+    v = getattr(obj, name)
+    allowed = tuple(allowed)
+    if v not in allowed:
+        close = difflib.get_close_matches(str(v), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise FieldError(name, v, f"must be one of {', '.join(allowed)}{hint}")
+
+
+@dataclass(frozen=True)
+class ThreatConfig:
+    """L-inf threat model for training attacks and evaluation. Fractions are kept exact ("8/255")."""
+
+    eps: str = "8/255"
+    step_size: str = "2/255"
+    steps: int = 10
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", str(parse_fraction(self.eps, "eps")))
+        object.__setattr__(self, "step_size", str(parse_fraction(self.step_size, "step_size")))
+        _positive(self, "steps")
+
+    @property
+    def eps_value(self) -> float:
+        return float(Fraction(self.eps))
+
+    @property
+    def step_value(self) -> float:
+        return float(Fraction(self.step_size))
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One training phase (pretrain, mask search or finetune): optimiser, schedule and objective."""
+
+    epochs: int = 10
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    batch_size: int = 128
+    objective: str = "pgd-at"
+    trades_beta: float = 6.0
+    freeze_bn: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", allow_zero=True)
+        _positive(self, "lr", "batch_size", "trades_beta")
+        _positive(self, "momentum", "weight_decay", allow_zero=True)
+        _choice(self, "schedule", SCHEDULES)
+        _choice(self, "objective", OBJECTIVES)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol: AutoAttack version, number of test points, PGD steps, sharpness batch."""
+
+    n_examples: int = 1000
+    autoattack: str = "standard"
+    pgd_steps: int = 20
+    batch_size: int = 500
+    seed: int = 0
+    sharpness_examples: int = 128
+    sharpness_iterations: int = 20
+
+    def __post_init__(self) -> None:
+        _positive(self, "n_examples", "pgd_steps", "batch_size", "sharpness_examples", "sharpness_iterations")
+        _positive(self, "seed", allow_zero=True)
+        _choice(self, "autoattack", AUTOATTACK_VERSIONS)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A registered data set and how it is split (train / validation / test)."""
+
+    name: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    val_fraction: float = 0.15
+    split_seed: int = 0
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from benchmark.data import DATASETS
+
+        _choice(self, "name", DATASETS.names())
+        if not 0 <= self.val_fraction < 1:
+            raise FieldError("val_fraction", self.val_fraction, "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A pruner (``"hydra"``, or ``"hydra+s2ap"`` for the plug-in) with its options."""
+
+    method: str
+    label: str | None = None
+    options: dict = field(default_factory=dict)
+    s2ap: S2APSettings = field(default_factory=S2APSettings)
+
+    def __post_init__(self) -> None:
+        from s2ap import check_method
+
+        try:
+            check_method(self.method)
+        except ValueError as e:
+            raise FieldError("method", self.method, str(e)) from None
+        if self.label is None:
+            object.__setattr__(self, "label", self.method)
+
+    @property
+    def uses_s2ap(self) -> bool:
+        from s2ap import split_method
+
+        return split_method(self.method)[1]
+
+    def identity(self) -> dict:
+        """What defines this method's results (the S2AP settings only where the plug-in is used)."""
+        out: dict[str, Any] = {"method": self.method, "options": dict(sorted(self.options.items()))}
+        if self.uses_s2ap:
+            out["s2ap"] = dataclasses.asdict(self.s2ap)
+        return out
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """A suite: methods x model x data set x sparsities x seeds, with budgets and the attack protocol."""
+
+    name: str
+    methods: tuple[MethodConfig, ...]
+    description: str = ""
+    dataset: DataConfig = field(default_factory=DataConfig)
+    model: str = "digits_cnn"
+    structure: str = "unstructured"
+    skip_first_last: bool = False
+    sparsities: tuple[float, ...] = (0.9, 0.95, 0.99)
+    seeds: tuple[int, ...] = (0,)
+    threat: ThreatConfig = field(default_factory=ThreatConfig)
+    pretrain: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=100, lr=0.1))
+    search: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=20, lr=0.1))
+    finetune: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=100, lr=0.01))
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "auto"
+    results_dir: str = "results"
+
+    def __post_init__(self) -> None:
+        from benchmark.models import MODELS
+
+        if not self.name or "/" in self.name:
+            raise FieldError("name", self.name, "must be a non-empty name without '/'")
+        _choice(self, "model", MODELS.names())
+        _choice(self, "structure", STRUCTURES)
+        _choice(self, "device", DEVICES)
+        if not self.methods:
+            raise FieldError("methods", [], "list at least one method")
+        if not self.sparsities:
+            raise FieldError("sparsities", [], "list at least one sparsity")
+        for s in self.sparsities:
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+                raise FieldError("sparsities", s, "each sparsity must be a number in (0, 1), e.g. 0.9")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise FieldError("seeds", list(self.seeds), "must be a non-empty list of integers >= 0")
+        labels = [m.label for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise FieldError("methods", labels, "method labels must be unique (set 'label' to tell them apart)")
+
+    @property
+    def granularity(self) -> str:
+        return STRUCTURES[self.structure]
+
+    def cells(self) -> list[Cell]:
+        """Every (method, sparsity, seed) cell, in run order (seed-major so dense models are reused)."""
+        return [Cell(self, m, sp, seed) for seed in self.seeds for sp in self.sparsities for m in self.methods]
+
+    def dense_identity(self, seed: int) -> dict:
+        """What defines the dense robust model of a seed (its checkpoint is reused by every cell)."""
+        return {
+            "dataset": to_dict(self.dataset),
+            "model": self.model,
+            "threat": to_dict(self.threat),
+            "pretrain": to_dict(self.pretrain),
+            "seed": seed,
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One result: a method at one sparsity and seed, in a suite."""
+
+    suite: SuiteConfig
+    method: MethodConfig
+    sparsity: float
+    seed: int
+
+    def identity(self) -> dict:
+        s = self.suite
+        return {
+            "suite": s.name,
+            **s.dense_identity(self.seed),
+            "structure": s.structure,
+            "skip_first_last": s.skip_first_last,
+            "method": self.method.identity(),
+            "sparsity": self.sparsity,
+            "search": to_dict(s.search),
+            "finetune": to_dict(s.finetune),
+            "evaluation": to_dict(s.evaluation),
+        }
+
+    def config_hash(self) -> str:
+        return config_hash(self.identity())
+
+    @property
+    def key(self) -> str:
+        """File-name stem: ``<method label>/<structure>-s<sparsity>-seed<seed>``."""
+        return f"{self.method.label}/{self.suite.structure}-s{self.sparsity:g}-seed{self.seed}"
+
+
+def config_hash(identity: dict) -> str:
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain JSON-able dict (tuples as lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# -- building dataclasses from plain data, with field paths in every error ----------------------------------
+def build(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking unknown keys, types and values."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(fields)}"
+            raise ConfigError(f"config field '{prefix}{key}' is not known{hint}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    try:
+        return cls(**kwargs)
+    except FieldError as e:
+        raise e.at(prefix) from None
+    except TypeError as e:  # a missing required field
+        missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': missing {missing or e}") from None
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if hint is MethodConfig and isinstance(value, str):
+            value = {"method": value}
+        if hint is S2APSettings:
+            try:
+                return build(hint, value, path + ".")
+            except ValueError as e:  # S2APSettings validates itself
+                if isinstance(e, ConfigError):
+                    raise
+                raise ConfigError(f"config field '{path}': {e}") from None
+        return build(hint, value, path + ".")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field '{path}': got {value!r}, must be a mapping")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config field '{path}': got {value!r}, must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config field '{path}': got {value!r}, must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config field '{path}': got {value!r}, must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config field '{path}': got {value!r}, must be a string")
+        return str(value)
+    return value
+
+
+# -- suites: packaged presets or YAML files, with dotted overrides --------------------------------------------
+def packaged_suites() -> list[str]:
+    folder = resources.files("benchmark") / "suites"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_suite_mapping(name_or_path: str) -> dict:
+    """The raw mapping of a packaged suite name or a YAML file path (loaded with ``yaml.safe_load``)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"suite file {str(path)!r} does not exist; give a YAML path or one of "
+                              f"{', '.join(packaged_suites())}")
+        text = path.read_text()
+    else:
+        names = packaged_suites()
+        if name_or_path not in names:
+            close = difflib.get_close_matches(name_or_path, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown suite {name_or_path!r}.{hint} Known: {', '.join(names)}")
+        text = (resources.files("benchmark") / "suites" / f"{name_or_path}.yaml").read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"suite {name_or_path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"suite {name_or_path!r} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw suite mapping."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like 'search.epochs=3'")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+        target[parts[-1]] = value
+    return data
+
+
+def load_suite(name_or_path: str = "digits-smoke", overrides: list[str] | None = None) -> SuiteConfig:
+    """Load and validate a suite from a packaged name or a YAML path, with ``key=value`` overrides."""
+    data = apply_overrides(read_suite_mapping(name_or_path), overrides or [])
+    return build(SuiteConfig, data)

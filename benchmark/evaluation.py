@@ -1,0 +1,127 @@
+"""Evaluation of record: clean accuracy, PGD-k accuracy and AutoAttack (``pyautoattack``), model in eval mode.
+
+Robust accuracy is computed from the adversarial examples AutoAttack returns, never from its printed text;
+AutoAttack's own sanity warnings are captured and stored with the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from fractions import Fraction
+from importlib.metadata import version
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.attacks import attack_mode, pgd
+from benchmark.config import EvalConfig, ThreatConfig
+
+AUTOATTACK_ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"], "fast": ["apgd-ce", "apgd-t"]}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+    return correct / max(len(x), 1)
+
+
+def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, steps: int,
+                 batch_size: int = 500, seed: int = 0) -> float:
+    """Accuracy under PGD-``steps`` with a random start, at the threat's eps and step size."""
+    gen = torch.Generator().manual_seed(seed)
+    correct = 0
+    with attack_mode(model):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            x_adv = pgd(model, xb, yb, eps=threat.eps_value, step_size=threat.step_value, steps=steps,
+                        generator=gen)
+            with torch.no_grad():
+                correct += int((model(x_adv).argmax(1) == yb).sum())
+    return correct / max(len(x), 1)
+
+
+class _CaptureWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, version_name: str = "standard",
+               seed: int = 0, batch_size: int = 500, device: torch.device | str = "cpu") -> dict:
+    """Run AutoAttack (L-inf) on ``(x, y)``; returns robust accuracy from the returned adversarial examples,
+    the attacks run, its sanity flags, the maximal perturbation found, and the time taken."""
+    from pyautoattack import AutoAttack
+
+    model.eval()
+    if version_name == "standard":
+        adversary = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=seed, device=device)
+    else:
+        adversary = AutoAttack(model, eps=eps, norm="Linf", version="custom", seed=seed, device=device,
+                               attacks=AUTOATTACK_ATTACKS[version_name])
+    capture = _CaptureWarnings()
+    logger = logging.getLogger("auto-attack")
+    logger.addHandler(capture)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x_adv, _ = adversary.run_standard_evaluation(x.to(device), y.to(device), batch_size=batch_size)
+    finally:
+        logger.removeHandler(capture)
+    elapsed = time.perf_counter() - start
+    flags = capture.messages + [str(w.message) for w in caught if "auto" in str(w.filename).lower()]
+    x_adv = x_adv.to(x.device)
+    linf = float((x_adv - x).abs().flatten(1).max(1).values.max()) if len(x) else 0.0
+    robust = accuracy(model, x_adv, y, batch_size)
+    return {
+        "robust_accuracy": robust,
+        "version": version_name,
+        "attacks": AUTOATTACK_ATTACKS[version_name],
+        "package": "pyautoattack",
+        "package_version": version("pyautoattack"),
+        "seed": seed,
+        "flags": flags,
+        "max_linf_perturbation": linf,
+        "perturbation_within_eps": linf <= eps + 1e-6,
+        "time_s": elapsed,
+    }
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: EvalConfig,
+             device: torch.device | str = "cpu") -> dict:
+    """The evaluation of record on fixed test points: clean, PGD-k and (unless disabled) AutoAttack."""
+    model.eval()
+    assert not model.training, "evaluation needs the model in eval mode"
+    x, y = x.to(device), y.to(device)
+    start = time.perf_counter()
+    clean = accuracy(model, x, y, cfg.batch_size)
+    pgd_acc = pgd_accuracy(model, x, y, threat, cfg.pgd_steps, cfg.batch_size, cfg.seed)
+    pgd_time = time.perf_counter() - start
+    out: dict = {
+        "n_examples": len(x),
+        "eps": threat.eps,
+        "eps_float": float(Fraction(threat.eps)),
+        "norm": "Linf",
+        "seed": cfg.seed,
+        "clean_accuracy": clean,
+        "pgd": {"accuracy": pgd_acc, "steps": cfg.pgd_steps, "step_size": threat.step_size,
+                "random_start": True, "time_s": pgd_time},
+        "autoattack": None,
+    }
+    if cfg.autoattack != "none":
+        out["autoattack"] = autoattack(model, x, y, eps=threat.eps_value, version_name=cfg.autoattack,
+                                       seed=cfg.seed, batch_size=cfg.batch_size, device=device)
+    flags = list(out["autoattack"]["flags"]) if out["autoattack"] else []
+    robust = out["autoattack"]["robust_accuracy"] if out["autoattack"] else pgd_acc
+    if robust > clean:
+        flags.append("robust accuracy above clean accuracy: the evaluation is unreliable")
+    out["flags"] = flags
+    return out

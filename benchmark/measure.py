@@ -1,0 +1,84 @@
+"""Wall time and peak memory per phase, and the environment a result was produced in."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+PACKAGES = ("s2ap-bench", "torch", "torchvision", "pyautoattack", "numpy", "scikit-learn")
+
+
+@contextmanager
+def measure(record: dict, device: torch.device) -> Iterator[None]:
+    """Fill ``record`` with ``wall_s`` and ``peak_memory_mb`` for the code run inside the block.
+
+    On CUDA the peak is the allocator's peak during the block; on CPU it is the process's peak resident
+    set size so far (``peak_memory_kind`` says which).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            record["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            record["peak_memory_kind"] = "cuda_max_allocated"
+        else:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            record["peak_memory_mb"] = rss / 1024
+            record["peak_memory_kind"] = "process_max_rss"
+        record["wall_s"] = time.perf_counter() - start
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from benchmark.errors import ConfigError
+
+        raise ConfigError("config field 'device': got 'cuda', but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def git_state() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def environment(device: torch.device) -> dict:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "packages": versions,
+        "python": sys.version.split()[0],
+        "git": git_state(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        or platform.machine(),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads()},
+    }

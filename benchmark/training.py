@@ -1,0 +1,105 @@
+"""Adversarial training objectives (PGD-AT, TRADES) and the phase loop shared by pretrain, search, finetune."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from baselines.base import adversarial_step
+from benchmark.attacks import attack_mode, pgd
+from benchmark.config import PhaseConfig, ThreatConfig
+
+# Adversarial examples for training are crafted with the model in eval mode (as HYDRA's code does).
+ATTACK_MODEL_MODE = "eval"
+
+
+@dataclass
+class Objective:
+    """How a batch's adversarial examples are crafted and its robust loss computed."""
+
+    kind: str
+    threat: ThreatConfig
+    trades_beta: float = 6.0
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        t = self.threat
+        with attack_mode(model):
+            return pgd(model, x, y, eps=t.eps_value, step_size=t.step_value, steps=t.steps,
+                       loss="kl" if self.kind == "trades" else "ce")
+
+    def loss(self, model: nn.Module, x_adv: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        if self.kind == "trades":
+            logits = model(torch.cat([x, x_adv]))
+            clean, adv = logits[: len(x)], logits[len(x):]
+            kl = F.kl_div(F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="batchmean")
+            return F.cross_entropy(clean, y) + self.trades_beta * kl
+        return F.cross_entropy(model(x_adv), y)
+
+
+def make_objective(phase: PhaseConfig, threat: ThreatConfig) -> Objective:
+    return Objective(phase.objective, threat, phase.trades_beta)
+
+
+def make_optimizer(params: list[nn.Parameter], phase: PhaseConfig, steps_per_epoch: int):
+    """SGD with momentum and the phase's schedule (cosine over all steps, or constant)."""
+    opt = torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay)
+    total = max(1, phase.epochs * steps_per_epoch)
+    if phase.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return opt, sched
+
+
+StepFn = Callable[[Callable[[], Tensor], Callable[[Tensor], Tensor], torch.optim.Optimizer, int], Tensor]
+
+
+def plain_step(adversarial, robust_loss, optimizer, epoch: int) -> Tensor:
+    return adversarial_step(adversarial, robust_loss, optimizer)
+
+
+def train_phase(
+    model: nn.Module,
+    loader: DataLoader,
+    params: list[nn.Parameter],
+    phase: PhaseConfig,
+    threat: ThreatConfig,
+    *,
+    device: torch.device,
+    step: StepFn = plain_step,
+    on_epoch_end: Callable[[int], dict] | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> list[dict]:
+    """Run ``phase.epochs`` epochs of adversarial training of ``params``; returns one log entry per epoch."""
+    objective = make_objective(phase, threat)
+    optimizer, scheduler = make_optimizer(params, phase, len(loader))
+    history = []
+    bar = tqdm(range(phase.epochs), desc=desc, disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        total, n = 0.0, 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = step(
+                lambda x=x, y=y: objective.perturb(model, x, y),
+                lambda x_adv, x=x, y=y: objective.loss(model, x_adv, x, y),
+                optimizer,
+                epoch,
+            )
+            scheduler.step()
+            total += float(loss) * len(y)
+            n += len(y)
+        entry = {"epoch": epoch, "loss": total / max(n, 1)}
+        if on_epoch_end is not None:
+            entry.update(on_epoch_end(epoch))
+        history.append(entry)
+        bar.set_postfix(loss=f"{entry['loss']:.3f}")
+    return history

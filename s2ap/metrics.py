@@ -1,0 +1,76 @@
+"""What S2AP is meant to change: mask stability (Hamming distances) and score-space sharpness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from baselines.base import Pruner
+
+
+def mask_distance(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, float]:
+    """Hamming distance between two sets of binary masks over the same layers.
+
+    ``normalized``: differing entries / number of entries. ``sparsity_aware``: differing entries / (2 * kept
+    entries), which is 1 when the two masks keep disjoint sets and is comparable across sparsities.
+    """
+    if a.keys() != b.keys():
+        raise ValueError("masks cover different layers")
+    differ = total = kept = 0
+    for name, ma in a.items():
+        mb = b[name]
+        differ += int((ma != mb).sum())
+        total += ma.numel()
+        kept += int(ma.sum() + mb.sum()) // 2
+    return {
+        "hamming": differ,
+        "normalized": differ / total,
+        "sparsity_aware": differ / max(2 * kept, 1),
+    }
+
+
+def score_sharpness(
+    pruner: Pruner,
+    loss_fn: Callable[[], Tensor],
+    *,
+    iterations: int = 20,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Top eigenvalue of the Hessian of ``loss_fn`` w.r.t. the pruner's scores, by power iteration on
+    Hessian-vector products (double backward through the straight-through mask).
+
+    ``loss_fn`` must evaluate the robust loss on a fixed batch (fixed adversarial examples, eval-mode model).
+    """
+    params = [p for p in pruner.score_parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        pairs = [(p, g) for p, g in zip(params, grads) if g is not None and g.requires_grad]
+        if not pairs:
+            return {"top_eigenvalue": 0.0, "iterations": 0, "converged": True}
+        ps, gs = zip(*pairs)
+        gen = torch.Generator().manual_seed(seed)
+        v = [torch.randn(p.shape, generator=gen).to(p) for p in ps]
+        eig = 0.0
+        converged = False
+        it = 0
+        for it in range(1, iterations + 1):
+            norm = torch.sqrt(sum((x * x).sum() for x in v))
+            v = [x / norm for x in v]
+            hv = torch.autograd.grad(gs, ps, grad_outputs=v, retain_graph=True)
+            new_eig = float(sum((h * x).sum() for h, x in zip(hv, v)))
+            v = [h.detach() for h in hv]
+            if it > 1 and abs(new_eig - eig) <= tol * (abs(eig) + 1e-12):
+                eig, converged = new_eig, True
+                break
+            eig = new_eig
+        return {"top_eigenvalue": eig, "iterations": it, "converged": converged}
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)

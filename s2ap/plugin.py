@@ -1,0 +1,181 @@
+"""S2AP: score-space sharpness-aware adversarial pruning, as a wrapper around any score-based pruner.
+
+Objective: ``min_s max_{||z_l|| <= gamma ||s_l||} L_rob(w * M(s + z, k))`` solved to first order, SAM-style,
+with a radius per layer relative to the norm of that layer's scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from baselines.base import Pruner, check_finite
+
+TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class S2APSettings:
+    """The plug-in's switches; all recorded in each result file.
+
+    gamma: per-layer radius relative to the layer's score norm (0 reproduces the base pruner exactly).
+    warmup_epochs: mask-search epochs run as the base pruner before the perturbation starts.
+    regenerate_adversarial: craft new adversarial examples at the perturbed scores (about 2x cost) instead of
+        reusing those of the unperturbed scores (default).
+    perturb_rates: also perturb learnt per-layer keep rates (HARP), each with radius gamma * |rate|.
+    score_space: "signed" perturbs s directly; "abs" perturbs |s| (the quantity the top-k ranks), keeping
+        each score's sign.
+    """
+
+    gamma: float = 0.05
+    warmup_epochs: int = 5
+    regenerate_adversarial: bool = False
+    perturb_rates: bool = False
+    score_space: str = "signed"
+
+    def __post_init__(self) -> None:
+        if self.gamma < 0:
+            raise ValueError(f"s2ap gamma must be >= 0, got {self.gamma}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"s2ap warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.score_space not in ("signed", "abs"):
+            raise ValueError(f"s2ap score_space must be 'signed' or 'abs', got {self.score_space!r}")
+
+
+@contextmanager
+def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+    """Run forward passes in train mode without changing BatchNorm running statistics."""
+    saved = {
+        name: {k: v.clone() for k, v in m.state_dict().items()}
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    }
+    try:
+        yield
+    finally:
+        for name, state in saved.items():
+            model.get_submodule(name).load_state_dict(state)
+
+
+class S2AP(Pruner):
+    """Wraps a score-based pruner: same masks, scores and extra loss, with a sharpness-aware search step."""
+
+    def __init__(self, base: Pruner, settings: S2APSettings | None = None) -> None:
+        if not base.has_scores:
+            raise ValueError(f"S2AP needs a pruner with learnt scores; {base.name!r} has none")
+        self.base = base
+        self.settings = settings or S2APSettings()
+        self.name = f"{base.name}+s2ap"  # type: ignore[misc]
+        self.last_perturbation_norms: dict[str, float] = {}
+
+    # The pruner interface, delegated to the base pruner.
+    def __getattr__(self, item: str) -> Any:
+        if item == "base":
+            raise AttributeError(item)
+        return getattr(self.base, item)
+
+    @property
+    def has_scores(self) -> bool:  # type: ignore[override]
+        return True
+
+    @property
+    def needs_search(self) -> bool:  # type: ignore[override]
+        return True
+
+    def options(self) -> dict[str, Any]:
+        return {**self.base.options(), "name": self.name, "s2ap": asdict(self.settings)}
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        return self.base.attach(model)
+
+    def score_parameters(self) -> list[nn.Parameter]:
+        return self.base.score_parameters()
+
+    def rate_parameters(self) -> list[nn.Parameter]:
+        return self.base.rate_parameters()
+
+    def extra_loss(self) -> Tensor | None:
+        return self.base.extra_loss()
+
+    def end_search_epoch(self, epoch: int) -> dict[str, float]:
+        return self.base.end_search_epoch(epoch)
+
+    def freeze(self) -> None:
+        self.base.freeze()
+
+    def masks(self) -> dict[str, Tensor]:
+        return self.base.masks()
+
+    def export(self) -> nn.Module:
+        return self.base.export()
+
+    def init_scores(self, model: nn.Module) -> None:
+        self.base.init_scores(model)
+
+    # The plug-in itself.
+    def perturbed_tensors(self) -> list[nn.Parameter]:
+        params = list(self.base.score_parameters())
+        if self.settings.perturb_rates:
+            params += self.base.rate_parameters()
+        return params
+
+    def ascent_direction(self, params: list[nn.Parameter], grads: list[Tensor]) -> list[Tensor]:
+        """z_l = gamma * ||s_l|| * g_l / (||g_l|| + tiny), per tensor (per layer)."""
+        gamma = self.settings.gamma
+        zs = []
+        for p, g in zip(params, grads):
+            g = torch.zeros_like(p) if g is None else g
+            if self.settings.score_space == "abs":
+                g = g * torch.sign(p)  # gradient w.r.t. |s|
+            z = gamma * p.detach().norm() * g / (g.norm() + TINY)
+            if self.settings.score_space == "abs":
+                z = z * torch.sign(p)  # move |s| by z, keep the sign of s
+            zs.append(z)
+        return zs
+
+    def search_step(
+        self,
+        adversarial: Callable[[], Tensor],
+        robust_loss: Callable[[Tensor], Tensor],
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+    ) -> Tensor:
+        if epoch < self.settings.warmup_epochs:
+            return self.base.search_step(adversarial, robust_loss, optimizer, epoch)
+        model = self.base.model
+        assert model is not None
+        params = self.perturbed_tensors()
+        x_adv = adversarial()
+        # 1-2. gradient of the robust loss w.r.t. the scores (BatchNorm statistics untouched by this pass)
+        with frozen_batchnorm_stats(model):
+            loss_at_s = robust_loss(x_adv)
+            check_finite(loss_at_s)
+            grads = torch.autograd.grad(loss_at_s, params, allow_unused=True)
+        # 3-4. move to the worst case in the per-layer ball, take the gradient there, restore exactly
+        zs = self.ascent_direction(params, list(grads))
+        backups = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, z in zip(params, zs):
+                p.add_(z)
+        self.last_perturbation_norms = {f"z{i}": float(z.norm()) for i, z in enumerate(zs)}
+        try:
+            if self.settings.regenerate_adversarial:
+                x_adv = adversarial()
+            optimizer.zero_grad(set_to_none=True)
+            loss = robust_loss(x_adv)
+            extra = self.base.extra_loss()
+            total = loss if extra is None else loss + extra
+            check_finite(total)
+            total.backward()
+        finally:
+            with torch.no_grad():
+                for p, b in zip(params, backups):
+                    p.copy_(b)
+        # 5. the base optimizer step with the gradient taken at the perturbed scores
+        optimizer.step()
+        return loss.detach()

@@ -1,0 +1,42 @@
+"""Shared offline fixtures: tiny suites on the digits set, small models, a seeded RNG."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.config import SuiteConfig, build
+
+TINY_SUITE = {
+    "name": "tiny",
+    "dataset": {"name": "digits", "val_fraction": 0.1},
+    "model": "digits_cnn",
+    "sparsities": [0.9],
+    "seeds": [0],
+    "methods": ["hydra"],
+    "threat": {"eps": "32/255", "step_size": "8/255", "steps": 2},
+    "pretrain": {"epochs": 1, "lr": 0.05, "batch_size": 128},
+    "search": {"epochs": 2, "lr": 0.1, "batch_size": 128},
+    "finetune": {"epochs": 1, "lr": 0.01, "batch_size": 128},
+    "evaluation": {"n_examples": 24, "autoattack": "fast", "pgd_steps": 3, "batch_size": 64,
+                   "sharpness_examples": 16, "sharpness_iterations": 3},
+    "device": "cpu",
+}
+
+
+def tiny_suite_dict(**changes) -> dict:
+    import copy
+
+    d = copy.deepcopy(TINY_SUITE)
+    d.update(changes)
+    return d
+
+
+@pytest.fixture
+def tiny_suite() -> SuiteConfig:
+    return build(SuiteConfig, tiny_suite_dict())
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

@@ -1,0 +1,76 @@
+"""Config validation: every bad value is one line naming the field and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.config import SuiteConfig, build, load_suite
+from benchmark.errors import ConfigError
+from tests.conftest import tiny_suite_dict
+
+
+def test_default_suite_loads_and_lists_cells() -> None:
+    suite = load_suite("digits-smoke")
+    assert suite.name == "digits-smoke"
+    assert {c.sparsity for c in suite.cells()} == {0.9, 0.95, 0.99}
+    assert suite.threat.eps == "32/255"  # kept as an exact fraction
+
+
+BAD = [
+    ({"sparsities": [1.5]}, "sparsities"),
+    ({"sparsities": [0]}, "sparsities"),
+    ({"seeds": [-1]}, "seeds"),
+    ({"model": "digit_cnn"}, "did you mean 'digits_cnn'"),
+    ({"methods": ["hydar"]}, "Did you mean 'hydra'"),
+    ({"methods": []}, "methods"),
+    ({"dataset": {"name": "cifar"}}, "dataset.name"),
+    ({"threat": {"eps": 2}}, "threat.eps"),
+    ({"threat": {"eps": "eight"}}, "threat.eps"),
+    ({"search": {"lr": -0.1}}, "search.lr"),
+    ({"search": {"epochs": 1.5}}, "search.epochs"),
+    ({"finetune": {"schedule": "cosin"}}, "did you mean 'cosine'"),
+    ({"pretrain": {"objective": "trade"}}, "pretrain.objective"),
+    ({"evaluation": {"autoattack": "strong"}}, "evaluation.autoattack"),
+    ({"evaluation": {"n_examples": 0}}, "evaluation.n_examples"),
+    ({"structure": "filter"}, "structure"),
+    ({"device": "tpu"}, "device"),
+    ({"serch": {"epochs": 1}}, "did you mean 'search'"),
+    ({"search": {"epoch": 1}}, "did you mean 'search.epochs'"),
+    ({"methods": [{"method": "hydra+s2ap", "s2ap": {"gamma": -1}}]}, "gamma"),
+    ({"methods": [{"method": "hydra", "label": "a"}, {"method": "hydra+s2ap", "label": "a"}]}, "unique"),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), BAD, ids=[str(c) for c, _ in BAD])
+def test_bad_values_name_the_field(change: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(SuiteConfig, tiny_suite_dict(**change))
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_unknown_suite_suggests_the_closest(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'digits-smoke'"):
+        load_suite("digit-smoke")
+
+
+def test_cli_config_error_is_one_line_and_exit_2(capsys) -> None:
+    code = main(["run", "digits-smoke", "--set", "search.lr=-1", "--results-dir", "unused"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "search.lr" in err and "must be > 0" in err
+
+
+def test_overrides_and_yaml_file(tmp_path) -> None:
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(tiny_suite_dict()))
+    suite = load_suite(str(path), ["search.epochs=7", "seeds=[1, 2]"])
+    assert suite.search.epochs == 7 and suite.seeds == (1, 2)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_suite(str(bad))
