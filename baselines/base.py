@@ -160,6 +160,14 @@ class Pruner:
         """Hook after each mask-search epoch; returns figures to log (HARP updates its size weight here)."""
         return {}
 
+    def extra_state(self) -> dict:
+        """State kept outside the model's parameters (e.g. HARP's size-loss weight), saved with each epoch's
+        checkpoint so an interrupted search resumes exactly; plain numbers, lists and tensors only."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
     # -- after the search ----------------------------------------------------------------------------------
     def freeze(self) -> None:
         """Fix the masks for finetuning and zero the masked weights."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,12 +36,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{cell.key}  [{cell.config_hash()}]")
         print(f"{len(suite.cells())} cells -> {root}")
         return 0
-    run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress)
-    written, problems = write_tables(root)
-    for p in problems:
-        print(f"skipped: {p}", file=sys.stderr)
-    print(written[0].read_text())
-    print(f"tables written: {', '.join(str(p) for p in written)}")
+    failure: BenchmarkError | None = None
+    try:
+        run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
+                  workers=args.workers)
+    except BenchmarkError as e:  # the tables still show every finished cell
+        failure = e
+    if root.is_dir() and os.access(root, os.W_OK):
+        written, problems = write_tables(root)
+        for p in problems:
+            print(f"skipped: {p}", file=sys.stderr)
+        print(written[0].read_text())
+        print(f"tables written: {', '.join(str(p) for p in written)}")
+    if failure is not None:
+        raise failure
     return 0
 
 
@@ -106,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--sparsities", help="comma-separated sparsities, e.g. 0.9,0.99")
     run.add_argument("--methods", help="comma-separated methods, e.g. hydra,hydra+s2ap")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
     run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
     run.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -1,10 +1,22 @@
 """Runs suites: dense robust pretraining (once per seed, reused), then per cell mask search, finetuning,
-evaluation and one result file. Cells whose result exists with the same config hash are skipped."""
+evaluation and one result file. Cells whose result exists with the same config hash are skipped.
+
+Every training phase checkpoints each epoch, so a killed run resumes where it stopped; a lock per cell lets
+several runner processes share one results folder without running a cell twice.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import itertools
+import multiprocessing
+import os
 import random
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,16 +25,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from baselines.base import Pruner
-from baselines.masking import sparsity_report
+from baselines.base import NonFiniteLossError, Pruner
+from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.config import Cell, SuiteConfig, config_hash
 from benchmark.data import DataSplits, first_n, load_dataset, make_loader
+from benchmark.errors import BenchmarkError
 from benchmark.evaluation import evaluate, pgd_accuracy
 from benchmark.measure import environment, measure, resolve_device
 from benchmark.models import create_model
-from benchmark.results import SCHEMA_VERSION, existing_hash, write_result
-from benchmark.training import ATTACK_MODEL_MODE, make_objective, train_phase
+from benchmark.results import SCHEMA_VERSION, existing_hash, read_result, write_result
+from benchmark.training import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
 from s2ap import build_pruner, mask_distance, score_sharpness, split_method
 
 
@@ -41,6 +54,17 @@ def result_path(cell: Cell, root: Path) -> Path:
     return root / s.dataset.name / s.model / f"{cell.key}.json"
 
 
+def mask_path(cell: Cell, root: Path) -> Path:
+    """The final masks of a cell (boolean tensors), kept to compare masks across seeds."""
+    s = cell.suite
+    return root / "masks" / s.dataset.name / s.model / f"{cell.key}.pt"
+
+
+def work_dir(cell: Cell, root: Path) -> Path:
+    """Per-epoch checkpoints of an unfinished cell (removed once its result is written)."""
+    return root / "checkpoints" / "cells" / f"{cell.key.replace('/', '-')}-{cell.config_hash()}"
+
+
 def load_data(suite: SuiteConfig) -> DataSplits:
     d = suite.dataset
     return load_dataset(d.name, data_dir=d.data_dir, download=d.download, val_fraction=d.val_fraction,
@@ -49,6 +73,25 @@ def load_data(suite: SuiteConfig) -> DataSplits:
 
 def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
     return create_model(suite.model, data.num_classes, data.input_shape[0])
+
+
+@contextmanager
+def file_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` (released by the OS even if the process is killed).
+
+    Yields whether the lock was taken; with ``wait=False`` it does not block when another process holds it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class DenseCache:
@@ -68,11 +111,12 @@ class DenseCache:
         if seed in self._memo:
             return self._memo[seed]
         path = self.path(seed)
-        if path.exists():
-            payload = load_checkpoint(path)
-            out = (payload["state_dict"], {**payload["record"], "reused_checkpoint": path.name})
-        else:
-            out = self._pretrain(seed, path)
+        with file_lock(path.with_suffix(".lock"), wait=True):
+            if path.exists():
+                payload = load_checkpoint(path)
+                out = (payload["state_dict"], {**payload["record"], "reused_checkpoint": path.name})
+            else:
+                out = self._pretrain(seed, path)
         self._memo[seed] = out
         return out
 
@@ -82,12 +126,15 @@ class DenseCache:
         model = build_model(s, self.data).to(self.device)
         loader = make_loader(self.data.train, s.pretrain.batch_size, shuffle=True, seed=seed)
         record: dict = {"epochs": s.pretrain.epochs}
+        progress_file = path.with_name(path.stem + ".epoch.pt")
         with measure(record, self.device):
             history = train_phase(model, loader, list(model.parameters()), s.pretrain, s.threat,
-                                  device=self.device, desc=f"pretrain seed {seed}", progress=self.progress)
+                                  device=self.device, desc=f"pretrain seed {seed}", progress=self.progress,
+                                  checkpoint=EpochCheckpoint(progress_file))
         record["final_loss"] = history[-1]["loss"] if history else None
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_checkpoint(path, {"state_dict": state, "record": record})
+        progress_file.unlink(missing_ok=True)
         return state, record
 
 
@@ -107,8 +154,6 @@ def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list
 
 def finetune_parameters(model: nn.Module) -> list[nn.Parameter]:
     """All weights, biases and BatchNorm parameters; scores and rates stay frozen."""
-    from baselines.masking import iter_score_masks
-
     frozen = {id(p) for _, sm in iter_score_masks(model) for p in sm.parameters()}
     params = [p for p in model.parameters() if id(p) not in frozen]
     for p in params:
@@ -123,10 +168,10 @@ def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConf
     x, y = first_n(source, n)
     x, y = x.to(device), y.to(device)
     objective = make_objective(suite.search, suite.threat)
-    gen_state = torch.get_rng_state()
+    rng = torch.get_rng_state()
     torch.manual_seed(suite.evaluation.seed)
     x_adv = objective.perturb(model, x, y)
-    torch.set_rng_state(gen_state)
+    torch.set_rng_state(rng)
 
     def loss() -> torch.Tensor:
         model.eval()
@@ -135,9 +180,19 @@ def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConf
     return loss
 
 
-def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.device,
-             progress: bool = True) -> dict:
-    """Prune, finetune and evaluate one cell; returns its result record (schema in benchmark.results)."""
+def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
+    """A short hash of the final masks: equal fingerprints mean identical masks."""
+    h = hashlib.sha256()
+    for name in sorted(masks):
+        h.update(name.encode())
+        h.update(masks[name].to(torch.uint8).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.device, progress: bool = True,
+             work: Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Prune, finetune and evaluate one cell; returns its result record (schema in benchmark.results) and
+    its final masks. With ``work``, each epoch is checkpointed there and an interrupted cell resumes."""
     s, m = cell.suite, cell.method
     dense_state, pretrain_record = dense.get(cell.seed)
     seed_everything(cell.seed)
@@ -152,60 +207,77 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     mask_record = None
     tag = f"{m.label} s={cell.sparsity:g} seed={cell.seed}"
 
+    def epoch_checkpoint(phase: str, extra: tuple[Callable[[], dict], Callable[[dict], None]] | None = None):
+        if work is None:
+            return None
+        if extra is None:
+            return EpochCheckpoint(work / f"{phase}.pt")
+        return EpochCheckpoint(work / f"{phase}.pt", *extra)
+
     if pruner.needs_search and s.search.epochs > 0:
         params = search_parameters(model, pruner, s.search.freeze_bn)
         loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.seed)
-        previous = pruner.masks()
-        epoch_distances: list[dict] = []
+        distances: list[dict] = []
+        previous = {"masks": pruner.masks()}
 
         def end_epoch(epoch: int) -> dict:
-            nonlocal previous
             log = dict(pruner.end_search_epoch(epoch))
             now = pruner.masks()
-            d = mask_distance(previous, now)
-            previous = now
-            epoch_distances.append(d)
+            d = mask_distance(previous["masks"], now)
+            previous["masks"] = now
+            distances.append(d)
             log["mask_change"] = d["normalized"]
             log["mask_change_sparsity_aware"] = d["sparsity_aware"]
             return log
+
+        def get_extra() -> dict:
+            return {"pruner": pruner.extra_state(), "distances": list(distances)}
+
+        def set_extra(state: dict) -> None:
+            pruner.load_extra_state(state["pruner"])
+            distances[:] = state["distances"]
+            previous["masks"] = pruner.masks()
 
         phases["search"] = {"epochs": s.search.epochs}
         with measure(phases["search"], device):
             history["search"] = train_phase(model, loader, params, s.search, s.threat, device=device,
                                             step=pruner.search_step, on_epoch_end=end_epoch,
-                                            desc=f"search {tag}", progress=progress)
+                                            desc=f"search {tag}", progress=progress,
+                                            checkpoint=epoch_checkpoint("search", (get_extra, set_extra)))
         phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / s.search.epochs
         x_eval, y_eval = first_n(data.test, s.evaluation.n_examples)
-        sharp = score_sharpness(
-            pruner,
-            fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device),
-            iterations=s.evaluation.sharpness_iterations,
-            seed=s.evaluation.seed,
-        ) if pruner.has_scores else None
-        last = epoch_distances[-5:]
+        sharpness = None
+        if pruner.has_scores:
+            batch_loss = fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device)
+            sharpness = score_sharpness(pruner, batch_loss, iterations=s.evaluation.sharpness_iterations,
+                                        seed=s.evaluation.seed)
+        last = distances[-5:]
+        robust_after_search = pgd_accuracy(model, x_eval.to(device), y_eval.to(device), s.threat,
+                                           s.evaluation.pgd_steps, s.evaluation.batch_size, s.evaluation.seed)
         mask_record = {
-            "robust_accuracy_after_search": pgd_accuracy(model, x_eval.to(device), y_eval.to(device), s.threat,
-                                                         s.evaluation.pgd_steps, s.evaluation.batch_size,
-                                                         s.evaluation.seed),
+            "robust_accuracy_after_search": robust_after_search,
             "robust_accuracy_after_search_attack": f"pgd-{s.evaluation.pgd_steps}",
             "stability": {
-                "per_epoch_normalized": [d["normalized"] for d in epoch_distances],
-                "per_epoch_sparsity_aware": [d["sparsity_aware"] for d in epoch_distances],
+                "per_epoch_normalized": [d["normalized"] for d in distances],
+                "per_epoch_sparsity_aware": [d["sparsity_aware"] for d in distances],
                 "final_epochs_mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for d in last])),
                 "final_epochs_window": len(last),
             },
-            "sharpness": sharp,
-            "final_masks_sha": masks_fingerprint(pruner.masks()),
+            "sharpness": sharpness,
         }
 
     pruner.freeze()
+    masks = pruner.masks()
+    if mask_record is not None:
+        mask_record["final_masks_sha"] = masks_fingerprint(masks)
     if s.finetune.epochs > 0:
         params = finetune_parameters(model)
         loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.seed + 1)
         phases["finetune"] = {"epochs": s.finetune.epochs}
         with measure(phases["finetune"], device):
             history["finetune"] = train_phase(model, loader, params, s.finetune, s.threat, device=device,
-                                              desc=f"finetune {tag}", progress=progress)
+                                              desc=f"finetune {tag}", progress=progress,
+                                              checkpoint=epoch_checkpoint("finetune"))
 
     pruned = pruner.export().to(device)
     report = sparsity_report(pruned)
@@ -215,7 +287,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         evaluation = evaluate(pruned, x_test, y_test, s.threat, s.evaluation, device)
 
     base, plugin = split_method(m.method)
-    return {
+    result = {
         "schema_version": SCHEMA_VERSION,
         "suite": s.name,
         "cell": {
@@ -242,40 +314,136 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         "environment": environment(device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    return result, masks
 
 
-def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
-    """A short hash of the final masks: equal fingerprints mean identical masks."""
-    import hashlib
+def pending_cells(suite: SuiteConfig, root: Path, force: bool = False) -> list[Cell]:
+    """Cells without a valid result of the same config hash (all cells with ``force``)."""
+    return [c for c in suite.cells() if force or existing_hash(result_path(c, root)) != c.config_hash()]
 
-    h = hashlib.sha256()
-    for name in sorted(masks):
-        h.update(name.encode())
-        h.update(masks[name].to(torch.uint8).cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+
+def execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, device: torch.device,
+                 progress: bool, force: bool = False) -> str:
+    """Run one cell under its lock and write its result and masks; returns a one-line summary.
+
+    A cell locked by another process, or finished meanwhile, is skipped. A non-finite loss stops the cell
+    with :class:`BenchmarkError`; its last good epoch checkpoint stays for inspection and resumption.
+    """
+    out = result_path(cell, root)
+    with file_lock(out.with_name(out.name + ".lock"), wait=False) as taken:
+        if not taken:
+            return f"  {cell.key}: running in another process, skipped"
+        if not force and existing_hash(out) == cell.config_hash():
+            return f"  {cell.key}: finished by another process"
+        work = work_dir(cell, root)
+        try:
+            result, masks = run_cell(cell, data, dense, device, progress, work)
+        except NonFiniteLossError as e:
+            raise BenchmarkError(f"cell {cell.key} stopped: {e} ({work})") from None
+        save_checkpoint(mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
+        write_result(out, result)
+        shutil.rmtree(work, ignore_errors=True)
+    ev = result["evaluation"]
+    aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
+    return (f"  {cell.key}: clean {ev['clean_accuracy']:.3f}  AA {'-' if aa is None else f'{aa:.3f}'}  "
+            f"sparsity {result['sparsity']['achieved']:.4f}")
+
+
+def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None, threads: int,
+              force: bool) -> str:
+    """Work of one process-pool task: a dense pretrain (``seed``) or a cell (``index`` into the cells)."""
+    torch.set_num_threads(threads)
+    device = resolve_device(suite.device)
+    data = load_data(suite)
+    dense = DenseCache(suite, Path(root), data, device, progress=False)
+    if index is None:
+        dense.get(seed)  # type: ignore[arg-type]
+        return f"  dense seed {seed}: ready"
+    cell = suite.cells()[index]
+    try:
+        return execute_cell(cell, Path(root), data, dense, device, progress=False, force=force)
+    except BenchmarkError as e:
+        return f"  FAILED {e}"
 
 
 def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,
-              progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
-    """Run every cell of ``suite`` that has no up-to-date result; returns the paths of all its results."""
+              progress: bool = True, workers: int = 1, log: Callable[[str], None] = print) -> list[Path]:
+    """Run every cell of ``suite`` that has no up-to-date result; returns the paths of all its results.
+
+    ``workers > 1`` runs cells in a process pool (threads split between workers). Finished cells are
+    written as they complete; a failed cell is reported and the others still run.
+    """
+    if workers < 1:
+        raise BenchmarkError(f"workers must be >= 1, got {workers}")
     root = suite_dir(suite, results_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise BenchmarkError(f"results folder {root} is not writable ({e.strerror}); pass --results-dir") from None
     device = resolve_device(suite.device)
     cells = suite.cells()
-    todo = [c for c in cells if force or existing_hash(result_path(c, root)) != c.config_hash()]
+    todo = pending_cells(suite, root, force)
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
         f"on {device} -> {root}")
-    if todo:
+    lines: list[str] = []
+    if todo and (workers == 1 or len(todo) == 1):
         data = load_data(suite)
         dense = DenseCache(suite, root, data, device, progress)
         for cell in tqdm(todo, desc=suite.name, disable=not progress):
-            result = run_cell(cell, data, dense, device, progress)
-            write_result(result_path(cell, root), result)
-            ev = result["evaluation"]
-            aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
-            log(f"  {cell.key}: clean {ev['clean_accuracy']:.3f}  AA {aa if aa is None else f'{aa:.3f}'}  "
-                f"sparsity {result['sparsity']['achieved']:.4f}")
+            try:
+                lines.append(execute_cell(cell, root, data, dense, device, progress, force))
+            except BenchmarkError as e:
+                lines.append(f"  FAILED {e}")
+            log(lines[-1])
+    elif todo:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            seeds = sorted({c.seed for c in todo})
+            for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force)
+                                        for s in seeds]):
+                log(future.result())
+            futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force)
+                       for c in todo]
+            for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name, disable=not progress):
+                lines.append(future.result())
+                log(lines[-1])
+    annotate_cross_seed(suite, root)
+    failed = [line.strip() for line in lines if line.strip().startswith("FAILED")]
+    if failed:
+        raise BenchmarkError(f"{len(failed)} of {len(todo)} cells failed (first: {failed[0][7:]}); "
+                             "finished cells are kept, fix the cause and re-run to complete the rest")
     return [result_path(c, root) for c in cells]
 
 
-
+def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
+    """Store, in each score-based cell's result, the Hamming distances between its final masks and those of
+    the other seeds of the same method and sparsity (``mask.stability.cross_seed``)."""
+    groups: dict[tuple[str, float], list[Cell]] = {}
+    for c in suite.cells():
+        groups.setdefault((c.method.label, c.sparsity), []).append(c)
+    for group in groups.values():
+        done = [c for c in group if mask_path(c, root).exists() and result_path(c, root).exists()]
+        if len(done) < 2:
+            continue
+        masks = {c.seed: load_checkpoint(mask_path(c, root)) for c in done}
+        pairs = {}
+        for a, b in itertools.combinations(sorted(masks), 2):
+            pairs[(a, b)] = mask_distance({k: v.float() for k, v in masks[a].items()},
+                                          {k: v.float() for k, v in masks[b].items()})
+        for c in done:
+            path = result_path(c, root)
+            result = read_result(path)
+            if result.get("mask") is None:
+                continue
+            mine = [(f"{a}-{b}", d) for (a, b), d in pairs.items() if c.seed in (a, b)]
+            result["mask"]["stability"]["cross_seed"] = {
+                "pairs": {k: d["sparsity_aware"] for k, d in mine},
+                "mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for _, d in mine])),
+                "mean_normalized": float(np.mean([d["normalized"] for _, d in mine])),
+                "n_seeds": len(masks),
+            }
+            write_result(path, result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 
 from baselines.base import adversarial_step
 from benchmark.attacks import attack_mode, pgd
+from benchmark.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.config import PhaseConfig, ThreatConfig
 
 # Adversarial examples for training are crafted with the model in eval mode (as HYDRA's code does).
@@ -77,12 +79,18 @@ def train_phase(
     on_epoch_end: Callable[[int], dict] | None = None,
     desc: str = "train",
     progress: bool = True,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> list[dict]:
-    """Run ``phase.epochs`` epochs of adversarial training of ``params``; returns one log entry per epoch."""
+    """Run ``phase.epochs`` epochs of adversarial training of ``params``; returns one log entry per epoch.
+
+    With ``checkpoint``, the state is saved after every epoch and a stored state is resumed from.
+    """
     objective = make_objective(phase, threat)
     optimizer, scheduler = make_optimizer(params, phase, len(loader))
-    history = []
-    bar = tqdm(range(phase.epochs), desc=desc, disable=not progress, leave=False)
+    history: list[dict] = []
+    if checkpoint is not None:
+        history = checkpoint.restore(model, optimizer, scheduler, loader)
+    bar = tqdm(range(len(history), phase.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         total, n = 0.0, 0
@@ -101,5 +109,41 @@ def train_phase(
         if on_epoch_end is not None:
             entry.update(on_epoch_end(epoch))
         history.append(entry)
+        if checkpoint is not None:
+            checkpoint.save(model, optimizer, scheduler, loader, history)
         bar.set_postfix(loss=f"{entry['loss']:.3f}")
     return history
+
+
+@dataclass
+class EpochCheckpoint:
+    """Per-epoch training state (model, optimiser, schedule, RNG, shuffling, log, extra state) in one file."""
+
+    path: Path
+    get_extra: Callable[[], dict] = dict
+    set_extra: Callable[[dict], None] = lambda state: None
+
+    def save(self, model: nn.Module, optimizer, scheduler, loader: DataLoader, history: list[dict]) -> None:
+        save_checkpoint(self.path, {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "loader_rng": loader.generator.get_state() if loader.generator is not None else None,
+            "history": history,
+            "extra": self.get_extra(),
+        })
+
+    def restore(self, model: nn.Module, optimizer, scheduler, loader: DataLoader) -> list[dict]:
+        """Load a stored state if there is one; returns the log of the epochs already done."""
+        if not self.path.exists():
+            return []
+        state = load_checkpoint(self.path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if state["loader_rng"] is not None and loader.generator is not None:
+            loader.generator.set_state(state["loader_rng"])
+        self.set_extra(state["extra"])
+        return list(state["history"])

@@ -105,6 +105,12 @@ class S2AP(Pruner):
     def end_search_epoch(self, epoch: int) -> dict[str, float]:
         return self.base.end_search_epoch(epoch)
 
+    def extra_state(self) -> dict:
+        return self.base.extra_state()
+
+    def load_extra_state(self, state: dict) -> None:
+        self.base.load_extra_state(state)
+
     def freeze(self) -> None:
         self.base.freeze()
 
@@ -128,11 +134,12 @@ class S2AP(Pruner):
         """z_l = gamma * ||s_l|| * g_l / (||g_l|| + tiny), per tensor (per layer)."""
         gamma = self.settings.gamma
         zs = []
-        for p, g in zip(params, grads):
-            g = torch.zeros_like(p) if g is None else g
+        for param, g in zip(params, grads):
+            p = param.detach()
+            g = torch.zeros_like(p) if g is None else g.detach()
             if self.settings.score_space == "abs":
                 g = g * torch.sign(p)  # gradient w.r.t. |s|
-            z = gamma * p.detach().norm() * g / (g.norm() + TINY)
+            z = gamma * p.norm() * g / (g.norm() + TINY)
             if self.settings.score_space == "abs":
                 z = z * torch.sign(p)  # move |s| by z, keep the sign of s
             zs.append(z)
