@@ -30,7 +30,7 @@ from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.config import Cell, SuiteConfig, config_hash
 from benchmark.data import DataSplits, first_n, load_dataset, make_loader
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, ConfigError
 from benchmark.evaluation import evaluate, pgd_accuracy
 from benchmark.measure import environment, measure, resolve_device
 from benchmark.models import create_model
@@ -382,7 +382,8 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
         probe.touch()
         probe.unlink()
     except OSError as e:
-        raise BenchmarkError(f"results folder {root} is not writable ({e.strerror}); pass --results-dir") from None
+        raise ConfigError(f"config field 'results_dir': {root} is not writable ({e.strerror}); "
+                          "pass --results-dir with a writable folder") from None
     device = resolve_device(suite.device)
     cells = suite.cells()
     todo = pending_cells(suite, root, force)

@@ -55,22 +55,37 @@ def score_sharpness(
         if not pairs:
             return {"top_eigenvalue": 0.0, "iterations": 0, "converged": True}
         ps, gs = zip(*pairs)
+
+        def hvp(v: list[Tensor]) -> list[Tensor]:
+            return [h.detach() for h in torch.autograd.grad(gs, ps, grad_outputs=v, retain_graph=True)]
+
         gen = torch.Generator().manual_seed(seed)
-        v = [torch.randn(p.shape, generator=gen).to(p) for p in ps]
-        eig = 0.0
-        converged = False
-        it = 0
-        for it in range(1, iterations + 1):
-            norm = torch.sqrt(sum((x * x).sum() for x in v))
-            v = [x / norm for x in v]
-            hv = torch.autograd.grad(gs, ps, grad_outputs=v, retain_graph=True)
-            new_eig = float(sum((h * x).sum() for h, x in zip(hv, v)))
-            v = [h.detach() for h in hv]
-            if it > 1 and abs(new_eig - eig) <= tol * (abs(eig) + 1e-12):
-                eig, converged = new_eig, True
-                break
-            eig = new_eig
-        return {"top_eigenvalue": eig, "iterations": it, "converged": converged}
+        start = [torch.randn(p.shape, generator=gen).to(p) for p in ps]
+        dominant, it1, ok1 = _power_iteration(hvp, start, iterations, tol)
+        if dominant >= 0:
+            return {"top_eigenvalue": dominant, "iterations": it1, "converged": ok1}
+        # The dominant eigenvalue is negative: the top one is found on the shifted operator H - dominant * I.
+        shifted, it2, ok2 = _power_iteration(
+            lambda v: [h - dominant * x for h, x in zip(hvp(v), v)], start, iterations, tol
+        )
+        return {"top_eigenvalue": shifted + dominant, "iterations": it1 + it2, "converged": ok1 and ok2,
+                "dominant_eigenvalue": dominant}
     finally:
         for p, f in zip(params, flags):
             p.requires_grad_(f)
+
+
+def _power_iteration(op: Callable[[list[Tensor]], list[Tensor]], start: list[Tensor], iterations: int,
+                     tol: float) -> tuple[float, int, bool]:
+    """Dominant eigenvalue of a symmetric linear operator on lists of tensors (Rayleigh quotient)."""
+    v = start
+    eig = 0.0
+    for it in range(1, iterations + 1):
+        norm = torch.sqrt(sum((x * x).sum() for x in v))
+        v = [x / norm for x in v]
+        hv = op(v)
+        new_eig = float(sum((h * x).sum() for h, x in zip(hv, v)))
+        if it > 1 and abs(new_eig - eig) <= tol * (abs(eig) + 1e-12):
+            return new_eig, it, True
+        eig, v = new_eig, hv
+    return eig, iterations, False

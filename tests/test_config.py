@@ -39,6 +39,23 @@ BAD = [
     ({"search": {"epoch": 1}}, "did you mean 'search.epochs'"),
     ({"methods": [{"method": "hydra+s2ap", "s2ap": {"gamma": -1}}]}, "gamma"),
     ({"methods": [{"method": "hydra", "label": "a"}, {"method": "hydra+s2ap", "label": "a"}]}, "unique"),
+    ({"methods": [{"method": "hydra+s2ap", "s2ap": {"score_space": "l1"}}]}, "score_space"),
+    ({"methods": [{"method": "hydra+s2ap", "s2ap": {"gama": 0.1}}]}, "did you mean 'methods[0].s2ap.gamma'"),
+    ({"methods": [{"pruner": "hydra"}]}, "methods[0].pruner"),
+    ({"evaluation": {"pgd_steps": 0}}, "evaluation.pgd_steps"),
+    ({"evaluation": {"batch_size": -5}}, "evaluation.batch_size"),
+    ({"evaluation": {"n_examples": "many"}}, "must be an integer"),
+    ({"threat": {"steps": 0}}, "threat.steps"),
+    ({"threat": {"step_size": "1/0"}}, "threat.step_size"),
+    ({"search": {"momentum": -0.9}}, "search.momentum"),
+    ({"search": {"batch_size": 0}}, "search.batch_size"),
+    ({"finetune": {"freeze_bn": "yes"}}, "must be true or false"),
+    ({"dataset": {"name": "digits", "val_fraction": 1.5}}, "dataset.val_fraction"),
+    ({"dataset": {"name": "digits", "options": [1, 2]}}, "must be a mapping"),
+    ({"seeds": ["a"]}, "must be an integer"),
+    ({"sparsities": ["high"]}, "must be a number"),
+    ({"name": "a/b"}, "name"),
+    ({"pretrain": "fast"}, "expected a mapping"),
 ]
 
 
@@ -54,6 +71,18 @@ def test_bad_values_name_the_field(change: dict, expected: str) -> None:
 def test_unknown_suite_suggests_the_closest(tmp_path) -> None:
     with pytest.raises(ConfigError, match="Did you mean 'digits-smoke'"):
         load_suite("digit-smoke")
+
+
+def test_there_are_at_least_25_distinct_bad_configs() -> None:
+    assert len({str(c) for c, _ in BAD}) >= 25
+
+
+def test_unwritable_results_dir_is_a_config_error(tmp_path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # even root cannot create a folder inside a file
+    code = main(["run", "digits-smoke", "--results-dir", str(blocker / "results")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "results_dir" in err and err.count("\n") == 0
 
 
 def test_cli_config_error_is_one_line_and_exit_2(capsys) -> None:

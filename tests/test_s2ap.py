@@ -132,3 +132,16 @@ def test_sharpness_matches_a_known_hessian() -> None:
 
     sharp = score_sharpness(pruner, loss, iterations=200, tol=1e-9)
     assert sharp["top_eigenvalue"] == pytest.approx(9.0, rel=1e-3)
+
+
+def test_sharpness_is_the_top_not_the_dominant_eigenvalue() -> None:
+    """Hessian diag(1, -4): power iteration alone finds -4; the top eigenvalue is 1."""
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 1.0]]))
+    pruner = build_pruner("hydra", 0.5)
+    pruner.attach(layer)
+    c = torch.tensor([[1.0, -4.0]])
+    sharp = score_sharpness(pruner, lambda: 0.5 * (c * layer.weight**2).sum(), iterations=300, tol=1e-10)
+    assert sharp["dominant_eigenvalue"] == pytest.approx(-4.0, rel=1e-4)
+    assert sharp["top_eigenvalue"] == pytest.approx(1.0, rel=1e-3)

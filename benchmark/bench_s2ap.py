@@ -1,0 +1,75 @@
+"""Overhead of the S2AP plug-in: time per mask-search epoch, base pruner vs +S2AP, measured interleaved."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+from tabulate import tabulate
+
+from benchmark.config import MethodConfig, SuiteConfig, load_suite
+from benchmark.data import make_loader
+from benchmark.runner import build_model, load_data, search_parameters
+from benchmark.training import train_phase
+from s2ap import build_pruner
+
+
+def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: float, device: torch.device) -> float:
+    """Seconds for one mask-search epoch of ``method`` (S2AP active from the first epoch)."""
+    torch.manual_seed(0)
+    model = build_model(suite, data).to(device)
+    settings = replace(method.s2ap, warmup_epochs=0)
+    pruner = build_pruner(method.method, sparsity, s2ap=settings, granularity=suite.granularity,
+                          **method.options)
+    pruner.attach(model)
+    params = search_parameters(model, pruner, suite.search.freeze_bn)
+    loader = make_loader(data.train, suite.search.batch_size, shuffle=True, seed=0)
+    phase = replace(suite.search, epochs=1)
+    start = time.perf_counter()
+    train_phase(model, loader, params, phase, suite.threat, device=device, step=pruner.search_step,
+                progress=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats: int = 5,
+                  sparsity: float = 0.99, device: str = "cpu") -> dict:
+    """Median epoch time of ``base``, ``base+s2ap`` (reused adversarial examples) and ``base+s2ap``
+    (regenerated), alternating their order in every repeat so drifts in machine speed hit all alike."""
+    suite = load_suite(suite_name)
+    dev = torch.device(device)
+    data = load_data(suite)
+    arms = {
+        base: MethodConfig(base),
+        f"{base}+s2ap (reuse x_adv)": MethodConfig(f"{base}+s2ap"),
+        f"{base}+s2ap (regenerate x_adv)": MethodConfig(
+            f"{base}+s2ap", s2ap=replace(MethodConfig(f"{base}+s2ap").s2ap, regenerate_adversarial=True)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    time_search_epoch(suite, arms[base], data, sparsity, dev)  # warm-up, not counted
+    names = list(arms)
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            times[name].append(time_search_epoch(suite, arms[name], data, sparsity, dev))
+    base_median = statistics.median(times[base])
+    return {
+        "suite": suite_name,
+        "sparsity": sparsity,
+        "device": str(dev),
+        "repeats": repeats,
+        "threat_steps": suite.threat.steps,
+        "median_s_per_epoch": {n: statistics.median(t) for n, t in times.items()},
+        "ratio_to_base": {n: statistics.median(t) / base_median for n, t in times.items()},
+    }
+
+
+def print_overhead(report: dict) -> None:
+    rows = [[name, f"{report['median_s_per_epoch'][name]:.3f}", f"{report['ratio_to_base'][name]:.3f}x"]
+            for name in report["median_s_per_epoch"]]
+    print(f"S2AP overhead per mask-search epoch ({report['suite']}, sparsity {report['sparsity']}, "
+          f"PGD-{report['threat_steps']}, {report['device']}, median of {report['repeats']} interleaved repeats)")
+    print(tabulate(rows, headers=["arm", "s / epoch", "ratio"], tablefmt="github"))
