@@ -14,7 +14,7 @@ $(BIN)/s2ap-bench: pyproject.toml constraints.txt
 	touch $@
 
 smoke: $(BIN)/s2ap-bench
-	$(BIN)/s2ap-bench run digits-smoke
+	$(BIN)/s2ap-bench run digits-smoke --workers 2
 
 test: $(BIN)/s2ap-bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from benchmark.attacks import attack_mode, pgd
 from benchmark.config import EvalConfig, ThreatConfig
+from benchmark.errors import BenchmarkError
 
 AUTOATTACK_ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"], "fast": ["apgd-ce", "apgd-t"]}
 
@@ -99,7 +100,10 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
              device: torch.device | str = "cpu") -> dict:
     """The evaluation of record on fixed test points: clean, PGD-k and (unless disabled) AutoAttack."""
     model.eval()
-    assert not model.training, "evaluation needs the model in eval mode"
+    still_training = [name or "model" for name, m in model.named_modules() if m.training]
+    if still_training:
+        raise BenchmarkError(f"evaluation needs the model in eval mode, but {still_training[0]} stays in train "
+                             "mode after model.eval(); fix its train() override")
     x, y = x.to(device), y.to(device)
     start = time.perf_counter()
     clean = accuracy(model, x, y, cfg.batch_size)

@@ -105,3 +105,21 @@ def test_ls_lists_the_registries(capsys) -> None:
 def test_unknown_results_folder_is_an_error(tmp_path: Path, capsys) -> None:
     assert main(["table", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_process_pool_runs_every_cell_and_compares_seeds(tmp_path: Path) -> None:
+    evaluation = {**tiny_suite_dict()["evaluation"], "autoattack": "none"}
+    suite = build(SuiteConfig, tiny_suite_dict(name="pool", seeds=[0, 1], methods=["hydra", "hydra+s2ap"],
+                                               evaluation=evaluation))
+    logs: list[str] = []
+    run_suite(suite, results_dir=tmp_path, progress=False, workers=2, log=logs.append)
+    results = [read_result(p) for p in result_files(tmp_path / "pool" / "digits")]
+    assert len(results) == 4
+    assert sum("dense seed" in line for line in logs) == 2
+    for r in results:
+        cross = r["mask"]["stability"]["cross_seed"]
+        assert cross["n_seeds"] == 2 and 0.0 <= cross["mean_sparsity_aware"] <= 1.0
+    by_label = {}
+    for r in results:
+        by_label.setdefault(r["cell"]["label"], []).append(r["mask"]["stability"]["cross_seed"]["pairs"]["0-1"])
+    assert all(a == b for a, b in by_label.values())  # both seeds of a pair store the same distance
