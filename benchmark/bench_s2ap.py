@@ -36,10 +36,10 @@ def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: 
 
 
 def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats: int = 5,
-                  sparsity: float = 0.99, device: str = "cpu") -> dict:
+                  sparsity: float = 0.99, device: str = "cpu", overrides: list[str] | None = None) -> dict:
     """Median epoch time of ``base``, ``base+s2ap`` (reused adversarial examples) and ``base+s2ap``
     (regenerated), alternating their order in every repeat so drifts in machine speed hit all alike."""
-    suite = load_suite(suite_name)
+    suite = load_suite(suite_name, overrides)
     dev = torch.device(device)
     data = load_data(suite)
     arms = {
@@ -58,6 +58,8 @@ def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats
     base_median = statistics.median(times[base])
     return {
         "suite": suite_name,
+        "model": suite.model,
+        "dataset": suite.dataset.name,
         "sparsity": sparsity,
         "device": str(dev),
         "repeats": repeats,
@@ -70,6 +72,6 @@ def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats
 def print_overhead(report: dict) -> None:
     rows = [[name, f"{report['median_s_per_epoch'][name]:.3f}", f"{report['ratio_to_base'][name]:.3f}x"]
             for name in report["median_s_per_epoch"]]
-    print(f"S2AP overhead per mask-search epoch ({report['suite']}, sparsity {report['sparsity']}, "
-          f"PGD-{report['threat_steps']}, {report['device']}, median of {report['repeats']} interleaved repeats)")
+    print(f"S2AP overhead per mask-search epoch ({report['suite']}: {report['model']} on {report['dataset']}, "
+          f"sparsity {report['sparsity']}, PGD-{report['threat_steps']}, {report['device']}, median of {report['repeats']} interleaved repeats)")
     print(tabulate(rows, headers=["arm", "s / epoch", "ratio"], tablefmt="github"))

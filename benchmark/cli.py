@@ -103,6 +103,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_bench_s2ap(args: argparse.Namespace) -> int:
+    from benchmark.bench_s2ap import print_overhead, s2ap_overhead
+
+    report = s2ap_overhead(args.suite, base=args.base, repeats=args.repeats, sparsity=args.sparsity,
+                           device=args.device, overrides=list(args.set or []))
+    print_overhead(report)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2ap-bench", description="Adversarial pruning benchmark (S2AP plug-in).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -128,6 +137,17 @@ def parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="regenerate leaderboard tables from a results folder")
     table.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
     table.set_defaults(func=cmd_table)
+
+    bench = sub.add_parser("bench", help="measurements of the harness itself")
+    targets = bench.add_subparsers(dest="target", required=True)
+    b_s2ap = targets.add_parser("s2ap", help="time per mask-search epoch, base vs +S2AP, interleaved")
+    b_s2ap.add_argument("--suite", default="digits-smoke", help="suite whose data, model and budgets are used")
+    b_s2ap.add_argument("--base", default="hydra", help="score-based pruner to compare with its +s2ap variant")
+    b_s2ap.add_argument("--repeats", type=int, default=5)
+    b_s2ap.add_argument("--sparsity", type=float, default=0.99)
+    b_s2ap.add_argument("--device", default="cpu")
+    b_s2ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite field")
+    b_s2ap.set_defaults(func=cmd_bench_s2ap)
 
     val = sub.add_parser("validate", help="check result files against the schema")
     val.add_argument("results_dir", help="a results folder or one result file")

@@ -50,16 +50,19 @@ class S2APSettings:
 @contextmanager
 def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
     """Run forward passes in train mode without changing BatchNorm running statistics."""
-    saved = {
-        name: {k: v.clone() for k, v in m.state_dict().items()}
-        for name, m in model.named_modules()
+    saved = [
+        (buf, buf.clone())
+        for m in model.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    }
+        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buf is not None
+    ]
     try:
         yield
     finally:
-        for name, state in saved.items():
-            model.get_submodule(name).load_state_dict(state)
+        with torch.no_grad():
+            for buf, copy in saved:
+                buf.copy_(copy)
 
 
 class S2AP(Pruner):
@@ -71,7 +74,6 @@ class S2AP(Pruner):
         self.base = base
         self.settings = settings or S2APSettings()
         self.name = f"{base.name}+s2ap"  # type: ignore[misc]
-        self.last_perturbation_norms: dict[str, float] = {}
 
     # The pruner interface, delegated to the base pruner.
     def __getattr__(self, item: str) -> Any:
@@ -169,7 +171,6 @@ class S2AP(Pruner):
         with torch.no_grad():
             for p, z in zip(params, zs):
                 p.add_(z)
-        self.last_perturbation_norms = {f"z{i}": float(z.norm()) for i, z in enumerate(zs)}
         try:
             if self.settings.regenerate_adversarial:
                 x_adv = adversarial()
