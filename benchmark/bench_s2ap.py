@@ -73,5 +73,6 @@ def print_overhead(report: dict) -> None:
     rows = [[name, f"{report['median_s_per_epoch'][name]:.3f}", f"{report['ratio_to_base'][name]:.3f}x"]
             for name in report["median_s_per_epoch"]]
     print(f"S2AP overhead per mask-search epoch ({report['suite']}: {report['model']} on {report['dataset']}, "
-          f"sparsity {report['sparsity']}, PGD-{report['threat_steps']}, {report['device']}, median of {report['repeats']} interleaved repeats)")
+          f"sparsity {report['sparsity']}, PGD-{report['threat_steps']}, {report['device']}, "
+          f"median of {report['repeats']} interleaved repeats)")
     print(tabulate(rows, headers=["arm", "s / epoch", "ratio"], tablefmt="github"))
