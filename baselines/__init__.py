@@ -1,6 +1,6 @@
 """Adversarial pruners behind one interface, and the score-mask mechanism they share."""
 
-from baselines import hydra, magnitude, random_pruner  # noqa: F401  (registers the built-in pruners)
+from baselines import harp, hydra, magnitude, random_pruner  # noqa: F401  (registers the built-in pruners)
 from baselines.base import (
     PRUNERS,
     NonFiniteLossError,
