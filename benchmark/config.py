@@ -28,6 +28,13 @@ SCHEDULES = ("cosine", "constant")
 AUTOATTACK_VERSIONS = ("standard", "fast", "none")
 STRUCTURES = {"unstructured": "weight", "channel": "channel"}
 DEVICES = ("auto", "cpu", "cuda")
+DENSE_SOURCES = ("pretrain", "checkpoint", "robustbench")
+ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
+# Fields added after results were first published enter a config's identity (and hash) only when set away from
+# these defaults, so earlier results stay valid; runtime-only fields never enter it.
+LATE_FIELD_DEFAULTS: dict[str, Any] = {"bf16": False, "channels_last": False, "awp": False, "awp_gamma": 0.005,
+                                         "awp_warmup": 0}
+RUNTIME_FIELDS = ("num_workers",)
 
 
 class FieldError(ConfigError):
@@ -106,11 +113,16 @@ class PhaseConfig:
     objective: str = "pgd-at"
     trades_beta: float = 6.0
     freeze_bn: bool = False
+    bf16: bool = False  # bf16 autocast of the model's forward passes in training (evaluation stays fp32)
+    channels_last: bool = False  # channels-last memory format for the model and its inputs in training
+    awp: bool = False  # adversarial weight perturbation (benchmark.awp) on the trained weights
+    awp_gamma: float = 0.005  # AWP radius relative to each layer's weight norm
+    awp_warmup: int = 0  # epochs of the phase run without AWP first
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", allow_zero=True)
         _positive(self, "lr", "batch_size", "trades_beta")
-        _positive(self, "momentum", "weight_decay", allow_zero=True)
+        _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", allow_zero=True)
         _choice(self, "schedule", SCHEDULES)
         _choice(self, "objective", OBJECTIVES)
 
@@ -143,6 +155,7 @@ class DataConfig:
     val_fraction: float = 0.15
     split_seed: int = 0
     options: dict = field(default_factory=dict)
+    num_workers: int | None = None  # loader processes; None: 0 on CPU, up to 8 on CUDA (not part of results)
 
     def __post_init__(self) -> None:
         from benchmark.data import DATASETS
@@ -150,6 +163,31 @@ class DataConfig:
         _choice(self, "name", DATASETS.names())
         if not 0 <= self.val_fraction < 1:
             raise FieldError("val_fraction", self.val_fraction, "must be in [0, 1)")
+        if self.num_workers is not None:
+            _positive(self, "num_workers", allow_zero=True)
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Where the robust dense model comes from: the suite's own adversarial pretraining (``pretrain``), a local
+    checkpoint file (``checkpoint``: ``path``), or a RobustBench model-zoo entry (``robustbench``: the file
+    ``<robustbench_dir>/<dataset>/<robustbench_threat>/<robustbench_name>.pt``, read offline)."""
+
+    source: str = "pretrain"
+    path: str | None = None
+    robustbench_name: str | None = None
+    robustbench_dir: str = "models"
+    robustbench_threat: str = "Linf"
+
+    def __post_init__(self) -> None:
+        _choice(self, "source", DENSE_SOURCES)
+        _choice(self, "robustbench_threat", ROBUSTBENCH_THREATS)
+        if self.source == "checkpoint" and not self.path:
+            raise FieldError("path", self.path, "set it to a checkpoint file when dense.source is 'checkpoint'")
+        if self.source == "robustbench" and not self.robustbench_name:
+            raise FieldError("robustbench_name", self.robustbench_name,
+                             "set it to a model-zoo name (e.g. 'Carmon2019Unlabeled') when dense.source is "
+                             "'robustbench'")
 
 
 @dataclass(frozen=True)
@@ -205,9 +243,13 @@ class SuiteConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
     results_dir: str = "results"
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    normalize: bool = False  # a Normalize layer with the data set's mean/std in front of the model
 
     def __post_init__(self) -> None:
+        from benchmark.data import NORMALIZATION
         from benchmark.models import MODELS
+        from benchmark.robustbench_adapter import ROBUSTBENCH_DATASETS
 
         if not self.name or "/" in self.name:
             raise FieldError("name", self.name, "must be a non-empty name without '/'")
@@ -223,9 +265,18 @@ class SuiteConfig:
                 raise FieldError("sparsities", s, "each sparsity must be a number in (0, 1), e.g. 0.9")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise FieldError("seeds", list(self.seeds), "must be a non-empty list of integers >= 0")
+        if self.search.awp:
+            raise FieldError("search.awp", True, "AWP perturbs trained weights and the mask search trains none; "
+                             "set finetune.awp (or pretrain.awp) instead")
         labels = [m.label for m in self.methods]
         if len(set(labels)) != len(labels):
             raise FieldError("methods", labels, "method labels must be unique (set 'label' to tell them apart)")
+        if self.normalize and self.dataset.name not in NORMALIZATION:
+            raise FieldError("normalize", True, f"no mean/std is known for data set {self.dataset.name!r} "
+                             f"(known: {', '.join(NORMALIZATION)}); set normalize: false")
+        if self.dense.source == "robustbench" and self.dataset.name not in ROBUSTBENCH_DATASETS:
+            raise FieldError("dense.source", "robustbench", f"RobustBench has no models for data set "
+                             f"{self.dataset.name!r} (it has {', '.join(ROBUSTBENCH_DATASETS)})")
 
     @property
     def granularity(self) -> str:
@@ -237,13 +288,18 @@ class SuiteConfig:
 
     def dense_identity(self, seed: int) -> dict:
         """What defines the dense robust model of a seed (its checkpoint is reused by every cell)."""
-        return {
-            "dataset": to_dict(self.dataset),
+        out = {
+            "dataset": identity_dict(self.dataset),
             "model": self.model,
             "threat": to_dict(self.threat),
-            "pretrain": to_dict(self.pretrain),
+            "pretrain": identity_dict(self.pretrain),
             "seed": seed,
         }
+        if self.normalize:
+            out["normalize"] = True
+        if self.dense.source != "pretrain":
+            out["dense"] = to_dict(self.dense)
+        return out
 
 
 @dataclass(frozen=True)
@@ -264,8 +320,8 @@ class Cell:
             "skip_first_last": s.skip_first_last,
             "method": self.method.identity(),
             "sparsity": self.sparsity,
-            "search": to_dict(s.search),
-            "finetune": to_dict(s.finetune),
+            "search": identity_dict(s.search),
+            "finetune": identity_dict(s.finetune),
             "evaluation": to_dict(s.evaluation),
         }
 
@@ -281,6 +337,17 @@ class Cell:
 def config_hash(identity: dict) -> str:
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def identity_dict(obj: Any) -> dict:
+    """``to_dict`` of a config section without runtime-only fields, and without late fields at their default."""
+    out = to_dict(obj)
+    for name in RUNTIME_FIELDS:
+        out.pop(name, None)
+    for name, default in LATE_FIELD_DEFAULTS.items():
+        if name in out and out[name] == default:
+            del out[name]
+    return out
 
 
 def to_dict(obj: Any) -> Any:

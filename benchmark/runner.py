@@ -29,7 +29,7 @@ from baselines.base import NonFiniteLossError, Pruner
 from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.config import Cell, SuiteConfig, config_hash
-from benchmark.data import DataSplits, first_n, load_dataset, make_loader
+from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.errors import BenchmarkError, ConfigError
 from benchmark.evaluation import evaluate, pgd_accuracy
 from benchmark.measure import environment, measure, resolve_device
@@ -72,7 +72,8 @@ def load_data(suite: SuiteConfig) -> DataSplits:
 
 
 def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
-    return create_model(suite.model, data.num_classes, data.input_shape[0])
+    return create_model(suite.model, data.num_classes, data.input_shape[0],
+                        normalize=suite.dataset.name if suite.normalize else None)
 
 
 @contextmanager
@@ -110,6 +111,11 @@ class DenseCache:
         """(state dict, pretrain record) of the dense model for ``seed``; trains it if not stored."""
         if seed in self._memo:
             return self._memo[seed]
+        if self.suite.dense.source != "pretrain":  # a checkpoint file or a RobustBench entry, shared by all seeds
+            from benchmark.dense_sources import load_dense
+
+            self._memo[seed] = load_dense(self.suite, build_model(self.suite, self.data))
+            return self._memo[seed]
         path = self.path(seed)
         with file_lock(path.with_suffix(".lock"), wait=True):
             if path.exists():
@@ -124,7 +130,8 @@ class DenseCache:
         s = self.suite
         seed_everything(seed)
         model = build_model(s, self.data).to(self.device)
-        loader = make_loader(self.data.train, s.pretrain.batch_size, shuffle=True, seed=seed)
+        loader = make_loader(self.data.train, s.pretrain.batch_size, shuffle=True, seed=seed,
+                             **loader_settings(s.dataset, self.device))
         record: dict = {"epochs": s.pretrain.epochs}
         progress_file = path.with_name(path.stem + ".epoch.pt")
         with measure(record, self.device):
@@ -216,7 +223,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
 
     if pruner.needs_search and s.search.epochs > 0:
         params = search_parameters(model, pruner, s.search.freeze_bn)
-        loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.seed)
+        loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.seed,
+                             **loader_settings(s.dataset, device))
         distances: list[dict] = []
         previous = {"masks": pruner.masks()}
 
@@ -272,7 +280,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         mask_record["final_masks_sha"] = masks_fingerprint(masks)
     if s.finetune.epochs > 0:
         params = finetune_parameters(model)
-        loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.seed + 1)
+        loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.seed + 1,
+                             **loader_settings(s.dataset, device))
         phases["finetune"] = {"epochs": s.finetune.epochs}
         with measure(phases["finetune"], device):
             history["finetune"] = train_phase(model, loader, params, s.finetune, s.threat, device=device,

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from baselines.base import adversarial_step
 from benchmark.attacks import attack_mode, pgd
+from benchmark.awp import awp_step
 from benchmark.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.config import PhaseConfig, ThreatConfig
 
@@ -83,36 +84,68 @@ def train_phase(
 ) -> list[dict]:
     """Run ``phase.epochs`` epochs of adversarial training of ``params``; returns one log entry per epoch.
 
-    With ``checkpoint``, the state is saved after every epoch and a stored state is resumed from.
+    With ``checkpoint``, the state is saved after every epoch and a stored state is resumed from. With
+    ``phase.awp`` the plain step becomes an adversarial-weight-perturbation step (:mod:`benchmark.awp`).
     """
+    if phase.awp:
+        if step is not plain_step:
+            raise ValueError("awp applies to phases that train the weights (pretrain, finetune), not to a pruner's "
+                             "mask-search step")
+        step = awp_step(model, phase.awp_gamma, phase.awp_warmup)
     objective = make_objective(phase, threat)
     optimizer, scheduler = make_optimizer(params, phase, len(loader))
     history: list[dict] = []
     if checkpoint is not None:
         history = checkpoint.restore(model, optimizer, scheduler, loader)
+    net = BF16Forward(model, device.type) if phase.bf16 else model
+    memory = torch.channels_last if phase.channels_last else torch.contiguous_format
+    if phase.channels_last:
+        model.to(memory_format=torch.channels_last)
     bar = tqdm(range(len(history), phase.epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        total, n = 0.0, 0
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            loss = step(
-                lambda x=x, y=y: objective.perturb(model, x, y),
-                lambda x_adv, x=x, y=y: objective.loss(model, x_adv, x, y),
-                optimizer,
-                epoch,
-            )
-            scheduler.step()
-            total += float(loss) * len(y)
-            n += len(y)
-        entry = {"epoch": epoch, "loss": total / max(n, 1)}
-        if on_epoch_end is not None:
-            entry.update(on_epoch_end(epoch))
-        history.append(entry)
-        if checkpoint is not None:
-            checkpoint.save(model, optimizer, scheduler, loader, history)
-        bar.set_postfix(loss=f"{entry['loss']:.3f}")
+    try:
+        for epoch in bar:
+            net.train()
+            total, n = 0.0, 0
+            for x, y in loader:
+                x = x.to(device, non_blocking=True, memory_format=memory if x.dim() == 4 else torch.preserve_format)
+                y = y.to(device, non_blocking=True)
+                loss = step(
+                    lambda x=x, y=y: objective.perturb(net, x, y),
+                    lambda x_adv, x=x, y=y: objective.loss(net, x_adv, x, y),
+                    optimizer,
+                    epoch,
+                )
+                scheduler.step()
+                total += float(loss) * len(y)
+                n += len(y)
+            entry = {"epoch": epoch, "loss": total / max(n, 1)}
+            if on_epoch_end is not None:
+                entry.update(on_epoch_end(epoch))
+            history.append(entry)
+            if checkpoint is not None:
+                checkpoint.save(model, optimizer, scheduler, loader, history)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+    finally:
+        if phase.channels_last:  # evaluation and checkpoints see the usual memory format
+            model.to(memory_format=torch.contiguous_format)
     return history
+
+
+class BF16Forward(nn.Module):
+    """The model with its forward pass under bf16 autocast and fp32 logits out (``PhaseConfig.bf16``).
+
+    Only forward passes are autocast; losses, attack steps, gradients and parameters stay fp32.
+    """
+
+    def __init__(self, model: nn.Module, device_type: str) -> None:
+        super().__init__()
+        self.model = model
+        self.device_type = device_type
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.model(x)
+        return out.float()
 
 
 @dataclass

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from benchmark.bench_s2ap import s2ap_overhead
+from benchmark.bench_speed import speed
 from benchmark.cli import main
+from benchmark.config import PhaseConfig, SuiteConfig, ThreatConfig, build, load_suite
+from benchmark.cost import cell_cost, pretrain_cost
+from benchmark.data import load_dataset, make_loader
+from benchmark.models import create_model
+from benchmark.training import train_phase
+from tests.conftest import tiny_suite_dict
 
 SMALL = ["dataset.options={test_fraction: 0.9}", "search.batch_size=256", "threat.steps=2"]
 
@@ -21,3 +31,76 @@ def test_bench_cli(capsys) -> None:
         args += ["--set", item]
     assert main(args) == 0
     assert "hydra+s2ap (reuse x_adv)" in capsys.readouterr().out
+
+
+# -- harness speed vs plain PyTorch, GPU switches, dry-run costs ---------------------------------------------------
+def test_speed_reports_both_workloads_measured_interleaved() -> None:
+    # an unfitted model: AutoAttack only meets the points it classifies correctly, which keeps this test quick
+    report = speed("tiny_resnet", "cpu", batch_size=8, batches=2, steps=2, repeats=2, eval_examples=4,
+                   eval_batch_size=4, model_options={"width": 4}, fit_steps=0)
+    for workload in ("training", "autoattack"):
+        figures = report[workload]
+        assert set(figures["images_per_s"]) == {"harness", "bare"}
+        assert all(len(t) == 2 and min(t) > 0 for t in figures["seconds"].values())
+        assert figures["ratio"] == pytest.approx(
+            figures["images_per_s"]["harness"] / figures["images_per_s"]["bare"])
+    assert report["autoattack"]["n_examples"] == 4 and report["images_per_repeat"] == 16
+
+
+def test_bench_speed_cli(capsys) -> None:
+    assert main(["bench", "speed", "--model", "digits_cnn", "--device", "cpu", "--batch-size", "4", "--batches", "1",
+                 "--steps", "1", "--repeats", "1", "--eval-examples", "2", "--fit-steps", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "PGD-1 adversarial training" in out and "AutoAttack fast, 2 points" in out and "target: harness" in out
+
+
+def test_bf16_and_channels_last_train_and_leave_an_fp32_contiguous_model() -> None:
+    data = load_dataset("synthetic", n_train=32, n_test=4, val_fraction=0.0)
+    model = create_model("tiny_resnet", 10, 3, width=4)
+    phase = PhaseConfig(epochs=1, batch_size=16, bf16=True, channels_last=True)
+    history = train_phase(model, make_loader(data.train, 16, shuffle=True), list(model.parameters()), phase,
+                          ThreatConfig(steps=2), device=torch.device("cpu"), progress=False)
+    assert torch.isfinite(torch.tensor(history[0]["loss"]))
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
+
+
+def test_speed_switches_enter_the_config_hash_only_when_on() -> None:
+    plain = build(SuiteConfig, tiny_suite_dict())
+    fast = build(SuiteConfig, tiny_suite_dict(search={"epochs": 2, "bf16": True}))
+    workers = build(SuiteConfig, tiny_suite_dict(dataset={"name": "digits", "val_fraction": 0.1, "num_workers": 4}))
+    assert "bf16" not in plain.cells()[0].identity()["search"]
+    assert fast.cells()[0].identity()["search"]["bf16"] is True
+    assert fast.cells()[0].config_hash() != plain.cells()[0].config_hash()
+    assert workers.cells()[0].config_hash() == plain.cells()[0].config_hash()  # a runtime setting
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_channels_last_training_on_cuda() -> None:
+    data = load_dataset("synthetic", n_train=64, n_test=4, val_fraction=0.0)
+    model = create_model("resnet18", 10, 3).cuda()
+    phase = PhaseConfig(epochs=1, batch_size=32, bf16=True, channels_last=True)
+    loader = make_loader(data.train, 32, shuffle=True, device="cuda")
+    assert loader.pin_memory and loader.num_workers >= 1
+    history = train_phase(model, loader, list(model.parameters()), phase, ThreatConfig(steps=2),
+                          device=torch.device("cuda"), progress=False)
+    assert torch.isfinite(torch.tensor(history[0]["loss"]))
+
+
+def test_dry_run_estimates_costs_without_the_data(capsys) -> None:
+    assert main(["run", "cifar10-paper", "--dry-run", "--set", "dataset.data_dir=/nonexistent/cifar10"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("passes (search") == 36 and "dense pretrain, once per seed (3 seeds)" in out
+    suite = load_suite("cifar10-paper")
+    n_train = 50_000 - 1_000  # 2 % validation split
+    assert pretrain_cost(suite) == 100 * n_train * 11
+    hydra, s2ap = suite.cells()[0], suite.cells()[1]
+    assert cell_cost(hydra).search == 20 * n_train * 11
+    assert cell_cost(s2ap).search == 20 * n_train * 11 + 15 * n_train  # one extra pass after 5 warm-up epochs
+    assert cell_cost(hydra).autoattack == pytest.approx(10_000 * (100 + 900 + 900 + 5000 / 3))
+
+
+def test_dry_run_measures_hours(capsys) -> None:
+    assert main(["run", "digits-smoke", "--dry-run", "--measure"]) == 0
+    out = capsys.readouterr().out
+    assert "training passes/s of digits_cnn on cpu" in out and " h (search" in out

@@ -1,25 +1,49 @@
 """The contract every registered pruner (and its +S2AP variant, where it has scores) must pass, on several
-architectures that know nothing about pruning. A pruner registered by a third party is picked up too."""
+architectures that know nothing about pruning. A pruner registered by a third party through an entry point
+(the example of docs/adding-a-pruner.md) goes through the same checks."""
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from baselines import sparsity_report
+from baselines import PRUNERS, Pruner, sparsity_report
 from baselines.masking import current_masks, keep_count, raw_weight
-from benchmark.config import PhaseConfig, ThreatConfig
+from benchmark.config import PhaseConfig, SuiteConfig, ThreatConfig, build
 from benchmark.data import make_loader
 from benchmark.models import create_model
 from benchmark.runner import finetune_parameters, search_parameters
 from benchmark.training import train_phase
 from s2ap import S2APSettings, build_pruner, list_methods
 
+ROOT = Path(__file__).resolve().parents[1]
 THREAT = ThreatConfig(eps="16/255", step_size="8/255", steps=1)
-PHASE = PhaseConfig(epochs=1, lr=0.05, batch_size=8)
+SEARCH = PhaseConfig(epochs=1, lr=0.05, batch_size=8)  # 16 points: two real mask-search steps
+FINETUNE = PhaseConfig(epochs=1, lr=0.05, batch_size=8, awp=True, awp_gamma=0.01)  # AWP perturbs the weights too
 MODELS = {"digits_cnn": (1, 8, 8), "mlp": (1, 8, 8), "tiny_resnet": (3, 16, 16)}
 SPARSITY = 0.9
+# Every registered method with its default options, plus option values that change how masks are allocated.
+VARIANTS = [(m, {}) for m in list_methods()] + [("magnitude", {"scope": "global"}), ("harp", {"init": "erk"})]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster than two and unaffected by a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def variant_id(variant: tuple[str, dict]) -> str:
+    method, options = variant
+    return method + "".join(f"[{k}={v}]" for k, v in options.items())
 
 
 def data(shape: tuple[int, int, int], seed: int = 0) -> torch.utils.data.TensorDataset:
@@ -28,66 +52,121 @@ def data(shape: tuple[int, int, int], seed: int = 0) -> torch.utils.data.TensorD
     return torch.utils.data.TensorDataset(x, torch.randint(0, 10, (16,), generator=gen))
 
 
-def prune(method: str, model_name: str, seed: int = 0, finetune: bool = True):
-    """A short real pipeline: attach, one mask-search epoch (if any), freeze, one finetune epoch."""
+def prune(method: str, model_name: str, seed: int = 0, finetune: bool = True, **options):
+    """A short real pipeline: attach, one mask-search epoch (if any), freeze, one AWP finetune epoch.
+
+    Returns the pruner, the model, the masks right after freezing, and the raw weights right after freezing.
+    """
     torch.manual_seed(seed)
     shape = MODELS[model_name]
     model = create_model(model_name, 10, shape[0])
-    pruner = build_pruner(method, SPARSITY, s2ap=S2APSettings(gamma=0.1, warmup_epochs=0), seed=seed)
+    pruner = build_pruner(method, SPARSITY, s2ap=S2APSettings(gamma=0.1, warmup_epochs=0), seed=seed, **options)
     pruner.attach(model)
-    loader = make_loader(data(shape), PHASE.batch_size, shuffle=True, seed=seed)
+    loader = make_loader(data(shape), SEARCH.batch_size, shuffle=True, seed=seed)
     if pruner.needs_search:
         params = search_parameters(model, pruner, freeze_bn=False)
-        train_phase(model, loader, params, PHASE, THREAT, device=torch.device("cpu"), step=pruner.search_step,
+        train_phase(model, loader, params, SEARCH, THREAT, device=torch.device("cpu"), step=pruner.search_step,
                     progress=False)
     pruner.freeze()
     masks = current_masks(model)
+    weights = {n: raw_weight(model.get_submodule(n)).detach().clone() for n in masks}
     if finetune:
-        train_phase(model, loader, finetune_parameters(model), PHASE, THREAT, device=torch.device("cpu"),
+        train_phase(model, loader, finetune_parameters(model), FINETUNE, THREAT, device=torch.device("cpu"),
                     progress=False)
-    return pruner, model, masks
+    return pruner, model, masks, weights
 
 
-@pytest.fixture(params=list_methods())
-def method(request) -> str:
-    return request.param
-
-
-@pytest.mark.parametrize("model_name", sorted(MODELS))
-def test_sparsity_binary_masks_and_zeros_after_finetune(method: str, model_name: str) -> None:
-    pruner, model, masks = prune(method, model_name)
+def check_sparsity(pruner: Pruner, masks: dict[str, torch.Tensor]) -> None:
+    """Zeros counted in the exported weights are exactly the masks' zeros, and the kept counts are the target:
+    round(k * n_l) in every layer (uniform pruners) or round(k * N) over the network (global budgets)."""
     report = sparsity_report(pruner.export())
-    total = report["n_weights"]
-    assert abs(report["n_zero"] - round(SPARSITY * total)) <= len(report["per_layer"]), report["global"]
+    keep = 1 - SPARSITY
+    assert report["n_zero"] == sum(int((m == 0).sum()) for m in masks.values())
     for name, mask in masks.items():
-        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+        assert report["per_layer"][name]["n_zero"] == int((mask == 0).sum()), name
+    kept = {name: int(mask.sum()) for name, mask in masks.items()}
+    per_layer = all(kept[n] == keep_count(keep, m.numel()) for n, m in masks.items())
+    global_budget = sum(kept.values()) == keep_count(keep, report["n_weights"])
+    assert per_layer or global_budget, (kept, report["global"])
+    assert report["global"] == pytest.approx(SPARSITY, abs=0.5 * len(masks) / report["n_weights"])
+
+
+def check_masks_hold_through_finetune(model: nn.Module, masks: dict, before: dict) -> None:
+    """Masks are binary and unchanged; pruned weights stayed exactly zero while kept weights were trained."""
+    now = current_masks(model)
+    moved = False
+    for name, mask in masks.items():
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}, name
+        assert torch.equal(now[name], mask), f"mask of {name} changed in finetuning"
         raw = raw_weight(model.get_submodule(name)).detach()
-        assert torch.all(raw[mask == 0] == 0), f"{method}: masked weights of {name} moved in finetuning"
-        assert torch.equal(current_masks(model)[name], mask), f"{method}: mask of {name} changed in finetuning"
+        assert torch.all(raw[mask == 0] == 0), f"pruned weights of {name} moved in finetuning"
+        moved |= not torch.equal(raw[mask == 1], before[name][mask == 1])
+    assert moved, "finetuning changed no kept weight: the check above would be vacuous"
 
 
-def test_export_loads_into_the_plain_architecture(method: str) -> None:
-    pruner, model, _ = prune(method, "digits_cnn", finetune=False)
-    plain = create_model("digits_cnn", 10, 1)
+def check_export_loads(pruner: Pruner, model: nn.Module, model_name: str) -> None:
+    """The export loads strictly into the bare architecture and computes what the masked model computes."""
+    shape = MODELS[model_name]
+    plain = create_model(model_name, 10, shape[0])
     plain.load_state_dict(pruner.export().state_dict())  # strict
-    x = torch.rand(4, 1, 8, 8)
+    x = torch.rand(4, *shape)
     model.eval()
     plain.eval()
     torch.testing.assert_close(plain(x), model(x))
 
 
-def test_deterministic_under_a_seed(method: str) -> None:
-    _, _, a = prune(method, "mlp", seed=3, finetune=False)
-    _, _, b = prune(method, "mlp", seed=3, finetune=False)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def check_contract(method: str, model_name: str, **options) -> None:
+    pruner, model, masks, before = prune(method, model_name, **options)
+    check_sparsity(pruner, masks)
+    check_masks_hold_through_finetune(model, masks, before)
+    check_export_loads(pruner, model, model_name)
 
 
-def test_keep_count_per_layer_for_uniform_pruners(method: str) -> None:
-    if method.split("+")[0] not in ("hydra", "random") and not method.startswith("magnitude"):
-        pytest.skip("learns its own layer rates")
-    pruner, _, masks = prune(method, "digits_cnn", finetune=False)
+def check_deterministic(method: str, **options) -> None:
+    _, _, a, _ = prune(method, "mlp", seed=3, finetune=False, **options)
+    _, _, b, _ = prune(method, "mlp", seed=3, finetune=False, **options)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(params=VARIANTS, ids=variant_id)
+def variant(request) -> tuple[str, dict]:
+    return request.param
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_contract(variant: tuple[str, dict], model_name: str) -> None:
+    method, options = variant
+    check_contract(method, model_name, **options)
+
+
+def test_deterministic_under_a_seed(variant: tuple[str, dict]) -> None:
+    method, options = variant
+    check_deterministic(method, **options)
+
+
+def test_channel_granularity(variant: tuple[str, dict]) -> None:
+    """Pruners that offer channel pruning remove whole output channels; the export still loads."""
+    method, options = variant
+    if "channel" not in PRUNERS.get(method.split("+")[0]).granularities:
+        pytest.skip("weight granularity only")
+    pruner, model, masks, _ = prune(method, "digits_cnn", finetune=False, granularity="channel", **options)
     for name, mask in masks.items():
-        assert int(mask.sum()) == keep_count(1 - SPARSITY, mask.numel()), name
+        per_channel = mask.flatten(1)
+        assert torch.all((per_channel == 0).all(1) | (per_channel == 1).all(1)), name
+    channels = {name: len(mask) for name, mask in masks.items()}
+    kept = {name: int(mask.flatten(1)[:, 0].sum()) for name, mask in masks.items()}
+    per_layer = all(kept[n] == keep_count(1 - SPARSITY, channels[n]) for n in masks)
+    n_weights = sum(m.numel() for m in masks.values())
+    kept_weights = sum(int(m.sum()) for m in masks.values())
+    largest_channel = max(m[0].numel() for m in masks.values())
+    global_budget = 0 <= keep_count(1 - SPARSITY, n_weights) - kept_weights < largest_channel
+    assert per_layer or global_budget, kept
+    check_export_loads(pruner, model, "digits_cnn")
+
+
+def test_every_builtin_is_in_the_contract() -> None:
+    assert {"hydra", "hydra+s2ap", "harp", "harp+s2ap", "magnitude", "random"} <= set(list_methods())
+    assert "magnitude+s2ap" not in list_methods() and "random+s2ap" not in list_methods()
 
 
 def test_global_magnitude_keeps_the_largest_weights_overall() -> None:
@@ -99,36 +178,62 @@ def test_global_magnitude_keeps_the_largest_weights_overall() -> None:
     pruner = build_pruner("magnitude", 0.5, scope="global")
     pruner.attach(model)
     masks = pruner.masks()
-    assert int(masks["0"].sum()) == 100 and int(masks["2"].sum()) == 1  # at least one weight per layer
+    assert int(masks["0"].sum()) == 99 and int(masks["2"].sum()) == 1  # at least one weight per layer, 100 in all
     with pytest.raises(ValueError, match="scope"):
         build_pruner("magnitude", 0.5, scope="everywhere")
 
 
-def test_a_third_party_entry_point_joins_the_registry(tmp_path, monkeypatch) -> None:
-    """A package exposing a pruner under the "s2ap_bench.pruners" entry-point group is found by name."""
-    import sys
+def test_random_masks_follow_the_seed() -> None:
+    a = build_pruner("random", 0.9, seed=0)
+    b = build_pruner("random", 0.9, seed=1)
+    a.attach(create_model("mlp", 10, 1))
+    b.attach(create_model("mlp", 10, 1))
+    assert not all(torch.equal(x, y) for x, y in zip(a.masks().values(), b.masks().values()))
 
-    from baselines.base import PRUNERS
 
-    (tmp_path / "thirdparty_pruner.py").write_text(
-        "import torch\n"
-        "from baselines import Pruner, register_pruner\n"
-        "@register_pruner('thirdparty')\n"
-        "class ThirdParty(Pruner):\n"
-        "    def init_scores(self, model):\n"
-        "        for sm in self.layers.values():\n"
-        "            sm.scores.copy_(torch.linspace(-1, 1, sm.scores.numel()).view_as(sm.scores))\n"
-    )
-    dist = tmp_path / "thirdparty-1.0.dist-info"
+# -- a third-party pruner: the example of docs/adding-a-pruner.md, installed through an entry point ----------
+EXAMPLE = ROOT / "docs" / "examples" / "my_pruner.py"
+GUIDE = ROOT / "docs" / "adding-a-pruner.md"
+
+
+@pytest.fixture
+def installed_example(tmp_path, monkeypatch):
+    """``my-pruner`` made visible only through a fake installed distribution's ``s2ap_bench.pruners`` entry
+    point, as ``pip install`` of a package with the guide's pyproject table would do."""
+    dist = tmp_path / "my_package-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[s2ap_bench.pruners]\nthirdparty = thirdparty_pruner\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-package\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[s2ap_bench.pruners]\nmy-pruner = my_pruner\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
     monkeypatch.setattr(PRUNERS, "_plugins_loaded", False)
+    assert "my-pruner" not in PRUNERS._items, "the example must arrive through the entry point"
     try:
-        assert "thirdparty" in list_methods() and "thirdparty+s2ap" in list_methods()
-        pruner, _, masks = prune("thirdparty+s2ap", "mlp")
-        assert abs(sparsity_report(pruner.export())["global"] - SPARSITY) < 0.01
+        yield
     finally:
-        PRUNERS.remove("thirdparty")
-        sys.modules.pop("thirdparty_pruner", None)
+        PRUNERS.remove("my-pruner")
+        sys.modules.pop("my_pruner", None)
+
+
+@pytest.mark.parametrize("method", ["my-pruner", "my-pruner+s2ap"])
+def test_a_third_party_entry_point_passes_the_same_contract(installed_example, method: str) -> None:
+    assert method in list_methods()
+    for model_name in ("digits_cnn", "mlp"):
+        check_contract(method, model_name, l1=1e-4)
+    check_deterministic(method)
+    assert PRUNERS.get("my-pruner").__module__ == "my_pruner"
+    with pytest.raises(ValueError, match="'l1'"):
+        build_pruner(method, 0.9, l1=-1)
+
+
+def test_the_guide_shows_the_example_and_a_valid_suite(installed_example) -> None:
+    text = GUIDE.read_text()
+    blocks = re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S)
+    assert ("python", EXAMPLE.read_text()) in blocks, "the guide's code block must be docs/examples/my_pruner.py"
+    toml = next(body for lang, body in blocks if lang == "toml")
+    assert '[project.entry-points."s2ap_bench.pruners"]' in toml and 'my-pruner = "' in toml
+    suite = build(SuiteConfig, yaml.safe_load(next(body for lang, body in blocks if lang == "yaml")))
+    assert [m.method for m in suite.methods] == ["hydra", "my-pruner", "my-pruner+s2ap"]
+    readme = ROOT / "README.md"
+    if readme.exists():
+        assert "docs/adding-a-pruner.md" in readme.read_text()

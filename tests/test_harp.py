@@ -77,6 +77,26 @@ def test_initial_strategies_respect_the_global_budget() -> None:
 def test_exact_counts() -> None:
     counts = exact_counts({"a": 10.4, "b": 5.4, "c": 0.1}, {"a": 20, "b": 20, "c": 20}, 17)
     assert sum(counts.values()) == 17 and all(v >= 1 for v in counts.values())
+    assert counts["a"] > counts["b"] > counts["c"]  # proportional to the wishes
+    capped = exact_counts({"a": 100.0, "b": 1.0}, {"a": 10, "b": 50}, 30)  # "a" cannot take its share
+    assert capped == {"a": 10, "b": 20}
+    # whole channels of 9 and 4 weights: the total never exceeds the target and misses it by less than a channel
+    units = exact_counts({"a": 3.3, "b": 7.1}, {"a": 8, "b": 16}, 61, unit={"a": 9, "b": 4})
+    used = 9 * units["a"] + 4 * units["b"]
+    assert 61 - 4 < used <= 61
+
+
+def test_the_final_report_records_the_exact_target() -> None:
+    model = create_model("digits_cnn", 10, 1)
+    pruner = build_pruner("harp", 0.95, init="lamp")
+    pruner.attach(model)
+    pruner.freeze()
+    final = pruner.options()["final"]
+    report = sparsity_report(pruner.export())
+    assert final["kept_weights"] == final["target_kept_weights"] == report["n_weights"] - report["n_zero"]
+    assert final["achieved_sparsity"] == pytest.approx(report["global"], abs=0)
+    assert final["weights_fraction"] == pytest.approx(1 - report["global"])
+    assert pruner.rate_parameters() == []  # the counts replaced the learnt rates
 
 
 def test_channel_mode_uses_flops() -> None:
@@ -85,10 +105,32 @@ def test_channel_mode_uses_flops() -> None:
     pruner.attach(model)
     conv0 = pruner.cost["0.0"]
     assert conv0 == model[0][0].weight.numel() * 8 * 8  # weights x output positions
+    assert pruner.cost["1.0"] == model[1][0].weight.numel() * 4 * 4  # stride 2
+    assert pruner.cost["5"] == model[5].weight.numel()  # the linear head: one position
     pruner.freeze()
     for mask in pruner.masks().values():
         per_channel = mask.flatten(1)
         assert torch.all((per_channel == 0).all(1) | (per_channel == 1).all(1))
+    final = pruner.options()["final"]
+    largest_channel = max(m[0].numel() for m in pruner.masks().values())
+    assert 0 <= final["target_kept_weights"] - final["kept_weights"] < largest_channel
+    assert 0 < final["flops_fraction"] < 1
+
+
+def test_channel_mode_counts_flops_on_the_first_forward_without_input_size() -> None:
+    torch.manual_seed(0)
+    measured = create_model("tiny_resnet", 10, 3)
+    dummy = create_model("tiny_resnet", 10, 3)
+    lazy = build_pruner("harp", 0.5, granularity="channel")
+    eager = build_pruner("harp", 0.5, granularity="channel", input_size=[12, 12])
+    lazy.attach(measured)
+    eager.attach(dummy)
+    with pytest.raises(RuntimeError, match="first forward"):
+        lazy.size_loss()
+    measured(torch.rand(2, 3, 12, 12))
+    assert lazy.cost == eager.cost and lazy.cost["layer3.conv2"] == 64 * 64 * 9 * 3 * 3
+    assert float(lazy.size_loss().detach()) == pytest.approx(0.0, abs=1e-5)  # the initial rates sit at the target
+    assert not measured._forward_hooks and not measured.layer1.conv1._forward_hooks  # hooks removed
 
 
 def test_bad_options_are_one_line_errors() -> None:
@@ -96,3 +138,7 @@ def test_bad_options_are_one_line_errors() -> None:
         build_pruner("harp", 0.9, init="random")
     with pytest.raises(ValueError, match="alpha"):
         build_pruner("harp", 0.9, alpha=2)
+    with pytest.raises(ValueError, match="gamma_hw"):
+        build_pruner("harp", 0.9, gamma_hw=-1)
+    with pytest.raises(ValueError, match="input_size"):
+        build_pruner("harp", 0.9, input_size=32)

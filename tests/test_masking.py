@@ -19,7 +19,8 @@ from baselines.masking import (
 from baselines.registry import UnknownNameError
 from benchmark.models import create_model, list_models
 
-INPUTS = {"digits_cnn": (1, 8, 8), "mlp": (1, 8, 8), "tiny_resnet": (3, 32, 32)}
+INPUTS = {"digits_cnn": (1, 8, 8), "mlp": (1, 8, 8), "tiny_resnet": (3, 32, 32), "resnet18": (3, 32, 32),
+          "preact_resnet18": (3, 32, 32), "vgg16_bn": (3, 32, 32), "wrn_28_4": (3, 32, 32), "wrn_28_10": (3, 32, 32)}
 
 
 def make(name: str) -> tuple[nn.Module, torch.Tensor]:
