@@ -1,4 +1,4 @@
-"""Command line: ``s2ap-bench run | ls | table | validate``. A thin layer over the library functions."""
+"""Command line: ``s2ap-bench run | ls | table | report | validate``. A thin layer over the library functions."""
 
 from __future__ import annotations
 
@@ -32,14 +32,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = _suite(args)
     root = suite_dir(suite, args.results_dir)
     if args.dry_run:
-        for cell in suite.cells():
-            print(f"{cell.key}  [{cell.config_hash()}]")
+        from benchmark.cost import describe, measure_passes_per_s
+
+        rate = None
+        if args.measure:
+            rate, where = measure_passes_per_s(suite)
+            print(f"measured: {rate:.4g} training passes/s of {suite.model} on {where}")
+        for line in describe(suite, rate):
+            print(line)
         print(f"{len(suite.cells())} cells -> {root}")
         return 0
     failure: BenchmarkError | None = None
     try:
-        run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
-                  workers=args.workers)
+        if args.executor == "local":
+            run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
+                      workers=args.workers)
+        else:
+            from benchmark.slurm import parse_parameters, submit_suite
+
+            params = parse_parameters(list(args.slurm or []))
+            submit_suite(suite, kind=args.executor, results_dir=args.results_dir, force=args.force,
+                         parameters=params)
     except BenchmarkError as e:  # the tables still show every finished cell
         failure = e
     if root.is_dir() and os.access(root, os.W_OK):
@@ -72,12 +85,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from benchmark.leaderboard import write_tables
+    from benchmark.leaderboard import write_report, write_tables
 
     root = Path(args.results_dir)
     if not root.is_dir():
         raise BenchmarkError(f"results folder {root} does not exist; run a suite first (s2ap-bench run)")
-    written, problems = write_tables(root)
+    written, problems = (write_report if args.command == "report" else write_tables)(root)
     for p in problems:
         print(f"skipped corrupt result: {p}", file=sys.stderr)
     for p in written:
@@ -112,6 +125,17 @@ def cmd_bench_s2ap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from benchmark.bench_speed import print_speed, speed
+
+    report = speed(args.model, args.device, batch_size=args.batch_size, batches=args.batches, steps=args.steps,
+                   repeats=args.repeats, eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size,
+                   autoattack_version=args.autoattack, bf16=args.bf16, channels_last=args.channels_last,
+                   fit_steps=args.fit_steps)
+    print_speed(report)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2ap-bench", description="Adversarial pruning benchmark (S2AP plug-in).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -126,7 +150,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
     run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
-    run.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list the cells with their estimated cost and exit (reads no data)")
+    run.add_argument("--measure", action="store_true",
+                     help="with --dry-run: time a few training steps of the model to turn passes into hours")
+    run.add_argument("--executor", choices=["local", "slurm", "local-submitit"], default="local",
+                     help="local (default; --workers processes), or one submitit job per cell")
+    run.add_argument("--slurm", action="append", metavar="KEY=VALUE",
+                     help="a submitit parameter, e.g. slurm_partition=gpu or timeout_min=720")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -134,9 +165,15 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", choices=["pruners", "models", "datasets", "suites"])
     ls.set_defaults(func=cmd_ls)
 
-    table = sub.add_parser("table", help="regenerate leaderboard tables from a results folder")
+    table = sub.add_parser("table", help="regenerate leaderboard tables (Markdown, LaTeX, CSV) from a results "
+                                         "folder")
     table.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
     table.set_defaults(func=cmd_table)
+
+    report = sub.add_parser("report", help="regenerate tables, plots and the HTML page (index.html) of a results "
+                                           "folder")
+    report.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    report.set_defaults(func=cmd_table)
 
     bench = sub.add_parser("bench", help="measurements of the harness itself")
     targets = bench.add_subparsers(dest="target", required=True)
@@ -148,6 +185,21 @@ def parser() -> argparse.ArgumentParser:
     b_s2ap.add_argument("--device", default="cpu")
     b_s2ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite field")
     b_s2ap.set_defaults(func=cmd_bench_s2ap)
+    b_speed = targets.add_parser("speed", help="images/s of the harness vs plain PyTorch: PGD training, AutoAttack")
+    b_speed.add_argument("--model", default="resnet18", help="a registered model (default resnet18)")
+    b_speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b_speed.add_argument("--batch-size", type=int, default=128)
+    b_speed.add_argument("--batches", type=int, default=8, help="training batches per timed repeat")
+    b_speed.add_argument("--steps", type=int, default=10, help="PGD steps of the training attack")
+    b_speed.add_argument("--repeats", type=int, default=3)
+    b_speed.add_argument("--eval-examples", type=int, default=100, help="points attacked by AutoAttack")
+    b_speed.add_argument("--eval-batch-size", type=int, default=500)
+    b_speed.add_argument("--autoattack", default="fast", choices=["fast", "standard"])
+    b_speed.add_argument("--fit-steps", type=int, default=40,
+                         help="clean training steps before AutoAttack, so that its points are attacked")
+    b_speed.add_argument("--bf16", action="store_true", help="bf16 autocast in training (both arms)")
+    b_speed.add_argument("--channels-last", action="store_true", help="channels-last in training (both arms)")
+    b_speed.set_defaults(func=cmd_bench_speed)
 
     val = sub.add_parser("validate", help="check result files against the schema")
     val.add_argument("results_dir", help="a results folder or one result file")

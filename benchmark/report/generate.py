@@ -1,0 +1,95 @@
+"""Write every output of a results folder from its result files alone: tables (``s2ap-bench table``) and
+tables + plots + the HTML page (``s2ap-bench report``). Same result files in, byte-identical files out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.report.files import atomic_write_text
+from benchmark.report.reference import comparison_table, published_table
+from benchmark.report.tables import (
+    HEADER,
+    LATEX_PACKAGES,
+    details_markdown,
+    latex_table,
+    leaderboard_csv,
+    leaderboard_latex,
+    leaderboard_markdown,
+    markdown_table,
+)
+from benchmark.results import load_results
+
+TABLE_FILES = ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "details.md", "details.tex", "reference.md",
+               "reference.tex", "reference.csv")
+
+
+def reference_markdown(results: list[dict]) -> str:
+    comparison, published = comparison_table(results), published_table()
+    return "\n".join([f"# {comparison.title}\n", HEADER + "\n", comparison.caption + "\n",
+                      markdown_table(comparison) + "\n", f"## {published.title}\n", published.caption + "\n",
+                      markdown_table(published) + "\n"])
+
+
+def reference_latex(results: list[dict]) -> str:
+    return "\n".join([f"% {HEADER}", LATEX_PACKAGES, "",
+                      latex_table(comparison_table(results), "reference-comparison"), "",
+                      latex_table(published_table(), "reference-published"), ""])
+
+
+def reference_csv(results: list[dict]) -> str:
+    import csv
+    import io
+
+    table = comparison_table(results)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(table.headers)
+    for row in table.rows:
+        w.writerow(["".join(p.text for p in c) for c in row.cells])
+    return buf.getvalue()
+
+
+def table_texts(results: list[dict]) -> dict[str, str]:
+    """File name -> content of every table file."""
+    return {
+        "leaderboard.md": leaderboard_markdown(results),
+        "leaderboard.tex": leaderboard_latex(results),
+        "leaderboard.csv": leaderboard_csv(results),
+        "details.md": details_markdown(results),
+        "details.tex": leaderboard_latex(results, details=True),
+        "reference.md": reference_markdown(results),
+        "reference.tex": reference_latex(results),
+        "reference.csv": reference_csv(results),
+    }
+
+
+def _write_tables(results: list[dict], root: Path) -> list[Path]:
+    written = []
+    for name, text in table_texts(results).items():
+        atomic_write_text(root / name, text)
+        written.append(root / name)
+    return written
+
+
+def write_tables(results_dir: Path | str) -> tuple[list[Path], list[str]]:
+    """Regenerate the tables of a results folder (leaderboard.md first); returns the files written and one line
+    per corrupt result file that was skipped."""
+    root = Path(results_dir)
+    results, problems = load_results(root)
+    return _write_tables(results, root), problems
+
+
+def write_report(results_dir: Path | str) -> tuple[list[Path], list[str]]:
+    """Tables, plots (``plots/*.png|svg``) and ``index.html`` of a results folder; returns the files written and
+    the skipped corrupt result files."""
+    from benchmark.report.html import page
+    from benchmark.report.plots import make_plots, write_plots
+
+    root = Path(results_dir)
+    results, problems = load_results(root)
+    written = _write_tables(results, root)
+    plots = make_plots(results)
+    written += write_plots(plots, root / "plots")
+    atomic_write_text(root / "index.html", page(results, plots, problems))
+    written.append(root / "index.html")
+    return written, problems

@@ -1,0 +1,262 @@
+"""Figures read from result files and summarised over seeds: the numbers every table, plot and page shows.
+
+Accuracies are shown in percent; a missing figure (no AutoAttack run, a pruner without scores, an older
+result without cross-seed distances) is ``None`` and is left out, never counted as zero.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+PHASES = ("pretrain", "search", "finetune", "evaluate")
+S2AP_SUFFIX = "+s2ap"
+
+
+def _get(r: dict, *keys: str) -> float | None:
+    """``r[k1][k2]...`` or None where a level is missing or null; only finite numbers come back."""
+    node = r
+    for k in keys:
+        if not isinstance(node, dict) or node.get(k) is None:
+            return None
+        node = node[k]
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
+        return None
+    return float(node)
+
+
+def peak_memory(r: dict) -> float | None:
+    """The largest peak memory (MB) over the phases of a cell."""
+    values = [_get(r, "phases", p, "peak_memory_mb") for p in PHASES]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a result: how to read it, how to show it, and which direction is better."""
+
+    key: str
+    title: str
+    get: Callable[[dict], float | None]
+    better: str | None  # "higher", "lower", or None (no best is marked)
+    digits: int
+    scale: float = 1.0
+    unit: str = ""
+
+    @property
+    def arrow(self) -> str:
+        return {"higher": " ↑", "lower": " ↓"}.get(self.better or "", "")
+
+
+METRICS: dict[str, Metric] = {m.key: m for m in (
+    Metric("clean", "clean (%)", lambda r: _get(r, "evaluation", "clean_accuracy"), "higher", 2, 100, "%"),
+    Metric("aa", "AutoAttack (%)", lambda r: _get(r, "evaluation", "autoattack", "robust_accuracy"),
+           "higher", 2, 100, "%"),
+    Metric("pgd", "PGD (%)", lambda r: _get(r, "evaluation", "pgd", "accuracy"), "higher", 2, 100, "%"),
+    Metric("achieved_sparsity", "achieved sparsity (%)", lambda r: _get(r, "sparsity", "achieved"), None, 2, 100,
+           "%"),
+    Metric("mask_change", "mask change", lambda r: _get(r, "mask", "stability", "final_epochs_mean_sparsity_aware"),
+           "lower", 4),
+    Metric("seed_distance", "seed distance",
+           lambda r: _get(r, "mask", "stability", "cross_seed", "mean_sparsity_aware"), "lower", 4),
+    Metric("sharpness", "sharpness", lambda r: _get(r, "mask", "sharpness", "top_eigenvalue"), "lower", 2),
+    Metric("mask_robust", "mask robust (%)", lambda r: _get(r, "mask", "robust_accuracy_after_search"), "higher", 2,
+           100, "%"),
+    # pretraining is shared by every cell of a seed: no best is marked for it
+    *(Metric(f"time_{p}", f"{p} (s)", (lambda r, p=p: _get(r, "phases", p, "wall_s")),
+             None if p == "pretrain" else "lower", 1, 1, "s") for p in PHASES),
+    Metric("peak_memory", "peak memory (MB)", peak_memory, "lower", 0, 1, "MB"),
+)}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Values of one figure over seeds, already scaled for display (percent for accuracies)."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (n - 1); 0 for a single seed."""
+        return statistics.stdev(self.values) if self.n > 1 else 0.0
+
+    def text(self, digits: int, signed: bool = False) -> str:
+        sign = "+" if signed else ""
+        mean = f"{self.mean:{sign}.{digits}f}"
+        return mean if self.n == 1 else f"{mean} ± {self.std:.{digits}f}"
+
+
+def summarize(results: list[dict], metric: Metric) -> Summary | None:
+    """The figure over ``results`` (one per seed); None if no result has it."""
+    values = [metric.get(r) for r in sorted(results, key=seed)]
+    kept = tuple(metric.scale * v for v in values if v is not None)
+    return Summary(kept) if kept else None
+
+
+def paired_difference(base: list[dict], variant: list[dict], metric: Metric) -> Summary | None:
+    """Per-seed differences variant - base over the seeds both have (a seed's cells share one dense model)."""
+    b = {seed(r): metric.get(r) for r in base}
+    v = {seed(r): metric.get(r) for r in variant}
+    diffs = tuple(metric.scale * (v[s] - b[s]) for s in sorted(set(b) & set(v))
+                  if v[s] is not None and b[s] is not None)
+    return Summary(diffs) if diffs else None
+
+
+def seed(r: dict) -> int:
+    return r["cell"]["seed"]
+
+
+def is_dense(r: dict) -> bool:
+    return r["cell"]["method"] == "dense"
+
+
+def group_key(r: dict) -> tuple[str, str, str]:
+    c = r["cell"]
+    return c["dataset"], c["model"], c["structure"]
+
+
+def group_results(results: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """Results by (dataset, model, structure): one table each, in sorted order."""
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        groups[group_key(r)].append(r)
+    return dict(sorted(groups.items()))
+
+
+def by_cell(results: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    """Pruned results by (method label, sparsity), seeds in order."""
+    cells: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for r in sorted(results, key=seed):
+        if not is_dense(r):
+            cells[(r["cell"]["label"], r["cell"]["sparsity"])].append(r)
+    return dict(cells)
+
+
+def sparsities(results: list[dict]) -> list[float]:
+    return sorted({r["cell"]["sparsity"] for r in results if not is_dense(r)})
+
+
+def is_variant(r: dict) -> bool:
+    """A +S2AP result (by its plug-in, or by the label convention for results that lack it)."""
+    return r["cell"].get("plugin") == "s2ap" or r["cell"]["label"].endswith(S2AP_SUFFIX)
+
+
+def s2ap_pairs(results: list[dict]) -> dict[str, str]:
+    """Map each +S2AP label to its base label: the label without ``+s2ap`` if present, else the one plain
+    label with the same pruner. Variants without a base are left out."""
+    labels: dict[str, dict] = {}
+    for r in results:
+        if not is_dense(r):
+            labels.setdefault(r["cell"]["label"], r)
+    plain = {lab for lab, r in labels.items() if not is_variant(r)}
+    pairs = {}
+    for lab, r in sorted(labels.items()):
+        if lab in plain:
+            continue
+        stripped = lab[: -len(S2AP_SUFFIX)] if lab.endswith(S2AP_SUFFIX) else None
+        if stripped in plain:
+            pairs[lab] = stripped
+            continue
+        same_pruner = [p for p in plain if labels[p]["cell"].get("pruner") == r["cell"].get("pruner")]
+        if len(same_pruner) == 1:
+            pairs[lab] = same_pruner[0]
+    return pairs
+
+
+def method_order(results: list[dict]) -> list[str]:
+    """Pruned method labels, each base directly followed by its +S2AP variant(s)."""
+    labels = sorted({r["cell"]["label"] for r in results if not is_dense(r)})
+    pairs = s2ap_pairs(results)
+    order: list[str] = []
+    for lab in labels:
+        if lab in pairs:
+            continue
+        order.append(lab)
+        order.extend(v for v in labels if pairs.get(v) == lab)
+    order.extend(lab for lab in labels if lab not in order)
+    return order
+
+
+def dense_results(results: list[dict]) -> list[dict]:
+    return sorted((r for r in results if is_dense(r)), key=seed)
+
+
+def best_labels(summaries: dict[str, Summary | None], metric: Metric) -> set[str]:
+    """Labels whose mean is the best as displayed (ties all count); none if fewer than two have the figure."""
+    shown = {lab: round(s.mean, metric.digits) for lab, s in summaries.items() if s is not None}
+    if metric.better is None or len(shown) < 2:
+        return set()
+    best = max(shown.values()) if metric.better == "higher" else min(shown.values())
+    return {lab for lab, v in shown.items() if v == best}
+
+
+def aa_flags(r: dict) -> list[str]:
+    return list((r["evaluation"].get("autoattack") or {}).get("flags") or [])
+
+
+def robust_accuracy(r: dict) -> float | None:
+    """AutoAttack accuracy, or PGD accuracy where AutoAttack was not run (what the harness checks)."""
+    aa = METRICS["aa"].get(r)
+    return aa if aa is not None else METRICS["pgd"].get(r)
+
+
+def robust_above_clean(r: dict) -> bool:
+    robust, clean = robust_accuracy(r), METRICS["clean"].get(r)
+    return robust is not None and clean is not None and robust > clean
+
+
+def flag_messages(r: dict) -> list[str]:
+    """Every sanity warning of a result: AutoAttack's own checks, other evaluation flags, robust > clean."""
+    aa = aa_flags(r)
+    messages = [f"AutoAttack: {f}" for f in aa]
+    messages += [f for f in r["evaluation"].get("flags") or [] if f not in aa]
+    if robust_above_clean(r) and not any("above clean" in m for m in messages):
+        messages.append(f"robust accuracy {100 * robust_accuracy(r):.2f}% above clean accuracy "
+                        f"{100 * METRICS['clean'].get(r):.2f}%: the evaluation is unreliable")
+    return [" ".join(m.split()) for m in messages]  # one line each, whatever the attack printed
+
+
+def fmt_sparsity(s: float) -> str:
+    return f"{100 * s:g}%"
+
+
+def attack_text(r: dict) -> str:
+    """The attack of record of a result, in words."""
+    ev = r["evaluation"]
+    aa = ev.get("autoattack")
+    if not aa:
+        pgd = ev.get("pgd") or {}
+        return f"AutoAttack not run (PGD-{pgd.get('steps', '?')} only)"
+    attacks = ", ".join(aa.get("attacks") or [])
+    return (f"AutoAttack {aa.get('version', '?')} ({attacks}; {aa.get('package', 'pyautoattack')} "
+            f"{aa.get('package_version', '?')}, attack seed {aa.get('seed', '?')})")
+
+
+def protocols(results: list[dict]) -> list[str]:
+    """One line per distinct evaluation protocol in ``results``, with the seeds and the groups it covers."""
+    found: dict[str, dict[str, set]] = defaultdict(lambda: {"seeds": set(), "groups": set(), "suites": set()})
+    for r in results:
+        ev = r["evaluation"]
+        key = (f"{attack_text(r)}; threat model {ev.get('norm', 'Linf')} eps = {ev['eps']}; "
+               f"first {ev['n_examples']} test points")
+        found[key]["seeds"].add(seed(r))
+        found[key]["groups"].add(" / ".join(group_key(r)))
+        found[key]["suites"].add(r["suite"])
+    lines = []
+    for key, info in sorted(found.items()):
+        seeds = ", ".join(str(s) for s in sorted(info["seeds"]))
+        lines.append(f"{key}; seeds {seeds} (suite {', '.join(sorted(info['suites']))}: "
+                     f"{'; '.join(sorted(info['groups']))})")
+    return lines
