@@ -460,3 +460,13 @@ def test_results_without_autoattack_or_masks_still_report(tmp_path: Path) -> Non
     svg = (tmp_path / "plots" / "digits-digits-cnn-unstructured-robust-vs-sparsity.svg").read_text()
     assert "PGD accuracy vs sparsity" in svg
     assert "AutoAttack not run (PGD-20 only)" in (tmp_path / "index.html").read_text()
+
+
+def test_repeated_warnings_collapse_to_one_line_with_their_range() -> None:
+    from benchmark.report.stats import collapse_repeats
+
+    said = ["AutoAttack: there are 5 points with zero gradient!", "AutoAttack: there are 8 points with zero gradient!",
+            "AutoAttack: there are 5 points with zero gradient!", "robust accuracy 60.00% above clean accuracy 50.00%"]
+    assert collapse_repeats(said) == ["AutoAttack: there are 5-8 points with zero gradient! (said 3 times)",
+                                      "robust accuracy 60.00% above clean accuracy 50.00%"]
+    assert collapse_repeats(["same 3", "same 3"]) == ["same 3 (said 2 times)"]

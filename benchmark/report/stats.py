@@ -7,6 +7,7 @@ result without cross-seed distances) is ``None`` and is left out, never counted 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -225,7 +226,26 @@ def flag_messages(r: dict) -> list[str]:
     if robust_above_clean(r) and not any("above clean" in m for m in messages):
         messages.append(f"robust accuracy {100 * robust_accuracy(r):.2f}% above clean accuracy "
                         f"{100 * METRICS['clean'].get(r):.2f}%: the evaluation is unreliable")
-    return [" ".join(m.split()) for m in messages]  # one line each, whatever the attack printed
+    return collapse_repeats([" ".join(m.split()) for m in messages])  # one line each, whatever was printed
+
+
+def collapse_repeats(messages: list[str]) -> list[str]:
+    """Messages that differ only in their numbers (AutoAttack warns once per attack and restart) as one line:
+    the first number shown as its range, and how many times it was said."""
+    groups: dict[str, list[str]] = {}
+    for m in messages:
+        groups.setdefault(re.sub(r"\d+", "#", m), []).append(m)
+    out = []
+    for template, said in groups.items():
+        if len(said) == 1:
+            out.append(said[0])
+            continue
+        firsts = [int(re.search(r"\d+", m).group()) for m in said] if "#" in template else []  # type: ignore[union-attr]
+        text = said[0]
+        if firsts and min(firsts) != max(firsts):
+            text = re.sub(r"\d+", f"{min(firsts)}-{max(firsts)}", text, count=1)
+        out.append(f"{text} (said {len(said)} times)")
+    return out
 
 
 def fmt_sparsity(s: float) -> str:
