@@ -8,6 +8,7 @@ written as a bare loop below; and AutoAttack through :func:`benchmark.evaluation
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -163,6 +164,7 @@ def speed(model: str = "resnet18", device: str = "auto", *, batch_size: int = 12
         "model_options": options,
         "n_weights": sum(p.numel() for p in models["bare"].parameters()),
         "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "batch_size": batch_size,
         "images_per_repeat": n_train,
         "attack_steps": steps,
@@ -199,7 +201,7 @@ def _figures(times: dict[str, list[float]], images: int) -> dict:
 
 def print_speed(report: dict) -> None:
     print(f"Harness vs plain PyTorch ({report['model']}, {report['n_weights'] / 1e6:.2f}M weights, "
-          f"{report['device']}, bf16 {'on' if report['bf16'] else 'off'}, channels_last "
+          f"{report['device']} = {report['device_name']}, bf16 {'on' if report['bf16'] else 'off'}, channels_last "
           f"{'on' if report['channels_last'] else 'off'}; median of {report['repeats']} interleaved repeats)")
     rows = []
     tr = report["training"]

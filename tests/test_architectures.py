@@ -24,8 +24,14 @@ def torchvision_resnet18() -> nn.Module:
     return torchvision().models.resnet18(num_classes=10)
 
 
+def timm_resnet18() -> nn.Module:
+    torchvision()  # timm imports torchvision: the one safe import runs first
+    timm = pytest.importorskip("timm")
+    return timm.create_model("resnet18", pretrained=False, num_classes=10)
+
+
 MODELS = {**{name: (lambda name=name: create_model(name, 10, 3)) for name in ARCHITECTURES},
-          "torchvision_resnet18": torchvision_resnet18}
+          "torchvision_resnet18": torchvision_resnet18, "timm_resnet18": timm_resnet18}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
