@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.report.files import atomic_write_text
+from benchmark.files import atomic_write_text
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.tables import (
     HEADER,

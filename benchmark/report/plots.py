@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from benchmark.report.files import atomic_write_bytes
+from benchmark.files import atomic_write_bytes
 from benchmark.report.stats import (
     METRICS,
     by_cell,
