@@ -55,7 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          parameters=params)
     except BenchmarkError as e:  # the tables still show every finished cell
         failure = e
-    if root.is_dir() and os.access(root, os.W_OK):
+    has_results = root.is_dir() and any(root.rglob("*.json"))
+    if has_results and os.access(root, os.W_OK):
         written, problems = write_tables(root)
         for p in problems:
             print(f"skipped: {p}", file=sys.stderr)
