@@ -67,17 +67,24 @@ def flops_from_positions(model: nn.Module, positions: dict[str, int]) -> dict[st
     return {n: float(raw_weight(model.get_submodule(n)).numel() * positions.get(n, 1)) for n in positions}
 
 
-def layer_flops(model: nn.Module, names: list[str], input_size: Sequence[int]) -> dict[str, float]:
-    """FLOPs (MACs) per layer for one input of spatial size ``input_size``, from a dummy forward pass."""
-    first = model.get_submodule(names[0])
-    channels = first.in_channels if hasattr(first, "in_channels") else first.in_features
-    shape = (1, channels, *input_size) if hasattr(first, "in_channels") else (1, channels)
+def record_output_positions(model: nn.Module, names: list[str]) -> tuple[dict[str, int], list]:
+    """Forward hooks that record each named layer's output positions (1 until it runs); returns the positions
+    dict they fill and their handles (remove them when done)."""
     positions = {n: 1 for n in names}
     handles = []
     for name in names:
         def hook(module, _inputs, out, name=name):
             positions[name] = output_positions(module, out)
         handles.append(model.get_submodule(name).register_forward_hook(hook))
+    return positions, handles
+
+
+def layer_flops(model: nn.Module, names: list[str], input_size: Sequence[int]) -> dict[str, float]:
+    """FLOPs (MACs) per layer for one input of spatial size ``input_size``, from a dummy forward pass."""
+    first = model.get_submodule(names[0])
+    channels = first.in_channels if hasattr(first, "in_channels") else first.in_features
+    shape = (1, channels, *input_size) if hasattr(first, "in_channels") else (1, channels)
+    positions, handles = record_output_positions(model, names)
     was = model.training
     model.eval()
     try:
@@ -204,18 +211,12 @@ class Harp(Pruner):
 
     def _count_flops_on_first_forward(self, model: nn.Module) -> None:
         """Record each layer's output size on the first forward pass of ``model``, then compute the FLOPs."""
-        positions = {n: 1 for n in self.layers}
-
-        def layer_hook(module, _inputs, out, name):
-            positions[name] = output_positions(module, out)
+        positions, self._hooks = record_output_positions(model, list(self.layers))
 
         def model_hook(_module, _inputs, _out):
             self.cost = flops_from_positions(model, positions)
             self._remove_hooks()
 
-        for name in self.layers:
-            self._hooks.append(model.get_submodule(name).register_forward_hook(
-                lambda m, i, o, name=name: layer_hook(m, i, o, name)))
         self._hooks.append(model.register_forward_hook(model_hook))
 
     def _remove_hooks(self) -> None:

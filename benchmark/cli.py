@@ -26,7 +26,7 @@ def _suite(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.leaderboard import write_tables
+    from benchmark.report import write_tables
     from benchmark.runner import run_suite, suite_dir
 
     suite = _suite(args)
@@ -86,7 +86,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from benchmark.leaderboard import write_report, write_tables
+    from benchmark.report import write_report, write_tables
 
     root = Path(args.results_dir)
     if not root.is_dir():

@@ -10,7 +10,7 @@ import yaml
 
 from benchmark.cli import main
 from benchmark.config import SuiteConfig, build
-from benchmark.leaderboard import write_tables
+from benchmark.report import write_tables
 from benchmark.results import read_result, result_files
 from benchmark.runner import run_suite
 from tests.conftest import tiny_suite_dict

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from benchmark.leaderboard import write_report, write_tables
+from benchmark.report import write_report, write_tables
 from benchmark.report.generate import TABLE_FILES
 from benchmark.report.reference import REFERENCES, comparison_table
 from benchmark.report.tables import accuracy_table, details_table, effect_table, latex_table, markdown_table
