@@ -173,12 +173,6 @@ def _open(name: str, root: Path, make: Callable[[], Dataset]) -> Dataset:
                         "machine with internet access and copy them there") from None
 
 
-def _to_tensor() -> Callable:
-    from benchmark.vision import torchvision
-
-    return torchvision().transforms.ToTensor()
-
-
 def _cifar(name: str, class_name: str, folder: str, num_classes: int, *, data_dir: str | None, download: bool,
            val_fraction: float, split_seed: int, augment: bool) -> DataSplits:
     from benchmark.vision import torchvision

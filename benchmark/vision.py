@@ -38,11 +38,6 @@ def _define_missing_operators() -> None:
             _library.define(schema)
 
 
-def operators_patched() -> bool:
-    """Whether this process had to define torchvision's operator schemas (CPU torch with a CUDA torchvision)."""
-    return _library is not None
-
-
 def torchvision() -> ModuleType:
     """Import torchvision safely and return it (defining its operator schemas first where torch lacks them)."""
     with _lock:
