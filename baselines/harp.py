@@ -21,6 +21,8 @@ from baselines.hydra import scaled_magnitude_scores
 from baselines.masking import keep_count, raw_weight
 
 STRATEGIES = ("uniform", "lamp", "erk")
+PUBLIC_START_KEEP = 0.10  # the public recipe's weight-pruning strategies "010_*" start at 10 % kept
+RATE_CLIP = 1e-2  # the public code clips (k - k_min) / (1 - k_min) to [0.01, 0.99] before the logit
 
 
 def lamp_keep_ratios(weights: dict[str, Tensor], keep: float) -> dict[str, float]:
@@ -45,6 +47,8 @@ def erk_keep_ratios(shapes: dict[str, tuple[int, ...]], keep: float) -> dict[str
     raw = {name: sum(s) / math.prod(s) for name, s in shapes.items()}
     dense: set[str] = set()
     total = sum(n.values())
+    if keep >= 1.0:
+        return {m: 1.0 for m in shapes}
     for _ in range(len(shapes)):
         budget = keep * total - sum(n[d] for d in dense)
         eps = budget / sum(raw[m] * n[m] for m in shapes if m not in dense)
@@ -140,13 +144,17 @@ def exact_counts(
 class Harp(Pruner):
     """Learnt importance scores and learnt per-layer keep rates under a global size objective.
 
-    Options: ``alpha`` (k_min = alpha * k_target), ``gamma_hw`` (weight of the size loss), ``init`` (initial
-    rates: uniform, lamp or erk), ``input_size`` (channel mode: the spatial input size for the FLOPs count;
-    by default the sizes are recorded on the first real forward pass).
+    Options: ``alpha`` (k_min = alpha * k_target), ``gamma_hw`` (weight of the size loss), ``init`` (shape of
+    the initial rates: uniform, lamp or erk), ``start_keep`` (the global keep ratio the initial rates start
+    from), ``input_size`` (channel mode: the spatial input size for the FLOPs count; by default the sizes are
+    recorded on the first real forward pass).
 
-    ``gamma_hw`` defaults to 1.0, above the paper's 0.01-0.1 for CIFAR-10: here the rates share the scores'
-    learning rate, and on digits-smoke (6 search epochs) rates started at 3x the target keep ratio came back
-    under it within two epochs at 90, 95 and 99 % sparsity with 1.0, while 0.3 left the 99 % search at 20x.
+    ``start_keep`` follows the public recipe by default: its weight-pruning strategies all start at 10 % kept
+    (``010_uni``, ``010_lamp``, ``010_erk``) whatever the target, so the default is ``max(k_target, 0.10)``,
+    and the size loss with its growing weight pulls the rates down to the target; its channel strategy
+    (``original``) starts every layer at 1.0 (all channels kept). The shape (uniform/LAMP/ERK) is computed at
+    ``start_keep``. Rates are clipped as in the public code (``sigmoid`` argument within 1 % of 0 and 1).
+    ``gamma_hw`` defaults to 1.0, the public code's default (``--gamma``); the paper uses 0.01-0.1 on CIFAR-10.
     Channel mode counts only the output channels of each layer (``FLOPs_l * k_l``): a masked channel is zeroed
     in its own layer, and the next layer's input weights stay in place.
     """
@@ -154,13 +162,17 @@ class Harp(Pruner):
     granularities = ("weight", "channel")
 
     def __init__(self, sparsity: float, *, alpha: float = 0.1, gamma_hw: float = 1.0, init: str = "uniform",
-                 input_size: Sequence[int] | None = None, **kwargs) -> None:
+                 start_keep: float | None = None, input_size: Sequence[int] | None = None, **kwargs) -> None:
         if init not in STRATEGIES:
             raise ValueError(f"harp option 'init' must be one of {', '.join(STRATEGIES)}, got {init!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
             raise ValueError(f"harp option 'alpha' must be a number in (0, 1), got {alpha!r}")
         if isinstance(gamma_hw, bool) or not isinstance(gamma_hw, (int, float)) or gamma_hw < 0:
             raise ValueError(f"harp option 'gamma_hw' must be a number >= 0, got {gamma_hw!r}")
+        if start_keep is not None and (isinstance(start_keep, bool) or not isinstance(start_keep, (int, float))
+                                       or not 0 < start_keep <= 1):
+            raise ValueError(f"harp option 'start_keep' must be a number in (0, 1] (or left out for the public "
+                             f"default), got {start_keep!r}")
         if input_size is not None and (
             isinstance(input_size, (str, int))
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
@@ -170,6 +182,8 @@ class Harp(Pruner):
         super().__init__(sparsity, **kwargs)
         self.alpha, self.gamma_hw, self.init = float(alpha), float(gamma_hw), init
         self.input_size = None if input_size is None else tuple(input_size)
+        default_start = max(self.keep_ratio, PUBLIC_START_KEEP) if self.granularity == "weight" else 1.0
+        self.start_keep = default_start if start_keep is None else float(start_keep)
         self.gamma = self.gamma_hw
         self.gamma_frozen = False
         self.cost: dict[str, float] = {}
@@ -182,7 +196,8 @@ class Harp(Pruner):
 
     def options(self) -> dict:
         return {**super().options(), "alpha": self.alpha, "gamma_hw": self.gamma_hw, "init": self.init,
-                "size_objective": "weights" if self.granularity == "weight" else "flops", "final": self.final}
+                "start_keep": self.start_keep, "size_objective": "weights" if self.granularity == "weight" else "flops",
+                "final": self.final}
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def init_scores(self, model: nn.Module) -> None:
@@ -193,14 +208,13 @@ class Harp(Pruner):
             units = {n: raw_weight(model.get_submodule(n)) for n in names}
             if self.granularity == "channel":  # LAMP over the filters' L1 norms
                 units = {n: w.abs().flatten(1).sum(1) for n, w in units.items()}
-            ratios = lamp_keep_ratios(units, self.keep_ratio)
+            ratios = lamp_keep_ratios(units, self.start_keep)
         elif self.init == "erk":
-            ratios = erk_keep_ratios({n: tuple(sm.weight_shape) for n, sm in self.layers.items()}, self.keep_ratio)
+            ratios = erk_keep_ratios({n: tuple(sm.weight_shape) for n, sm in self.layers.items()}, self.start_keep)
         else:
-            ratios = {n: self.keep_ratio for n in names}
+            ratios = {n: self.start_keep for n in names}
         for name, sm in self.layers.items():
-            k = min(max(ratios[name], self.k_min + 1e-4), 1 - 1e-4)
-            u = (k - self.k_min) / (1 - self.k_min)
+            u = min(max((ratios[name] - self.k_min) / (1 - self.k_min), RATE_CLIP), 1 - RATE_CLIP)
             sm.set_learnable_rate(math.log(u / (1 - u)), self.k_min)
         if self.granularity == "weight":
             self.cost = {n: float(sm.n_weights) for n, sm in self.layers.items()}
@@ -274,8 +288,7 @@ class Harp(Pruner):
         target = keep_count(self.keep_ratio, total)
         counts = exact_counts({n: learnt[n] * units[n] for n in units}, units, target, per_unit)
         for name, sm in self.layers.items():
-            sm.rate = None
-            sm.keep.fill_(counts[name] / units[name])
+            sm.set_keep_ratio(counts[name] / units[name])
         kept = sum(counts[n] * per_unit[n] for n in counts)
         self.final = {
             "target_kept_weights": target,

@@ -74,4 +74,4 @@ def allocate_global_keep(layers: dict, importance: dict[str, torch.Tensor], keep
                 counts[i] += 1
                 used += unit[names[i]]
     for name, count in zip(names, counts):
-        layers[name].keep.fill_(count / importance[name].numel())
+        layers[name].set_keep_ratio(count / importance[name].numel())

@@ -23,20 +23,35 @@ def keep_count(keep_ratio: float, n: int) -> int:
     return max(1, min(n, int(round(float(keep_ratio) * n))))
 
 
-class TopKMask(torch.autograd.Function):
-    """Binary mask of the ``round(keep * n)`` largest ``|scores|``; the gradient passes straight through.
+def keep_count_tensor(keep: Tensor, n: int) -> Tensor:
+    """:func:`keep_count` computed on the keep ratio's device (no device-to-host copy)."""
+    return (keep.detach() * n).round().clamp(1, n)
 
-    The scores receive the gradient of the mask unchanged (so ``dL/ds = dL/d(w*m) * w``); a learnable keep
-    ratio receives the sum of that gradient over the layer (HARP's straight-through rate gradient).
+
+class TopKMask(torch.autograd.Function):
+    """Binary mask of the ``round(keep * n)`` largest entries of ``magnitudes``; the gradient passes straight
+    through.
+
+    Called on ``|scores|`` inside autograd, as HYDRA's and HARP's public code do (``GetSubnet.apply(
+    scores.abs(), k)``): the top-k passes ``dL/dm`` through unchanged to ``|s|``, and autograd's ``abs`` then
+    gives ``dL/ds = sign(s) * dL/dm = sign(s) * dL/d(w*m) * w``. A learnable keep ratio (a tensor that requires
+    grad) receives the sum of ``dL/dm`` over the layer (HARP's straight-through rate gradient, no sign factor).
+
+    ``keep`` is a Python float for a fixed ratio (the count is exact and known on the host) or a 0-dim tensor
+    for a learnt one, whose count is computed on the tensor's device: no host synchronisation either way.
     """
 
     @staticmethod
-    def forward(ctx, scores: Tensor, keep: Tensor) -> Tensor:  # type: ignore[override]
-        flat = scores.detach().abs().flatten()
-        k = keep_count(keep.item(), flat.numel())
-        mask = torch.zeros_like(flat)
-        mask[flat.topk(k, sorted=False).indices] = 1.0
-        return mask.view_as(scores)
+    def forward(ctx, magnitudes: Tensor, keep: Tensor | float) -> Tensor:  # type: ignore[override]
+        flat = magnitudes.detach().flatten()
+        n = flat.numel()
+        if isinstance(keep, Tensor):
+            order = flat.argsort(descending=True, stable=True)
+            kept = (torch.arange(n, device=flat.device) < keep_count_tensor(keep, n)).to(flat.dtype)
+            mask = torch.empty_like(flat).scatter_(0, order, kept)
+        else:
+            mask = torch.zeros_like(flat).scatter_(0, flat.topk(keep_count(keep, n), sorted=False).indices, 1.0)
+        return mask.view_as(magnitudes)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:  # type: ignore[override]
@@ -45,8 +60,8 @@ class TopKMask(torch.autograd.Function):
 
 
 def topk_mask(scores: Tensor, keep: Tensor | float) -> Tensor:
-    keep_t = keep if isinstance(keep, Tensor) else torch.tensor(float(keep))
-    return TopKMask.apply(scores, keep_t)
+    """The mask of the shared mechanism: top-k of ``|scores|``, straight-through to the scores."""
+    return TopKMask.apply(scores.abs(), keep)
 
 
 class ScoreMask(nn.Module):
@@ -68,6 +83,7 @@ class ScoreMask(nn.Module):
         shape = weight.shape if granularity == "weight" else weight.shape[:1]
         self.scores = nn.Parameter(torch.zeros(shape, dtype=weight.dtype, device=weight.device))
         self.register_buffer("keep", torch.tensor(float(keep_ratio)))
+        self.keep_value = float(keep_ratio)  # the same ratio on the host: no device-to-host copy per forward
         self.register_buffer("frozen_mask", None)
         self.rate: nn.Parameter | None = None
         self.k_min = 0.0
@@ -81,16 +97,26 @@ class ScoreMask(nn.Module):
         self.rate = nn.Parameter(torch.tensor(float(rate), device=self.scores.device))
         self.k_min = float(k_min)
 
+    def set_keep_ratio(self, keep_ratio: float) -> None:
+        """Fix the keep ratio (and drop a learnable rate)."""
+        self.rate = None
+        self.keep_value = float(keep_ratio)
+        self.keep.fill_(self.keep_value)
+
     def keep_ratio(self) -> Tensor:
         if self.rate is None:
             return self.keep
         return self.k_min + (1.0 - self.k_min) * torch.sigmoid(self.rate)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.keep_value = float(self.keep)  # keep the host copy in step with a loaded buffer
+
     def mask(self) -> Tensor:
         """The binary mask, broadcastable to the weight."""
         if self.frozen_mask is not None:
             return self.frozen_mask
-        m = TopKMask.apply(self.scores, self.keep_ratio())
+        m = topk_mask(self.scores, self.keep_value if self.rate is None else self.keep_ratio())
         if self.granularity == "channel":
             m = m.view(-1, *([1] * (len(self.weight_shape) - 1)))
         return m

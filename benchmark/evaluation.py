@@ -127,5 +127,25 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
     robust = out["autoattack"]["robust_accuracy"] if out["autoattack"] else pgd_acc
     if robust > clean:
         flags.append("robust accuracy above clean accuracy: the evaluation is unreliable")
-    out["flags"] = flags
+    out["degenerate"] = degeneracy_flags(predictions(model, x, cfg.batch_size), y, out["autoattack"])
+    out["flags"] = flags + out["degenerate"]
     return out
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
+    """Predicted classes of ``x`` (model in eval mode)."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def degeneracy_flags(pred: Tensor, y: Tensor, autoattack_record: dict | None) -> list[str]:
+    """Signs that a model is degenerate, so its accuracies measure nothing about robustness: a constant
+    prediction (a collapsed model) and an attack that found no perturbation at all (no gradient)."""
+    flags = []
+    if len(pred) > 1 and len(torch.unique(y)) > 1 and len(torch.unique(pred)) == 1:
+        flags.append(f"degenerate: every point is predicted as class {int(pred[0])} (collapsed model)")
+    if autoattack_record and autoattack_record["max_linf_perturbation"] == 0.0 and bool((pred == y).any()):
+        flags.append("degenerate: AutoAttack perturbed no point (largest perturbation 0.0): no usable gradient "
+                     "or a collapsed model, the robust accuracy measures nothing")
+    return flags

@@ -39,8 +39,9 @@ class Objective:
 
     def loss(self, model: nn.Module, x_adv: Tensor, x: Tensor, y: Tensor) -> Tensor:
         if self.kind == "trades":
-            logits = model(torch.cat([x, x_adv]))
-            clean, adv = logits[: len(x)], logits[len(x):]
+            # two forward passes, as HYDRA's TRADES trainer runs them: BatchNorm normalises the clean and the
+            # adversarial batch each with its own statistics (one pass over cat([x, x_adv]) would mix them)
+            clean, adv = model(x), model(x_adv)
             kl = F.kl_div(F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="batchmean")
             return F.cross_entropy(clean, y) + self.trades_beta * kl
         return F.cross_entropy(model(x_adv), y)

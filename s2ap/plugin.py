@@ -28,23 +28,23 @@ class S2APSettings:
     regenerate_adversarial: craft new adversarial examples at the perturbed scores (about 2x cost) instead of
         reusing those of the unperturbed scores (default).
     perturb_rates: also perturb learnt per-layer keep rates (HARP), each with radius gamma * |rate|.
-    score_space: "signed" perturbs s directly; "abs" perturbs |s| (the quantity the top-k ranks), keeping
-        each score's sign.
+
+    The perturbation lives in the space of the scores s themselves; its direction is the gradient the mask
+    mechanism gives them, ``sign(s) * dL/dm`` (:class:`baselines.masking.TopKMask`), so ``s + z`` raises the
+    robust loss to first order. (An earlier ``score_space: abs`` switch computed the same ``z``: the two sign
+    factors cancel, so it was removed.)
     """
 
     gamma: float = 0.05
     warmup_epochs: int = 5
     regenerate_adversarial: bool = False
     perturb_rates: bool = False
-    score_space: str = "signed"
 
     def __post_init__(self) -> None:
         if self.gamma < 0:
             raise ValueError(f"s2ap gamma must be >= 0, got {self.gamma}")
         if self.warmup_epochs < 0:
             raise ValueError(f"s2ap warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.score_space not in ("signed", "abs"):
-            raise ValueError(f"s2ap score_space must be 'signed' or 'abs', got {self.score_space!r}")
 
 
 @contextmanager
@@ -132,20 +132,13 @@ class S2AP(Pruner):
             params += self.base.rate_parameters()
         return params
 
-    def ascent_direction(self, params: list[nn.Parameter], grads: list[Tensor]) -> list[Tensor]:
-        """z_l = gamma * ||s_l|| * g_l / (||g_l|| + tiny), per tensor (per layer)."""
-        gamma = self.settings.gamma
-        zs = []
-        for param, g in zip(params, grads):
-            p = param.detach()
-            g = torch.zeros_like(p) if g is None else g.detach()
-            if self.settings.score_space == "abs":
-                g = g * torch.sign(p)  # gradient w.r.t. |s|
-            z = gamma * p.norm() * g / (g.norm() + TINY)
-            if self.settings.score_space == "abs":
-                z = z * torch.sign(p)  # move |s| by z, keep the sign of s
-            zs.append(z)
-        return zs
+    def ascent_direction(self, params: list[nn.Parameter], grads: list[Tensor | None]) -> list[Tensor]:
+        """z_l = gamma * ||s_l|| * g_l / (||g_l|| + tiny), per tensor (per layer), with fused per-list ops."""
+        ps = [p.detach() for p in params]
+        gs = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(ps, grads)]
+        scale = torch._foreach_div(torch._foreach_mul(torch._foreach_norm(ps), self.settings.gamma),
+                                   torch._foreach_add(torch._foreach_norm(gs), TINY))
+        return torch._foreach_mul(gs, scale)
 
     def search_step(
         self,
@@ -154,23 +147,27 @@ class S2AP(Pruner):
         optimizer: torch.optim.Optimizer,
         epoch: int,
     ) -> Tensor:
+        """One sharpness-aware step: the base step's one forward/backward plus one more for the ascent.
+
+        The scores are moved by swapping in ``s + z`` as their data and swapping the original tensors back,
+        so the restore is exact without a copy.
+        """
         if epoch < self.settings.warmup_epochs:
             return self.base.search_step(adversarial, robust_loss, optimizer, epoch)
         model = self.base.model
         assert model is not None
         params = self.perturbed_tensors()
         x_adv = adversarial()
-        # 1-2. gradient of the robust loss w.r.t. the scores (BatchNorm statistics untouched by this pass)
+        # 1-2. gradient of the robust loss w.r.t. the scores (BatchNorm statistics untouched by this pass);
+        # a non-finite loss here makes z non-finite and is caught on the loss at s + z below
         with frozen_batchnorm_stats(model):
-            loss_at_s = robust_loss(x_adv)
-            check_finite(loss_at_s)
-            grads = torch.autograd.grad(loss_at_s, params, allow_unused=True)
+            grads = torch.autograd.grad(robust_loss(x_adv), params, allow_unused=True)
         # 3-4. move to the worst case in the per-layer ball, take the gradient there, restore exactly
         zs = self.ascent_direction(params, list(grads))
-        backups = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, z in zip(params, zs):
-                p.add_(z)
+        originals = [p.data for p in params]
+        perturbed = torch._foreach_add(originals, zs)
+        for p, data in zip(params, perturbed):
+            p.data = data
         try:
             if self.settings.regenerate_adversarial:
                 x_adv = adversarial()
@@ -181,9 +178,8 @@ class S2AP(Pruner):
             check_finite(total)
             total.backward()
         finally:
-            with torch.no_grad():
-                for p, b in zip(params, backups):
-                    p.copy_(b)
+            for p, data in zip(params, originals):
+                p.data = data
         # 5. the base optimizer step with the gradient taken at the perturbed scores
         optimizer.step()
         return loss.detach()

@@ -39,7 +39,7 @@ BAD = [
     ({"search": {"epoch": 1}}, "did you mean 'search.epochs'"),
     ({"methods": [{"method": "hydra+s2ap", "s2ap": {"gamma": -1}}]}, "gamma"),
     ({"methods": [{"method": "hydra", "label": "a"}, {"method": "hydra+s2ap", "label": "a"}]}, "unique"),
-    ({"methods": [{"method": "hydra+s2ap", "s2ap": {"score_space": "l1"}}]}, "score_space"),
+    ({"methods": [{"method": "hydra+s2ap", "s2ap": {"score_space": "abs"}}]}, "methods[0].s2ap.score_space"),
     ({"methods": [{"method": "hydra+s2ap", "s2ap": {"gama": 0.1}}]}, "did you mean 'methods[0].s2ap.gamma'"),
     ({"methods": [{"pruner": "hydra"}]}, "methods[0].pruner"),
     ({"evaluation": {"pgd_steps": 0}}, "evaluation.pgd_steps"),

@@ -129,7 +129,9 @@ def test_channel_mode_counts_flops_on_the_first_forward_without_input_size() -> 
         lazy.size_loss()
     measured(torch.rand(2, 3, 12, 12))
     assert lazy.cost == eager.cost and lazy.cost["layer3.conv2"] == 64 * 64 * 9 * 3 * 3
-    assert float(lazy.size_loss().detach()) == pytest.approx(0.0, abs=1e-5)  # the initial rates sit at the target
+    # channel rates start with every channel kept (the public 'original' strategy, clipped at 0.99)
+    start = lazy.k_min + (1 - lazy.k_min) * 0.99
+    assert float(lazy.size_fraction().detach()) == pytest.approx(start, rel=1e-5)
     assert not measured._forward_hooks and not measured.layer1.conv1._forward_hooks  # hooks removed
 
 

@@ -74,15 +74,18 @@ def test_export_loads_into_the_plain_architecture_and_matches(model_name: str) -
 def test_straight_through_gradient_reaches_scores() -> None:
     layer = nn.Linear(6, 3)
     (sm,) = attach_score_masks(layer, 0.5).values()
+    with torch.no_grad():
+        sm.scores.copy_(torch.randn(3, 6))  # both signs (a zero score gets no gradient: sign(0) = 0, as in HYDRA)
     x = torch.randn(5, 6)
     layer(x).pow(2).sum().backward()
     w = raw_weight(layer).detach()
     assert sm.scores.grad is not None and sm.scores.grad.abs().sum() > 0
-    # dL/ds = dL/d(masked weight) * w, for kept and pruned entries alike
+    # dL/ds = sign(s) * dL/d(masked weight) * w, for kept and pruned entries alike (the mask is the top-k of |s|
+    # inside autograd, as in HYDRA's code; tests/test_fidelity.py checks it against an independent reference)
     mask = sm.mask().detach()
     masked_w = (w * mask).requires_grad_(True)
     (x @ masked_w.T + layer.bias).pow(2).sum().backward()
-    torch.testing.assert_close(sm.scores.grad, masked_w.grad * w)
+    torch.testing.assert_close(sm.scores.grad, torch.sign(sm.scores.detach()) * masked_w.grad * w)
 
 
 def test_learnable_rate_gets_the_summed_gradient() -> None:

@@ -131,12 +131,13 @@ def row(table, label: str) -> list[str]:
 
 def test_accuracy_cells_are_mean_and_sample_std_over_seeds() -> None:
     table = accuracy_table(DIGITS, digits())
-    assert table.headers == ["method", "90% clean / AA", "99% clean / AA", "seeds", "AA flags", "robust > clean"]
+    assert table.headers == ["method", "90% clean / AA", "99% clean / AA", "seeds", "AA flags", "robust > clean",
+                             "degenerate"]
     assert row(table, "hydra")[1] == "94.00 ± 4.00 / 65.00 ± 4.58"
     assert row(table, "hydra+s2ap")[1] == "95.00 ± 2.65 / 68.00 ± 5.29"
     # the base has 2 seeds at 99% against 3 at 90%: the cell says so
     assert row(table, "hydra")[2] == "30.00 ± 0.00 (n=2) / 30.00 ± 14.14 (n=2)"
-    assert row(table, "hydra")[3:] == ["3", "1", "1"]  # seeds, AA-flagged results, robust > clean
+    assert row(table, "hydra")[3:] == ["3", "1", "1", "0"]  # seeds, AA-flagged, robust > clean, degenerate
     assert row(table, "dense (unpruned)")[1] == "99.00 / 80.00"
     labels = [r.cells[0][0].text for r in table.rows]
     assert labels == ["dense (unpruned)", "hydra", "hydra+s2ap", "Δ hydra+s2ap - hydra"]
@@ -173,12 +174,12 @@ def test_latex_is_booktabs_with_bold_best_and_escaped_text() -> None:
     lines = tex.splitlines()
     assert lines[0] == "\\begin{table}[htbp]" and lines[-1] == "\\end{table}"
     start, end = lines.index("\\toprule"), lines.index("\\bottomrule")
-    assert lines[start - 1].startswith("\\begin{tabular}{lrrrrr}") and lines[start + 2] == "\\midrule"
+    assert lines[start - 1].startswith("\\begin{tabular}{lrrrrrr}") and lines[start + 2] == "\\midrule"
     body = [lines[start + 1]] + lines[start + 3:end]
     assert len(body) == 5  # header, dense, hydra, hydra+s2ap, difference
     for line in body:
         assert line.rstrip().endswith("\\\\")
-        assert len(re.findall(r"(?<!\\)&", line)) == 5
+        assert len(re.findall(r"(?<!\\)&", line)) == 6
     assert "90\\% clean / AA" in body[0]
     assert "\\textbf{95.00 $\\pm$ 2.65} / \\textbf{68.00 $\\pm$ 5.29}" in tex
     assert "$\\Delta$ hydra+s2ap - hydra" in tex
@@ -205,7 +206,7 @@ def test_csv_parses_back_to_the_numbers(tmp_path: Path) -> None:
     assert diff["base"] == "hydra" and float(diff["mean"]) == pytest.approx(-12.0)
     assert float(pick(dataset="digits", row="dense", metric="clean")["mean"]) == pytest.approx(99.0)
     ref = list(csv.DictReader(io.StringIO((tmp_path / "reference.csv").read_text())))
-    assert {r["comparable"].split(":")[0] for r in ref} >= {"not comparable", "yes (first 50 test points)"}
+    assert {r["comparable"].split(":")[0] for r in ref} == {"not comparable"}
 
 
 def test_reference_comparison_only_where_the_setting_matches() -> None:
@@ -214,8 +215,11 @@ def test_reference_comparison_only_where_the_setting_matches() -> None:
     rows = {(r[0], r[3], r[4]): r for r in (["".join(p.text for p in c) for c in x.cells] for x in table.rows)}
     hydra = rows[("cifar10", "hydra", "90%")]
     assert hydra[7:10] == ["76.74", "43.34", "+2.00"]  # ours 45.34 (2 seeds at 45.34) vs published 43.34
-    assert hydra[10] == "yes (first 50 test points)"
-    assert rows[("cifar10", "hydra+s2ap", "90%")][10] == "not comparable: no published numbers for +s2ap"
+    # every difference from the published setting is listed: eps, test points, recipe, checkpoint selection
+    assert hydra[10].startswith("not comparable: evaluation eps 8/255")
+    for difference in ("first 50 test points (published: all 10000)", "checkpoint: last epoch (published: best"):
+        assert difference in hydra[10]
+    assert rows[("cifar10", "hydra+s2ap", "90%")][10].startswith("not comparable: no published numbers for +s2ap;")
     for key, r in rows.items():
         if key[0] == "digits":
             assert r[7:10] == ["-", "-", "-"] and "digits suite has no published counterpart" in r[10]
@@ -223,6 +227,38 @@ def test_reference_comparison_only_where_the_setting_matches() -> None:
                                           structure="channel")])
     status = "".join(p.text for p in other.rows[0].cells[-1])
     assert "channel pruning" in status and "sparsity 50%" in status
+
+
+def published_setting(method: str) -> dict:
+    """A cifar10/resnet18 result that matches the published setting and ``method``'s public recipe."""
+    from benchmark.report.reference import PHASES, RECIPES
+
+    recipe = RECIPES[method]
+    r = make_result(method, 0.9, 0, 0.77, 0.44, dataset="cifar10", model="resnet18", eps="0.031")
+    r["evaluation"].update(n_examples=10000, eps_float=0.031)
+    r["training"] = {"checkpoint": recipe["checkpoint"]}
+    r["config"] = {"threat": {"eps": "0.031", "step_size": "0.0078", "steps": 10}}
+    for i, phase in enumerate(PHASES):
+        r["config"][phase] = {"objective": recipe["objective"], "trades_beta": 6.0,
+                              "weight_decay": recipe["weight_decay"], "lr": recipe["lr"][i],
+                              "epochs": recipe["epochs"][i], "batch_size": 128,
+                              "schedule": "cosine", "momentum": 0.9}
+    return r
+
+
+@pytest.mark.parametrize("method", ["hydra", "harp"])
+def test_comparable_only_where_no_difference_is_left(method: str) -> None:
+    def status(r: dict) -> str:
+        return "".join(p.text for p in comparison_table([r]).rows[0].cells[-1])
+
+    assert status(published_setting(method)) == "comparable"
+    other = "harp" if method == "hydra" else "hydra"
+    from benchmark.report.reference import RECIPES
+
+    mixed = published_setting(method)
+    mixed["config"]["finetune"]["weight_decay"] = RECIPES[other]["weight_decay"]
+    assert status(mixed) == (f"not comparable: finetune weight_decay {RECIPES[other]['weight_decay']} "
+                             f"(published: {RECIPES[method]['weight_decay']})")
 
 
 def test_flags_are_counted_and_listed(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from benchmark.report.stats import (
     dense_results,
     fmt_sparsity,
     group_results,
+    is_degenerate,
     method_order,
     paired_difference,
     protocols,
@@ -66,7 +67,7 @@ def leaderboard_table(results: list[dict]) -> Table:
     metrics = [METRICS[k] for k in PAGE_METRICS if any(METRICS[k].get(r) is not None for r in results)]
     diffs = [METRICS[k] for k in ("aa", "clean") if METRICS[k] in metrics]
     headers = (["dataset", "model", "structure", "method", "sparsity", "seeds"] + [m.title + m.arrow for m in metrics]
-               + [f"Δ {m.title} vs base" for m in diffs] + ["AA flags", "robust > clean", "result files"])
+               + [f"Δ {m.title} vs base" for m in diffs] + ["AA flags", "robust > clean", "degenerate", "result files"])
     rows = []
     for group, rs in group_results(results).items():
         cells, order, pairs = by_cell(rs), method_order(rs), s2ap_pairs(rs)
@@ -76,7 +77,8 @@ def leaderboard_table(results: list[dict]) -> Table:
                             + [cell(summary_text(summarize(dense, m), m)) for m in metrics]
                             + [cell("-") for _ in diffs]
                             + [cell(str(sum(1 for r in dense if aa_flags(r)))),
-                               cell(str(sum(1 for r in dense if robust_above_clean(r)))), _links(dense)],
+                               cell(str(sum(1 for r in dense if robust_above_clean(r)))),
+                               cell(str(sum(1 for r in dense if is_degenerate(r)))), _links(dense)],
                             "dense", filter_attrs(group, 0.0)))
         for sp in sparsities(rs):
             labels = [lab for lab in order if (lab, sp) in cells]
@@ -89,7 +91,8 @@ def leaderboard_table(results: list[dict]) -> Table:
                     d = paired_difference(cells.get((pairs[lab], sp), []), seeds, m) if lab in pairs else None
                     row.append(cell(summary_text(d, m, signed=True)))
                 row += [cell(str(sum(1 for r in seeds if aa_flags(r)))),
-                        cell(str(sum(1 for r in seeds if robust_above_clean(r)))), _links(seeds)]
+                        cell(str(sum(1 for r in seeds if robust_above_clean(r)))),
+                        cell(str(sum(1 for r in seeds if is_degenerate(r)))), _links(seeds)]
                 rows.append(Row(row, "method", filter_attrs(group, sp)))
     caption = ("One row per method and sparsity; figures are mean ± std over seeds (sample std), best per setting "
                "and sparsity in bold; ↑ higher is better, ↓ lower is better. Δ vs base: +S2AP minus its base "

@@ -207,6 +207,11 @@ def aa_flags(r: dict) -> list[str]:
     return list((r["evaluation"].get("autoattack") or {}).get("flags") or [])
 
 
+def is_degenerate(r: dict) -> bool:
+    """The evaluation flagged the model as degenerate (constant prediction, or no perturbation found)."""
+    return bool(r["evaluation"].get("degenerate"))
+
+
 def robust_accuracy(r: dict) -> float | None:
     """AutoAttack accuracy, or PGD accuracy where AutoAttack was not run (what the harness checks)."""
     aa = METRICS["aa"].get(r)

@@ -21,6 +21,7 @@ from benchmark.report.stats import (
     flag_messages,
     fmt_sparsity,
     group_results,
+    is_degenerate,
     method_order,
     paired_difference,
     protocols,
@@ -94,14 +95,16 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     clean, aa = METRICS["clean"], METRICS["aa"]
     sps, cells, order, pairs = sparsities(results), by_cell(results), method_order(results), s2ap_pairs(results)
     best = {(sp, m.key): best_labels(_cell_summaries(cells, order, sp, m), m) for sp in sps for m in (clean, aa)}
-    headers = ["method"] + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps] + ["seeds", "AA flags", "robust > clean"]
+    headers = ["method"] + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps] + ["seeds", "AA flags", "robust > clean",
+                                                                          "degenerate"]
     rows: list[Row] = []
     dense = dense_results(results)
     if dense:
         c, a = summarize(dense, clean), summarize(dense, aa)
         text = (Part(summary_text(c, clean)), Part(" / "), Part(summary_text(a, aa)))
         rows.append(Row([cell("dense (unpruned)"), *[text] * len(sps), cell(str(len(dense))),
-                         cell(str(_n_aa_flagged(dense))), cell(str(_n_above(dense)))], "dense"))
+                         cell(str(_n_aa_flagged(dense))), cell(str(_n_above(dense))),
+                         cell(str(_n_degenerate(dense)))], "dense"))
     for lab in order:
         mine = [r for (label, _), rs in cells.items() if label == lab for r in rs]
         n_max = max((len(cells.get((lab, sp), [])) for sp in sps), default=0)
@@ -110,7 +113,8 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
             c, a = (summarize(cells.get((lab, sp), []), m) for m in (clean, aa))
             row.append((Part(summary_text(c, clean, n_max), lab in best[(sp, "clean")]), Part(" / "),
                         Part(summary_text(a, aa, n_max), lab in best[(sp, "aa")])))
-        rows.append(Row(row + [cell(str(n_max)), cell(str(_n_aa_flagged(mine))), cell(str(_n_above(mine)))]))
+        rows.append(Row(row + [cell(str(n_max)), cell(str(_n_aa_flagged(mine))), cell(str(_n_above(mine))),
+                               cell(str(_n_degenerate(mine)))]))
         if lab in pairs:
             rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells))
     dataset, model, structure = group
@@ -129,11 +133,15 @@ def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict) -
         n = max(n, c.n if c else 0)
         row.append((Part(summary_text(c, METRICS["clean"], signed=True)), Part(" / "),
                     Part(summary_text(a, METRICS["aa"], signed=True))))
-    return Row(row + [cell(str(n)), cell(""), cell("")], "diff")
+    return Row(row + [cell(str(n)), cell(""), cell(""), cell("")], "diff")
 
 
 def _n_aa_flagged(results: list[dict]) -> int:
     return sum(1 for r in results if aa_flags(r))
+
+
+def _n_degenerate(results: list[dict]) -> int:
+    return sum(1 for r in results if is_degenerate(r))
 
 
 def _n_above(results: list[dict]) -> int:
