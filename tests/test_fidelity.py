@@ -246,3 +246,28 @@ def test_a_collapsed_model_is_flagged_degenerate() -> None:
     assert degeneracy_flags(healthy, y, {"max_linf_perturbation": 0.12}) == []
     # a model that is wrong everywhere gives the attack nothing to do: zero perturbation is then no sign
     assert degeneracy_flags((y + 1) % 10, y, no_perturbation) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["hydra", "harp"])
+def test_mask_forward_and_backward_never_synchronise_with_the_host(method: str) -> None:
+    """Fixed keep ratios use a count known on the host; learnt ones (HARP) compute it on the device."""
+    model = create_model("tiny_resnet", 10, 3).cuda()
+    pruner = build_pruner(method, 0.9)
+    pruner.attach(model)
+    x = torch.rand(8, 3, 32, 32, device="cuda")
+    model(x)  # HARP may record FLOPs or sizes on a first pass: outside the checked region
+    torch.cuda.synchronize()
+
+    def steps() -> None:
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(2):
+                model(x).sum().backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    steps()  # mask search
+    pruner.freeze()  # once per cell (HARP reads its learnt rates here), not per step
+    steps()  # finetuning under the frozen mask
