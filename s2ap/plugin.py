@@ -47,22 +47,28 @@ class S2APSettings:
             raise ValueError(f"s2ap warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
 
-@contextmanager
-def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
-    """Run forward passes in train mode without changing BatchNorm running statistics."""
-    saved = [
-        (buf, buf.clone())
+def batchnorm_buffers(model: nn.Module) -> list[Tensor]:
+    """The running statistics of every BatchNorm layer of ``model`` that tracks them."""
+    return [
+        buf
         for m in model.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
         for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
         if buf is not None
     ]
+
+
+@contextmanager
+def frozen_batchnorm_stats(model: nn.Module, buffers: list[Tensor] | None = None) -> Iterator[None]:
+    """Run forward passes in train mode without changing BatchNorm running statistics (``buffers``: those of
+    :func:`batchnorm_buffers`, when the caller keeps them)."""
+    buffers = batchnorm_buffers(model) if buffers is None else buffers
+    saved = torch._foreach_mul(buffers, 1) if buffers else []  # one fused copy
     try:
         yield
     finally:
-        with torch.no_grad():
-            for buf, copy in saved:
-                buf.copy_(copy)
+        if buffers:
+            torch._foreach_copy_(buffers, saved)
 
 
 class S2AP(Pruner):
@@ -74,6 +80,7 @@ class S2AP(Pruner):
         self.base = base
         self.settings = settings or S2APSettings()
         self.name = f"{base.name}+s2ap"  # type: ignore[misc]
+        self._bn_buffers: list[Tensor] | None = None
 
     # The pruner interface, delegated to the base pruner.
     def __getattr__(self, item: str) -> Any:
@@ -160,7 +167,9 @@ class S2AP(Pruner):
         x_adv = adversarial()
         # 1-2. gradient of the robust loss w.r.t. the scores (BatchNorm statistics untouched by this pass);
         # a non-finite loss here makes z non-finite and is caught on the loss at s + z below
-        with frozen_batchnorm_stats(model):
+        if self._bn_buffers is None:
+            self._bn_buffers = batchnorm_buffers(model)
+        with frozen_batchnorm_stats(model, self._bn_buffers):
             grads = torch.autograd.grad(robust_loss(x_adv), params, allow_unused=True)
         # 3-4. move to the worst case in the per-layer ball, take the gradient there, restore exactly
         zs = self.ascent_direction(params, list(grads))
