@@ -1,4 +1,5 @@
-"""Command line: ``s2ap-bench run | ls | table | report | validate``. A thin layer over the library functions."""
+"""Command line: ``s2ap-bench run | ls | table | report | validate | evaluate | verify``. A thin layer over the
+library functions."""
 
 from __future__ import annotations
 
@@ -117,6 +118,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from benchmark.config import load_suite
+    from benchmark.external import evaluate_checkpoint
+
+    overrides = list(args.set or [])
+    for flag, key in ((args.model, "model"), (args.dataset, "dataset.name"), (args.eps, "threat.eps"),
+                      (args.n_examples, "evaluation.n_examples"), (args.autoattack, "evaluation.autoattack"),
+                      (args.device, "device")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    suite = load_suite(args.suite, overrides)
+    out, result = evaluate_checkpoint(args.checkpoint, method=args.method, suite=suite, sparsity=args.sparsity,
+                                      results_dir=args.results_dir)
+    ev = result["evaluation"]
+    aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
+    print(f"{args.method}: clean {ev['clean_accuracy']:.3f}  PGD {ev['pgd']['accuracy']:.3f}  "
+          f"AA {'-' if aa is None else f'{aa:.3f}'}  sparsity {result['sparsity']['achieved']:.4f} -> {out}")
+    print(f"regenerate the leaderboard: s2ap-bench table {out.parents[3]}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from benchmark.verify import report_lines, verify
+
+    root = Path(args.results_dir)
+    if not root.is_dir():
+        raise BenchmarkError(f"results folder {root} does not exist; give a suite's results folder")
+    checks = verify(root, patterns=args.cell, n=args.n, seed=args.seed, tolerance=args.tolerance,
+                    device=args.device, scratch=Path(args.keep) if args.keep else None,
+                    log=lambda line: print(line, file=sys.stderr))
+    for line in report_lines(checks, args.tolerance):
+        print(line)
+    return 1 if any(c.differences for c in checks) else 0
+
+
 def cmd_bench_s2ap(args: argparse.Namespace) -> int:
     from benchmark.bench_s2ap import print_overhead, s2ap_overhead
 
@@ -201,6 +237,37 @@ def parser() -> argparse.ArgumentParser:
     b_speed.add_argument("--bf16", action="store_true", help="bf16 autocast in training (both arms)")
     b_speed.add_argument("--channels-last", action="store_true", help="channels-last in training (both arms)")
     b_speed.set_defaults(func=cmd_bench_speed)
+
+    ev = sub.add_parser("evaluate", help="evaluate a pruned checkpoint from anywhere under a suite's protocol and "
+                                         "write it as an external leaderboard row")
+    ev.add_argument("checkpoint", help="a state dict file (torch.save), read with weights_only=True")
+    ev.add_argument("--method", required=True, help="the name its row gets in the leaderboard")
+    ev.add_argument("--suite", default="digits-smoke", help="suite (name or YAML) whose protocol and results folder "
+                                                            "are used (default digits-smoke)")
+    ev.add_argument("--model", help="registered architecture the checkpoint fits (default: the suite's)")
+    ev.add_argument("--dataset", help="data set (default: the suite's)")
+    ev.add_argument("--eps", help="L-inf radius, e.g. 8/255 (default: the suite's threat model)")
+    ev.add_argument("--n-examples", type=int, help="first n test points (default: the suite's)")
+    ev.add_argument("--autoattack", choices=["standard", "fast", "none"], help="default: the suite's")
+    ev.add_argument("--sparsity", type=float,
+                    help="sparsity column to list it under (default: its zero weights, rounded to 0.01)")
+    ev.add_argument("--results-dir", help="root folder for results (default: the suite's results_dir)")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite field")
+    ev.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    ev.set_defaults(func=cmd_evaluate)
+
+    ver = sub.add_parser("verify", help="recompute cells of a results folder from their stored configs and compare "
+                                        "every stored figure")
+    ver.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    ver.add_argument("--cell", action="append", metavar="PART_OF_PATH",
+                     help="verify the results whose path contains this (repeatable), e.g. hydra/unstructured-s0.9")
+    ver.add_argument("-n", type=int, default=1, help="without --cell: how many cells to draw at random (default 1)")
+    ver.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
+    ver.add_argument("--tolerance", type=float, default=1e-6,
+                     help="largest absolute difference allowed on a number (default 1e-6; other values must be equal)")
+    ver.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default cpu")
+    ver.add_argument("--keep", metavar="DIR", help="keep the recomputed results in DIR (default: a temporary folder)")
+    ver.set_defaults(func=cmd_verify)
 
     val = sub.add_parser("validate", help="check result files against the schema")
     val.add_argument("results_dir", help="a results folder or one result file")

@@ -249,11 +249,14 @@ class SuiteConfig:
     def __post_init__(self) -> None:
         from benchmark.data import NORMALIZATION
         from benchmark.models import MODELS
-        from benchmark.robustbench_adapter import ROBUSTBENCH_DATASETS
+        from benchmark.robustbench_adapter import ROBUSTBENCH_DATASETS, ZOO_MODEL
 
         if not self.name or "/" in self.name:
             raise FieldError("name", self.name, "must be a non-empty name without '/'")
-        _choice(self, "model", MODELS.names())
+        _choice(self, "model", [*MODELS.names(), ZOO_MODEL])
+        if self.model == ZOO_MODEL and (self.dense.source != "robustbench" or self.normalize):
+            raise FieldError("model", ZOO_MODEL, "means the architecture of the dense.robustbench_name entry: set "
+                             "dense.source: robustbench (and normalize: false, the entry normalises itself)")
         _choice(self, "structure", STRUCTURES)
         _choice(self, "device", DEVICES)
         if not self.methods:

@@ -19,6 +19,7 @@ from benchmark.config import Cell, PhaseConfig, SuiteConfig
 from benchmark.data import dataset_info
 from benchmark.measure import resolve_device
 from benchmark.models import create_model
+from benchmark.robustbench_adapter import ZOO_MODEL, zoo_architecture
 from s2ap import split_method
 
 FORWARD = 1 / 3
@@ -101,7 +102,11 @@ def measure_passes_per_s(suite: SuiteConfig, repeats: int = 3, min_seconds: floa
     shape = info.input_shape or (3, 32, 32)
     device = resolve_device(suite.device)
     torch.manual_seed(0)
-    model = create_model(suite.model, info.num_classes or 10, shape[0]).to(device).train()
+    if suite.model == ZOO_MODEL:
+        model = zoo_architecture(suite.dense.robustbench_name or "", suite.dataset.name, suite.dense.robustbench_threat)
+    else:
+        model = create_model(suite.model, info.num_classes or 10, shape[0])
+    model.to(device).train()
     batch = min(suite.pretrain.batch_size, 128)
     fmt = torch.channels_last if suite.pretrain.channels_last and len(shape) == 3 else torch.contiguous_format
     model.to(memory_format=fmt)

@@ -81,10 +81,13 @@ def load_dense(suite: SuiteConfig, model: nn.Module) -> tuple[dict[str, Tensor],
         path = Path(d.path or "")
         state = unwrap_state_dict(load_checkpoint(path), f"checkpoint {path}")
     elif d.source == "robustbench":
-        from benchmark.robustbench_adapter import load_state_dict
+        from benchmark.robustbench_adapter import ZOO_MODEL, fit_zoo_state, load_state_dict
 
+        zoo = suite.model == ZOO_MODEL  # the entry's own architecture: its file as RobustBench would load it
         state, path = load_state_dict(d.robustbench_name or "", suite.dataset.name, d.robustbench_threat,
-                                      d.robustbench_dir)
+                                      d.robustbench_dir, drop_unused=not zoo)
+        if zoo:
+            state = fit_zoo_state(model, state, f"robustbench {path}")
     else:
         raise ValueError(f"dense source {d.source!r} is trained, not loaded")
     fitted = fit_state_dict(model, state, f"{d.source} {path}", suite.model)

@@ -15,6 +15,10 @@ Schema (version 1), top-level keys:
   phases           {pretrain|search|finetune|evaluate: {wall_s, peak_memory_mb, peak_memory_kind, ...}}
   history          {search: [per-epoch log], finetune: [...]}
   environment      {packages, python, git: {commit, dirty}, device, device_name, machine}
+  model_file       {path (relative to the suite folder), sha256, bytes, format}: the saved pruned model
+                   (benchmark.model_files); absent in results written before it was kept
+  external         {checkpoint, sha256, bytes} for a result of ``s2ap-bench evaluate`` (then cell.external is true,
+                   cell.pruner "external"; benchmark.external)
   created          ISO 8601 time (UTC)
 """
 

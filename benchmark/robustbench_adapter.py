@@ -2,9 +2,11 @@
 
 The weights are read offline from the file RobustBench itself would use,
 ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` (fetch it once where the internet is reachable, e.g. with
-``robustbench.utils.load_model``, and copy it), into an architecture registered here; this path needs no
-robustbench install. Only :func:`zoo_model`, which builds the zoo's own architecture, imports robustbench, and
-it lives with robustbench 1.1.1's problems: it imports ``autoattack`` (not on PyPI; a shim over
+``robustbench.utils.load_model``, and copy it), either into an architecture registered here (no robustbench
+install needed) or, with the suite's ``model: robustbench`` (:data:`ZOO_MODEL`), into the entry's own
+architecture built from robustbench's model zoo (any entry, offline: the checkpoint file is the only
+download). Only :func:`zoo_architecture` and :func:`zoo_model` import robustbench, and they live with
+robustbench 1.1.1's problems: it imports ``autoattack`` (not on PyPI; a shim over
 ``pyautoattack`` with the old keyword names stands in for the duration of the import), ``pkg_resources``
 (gone from setuptools >= 81; a one-function shim stands in likewise) and torchvision (the safe import in
 :mod:`benchmark.vision` runs first). RobustBench never evaluates anything here.
@@ -26,6 +28,14 @@ from benchmark.errors import CheckpointError
 ROBUSTBENCH_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagefolder": "imagenet"}
 # Blocks some zoo checkpoints carry but their forward pass never uses (the TRADES WideResNet's "sub_block1").
 UNUSED_PREFIXES = ("sub_block1.",)
+# The suite's ``model`` value meaning "the architecture of the dense.robustbench_name entry".
+ZOO_MODEL = "robustbench"
+# Buffers that are not BatchNorm statistics (``mu``/``sigma``, ``mean``/``std``) are normalisation constants the
+# zoo architecture sets itself; RobustBench loads checkpoints that lack them (Engstrom2019Robustness,
+# Wong2020Fast, ...), and so do we. Likewise the keys its loader ignores (pruning scores, extra heads, the
+# attacker copy and normaliser of robustness-library checkpoints).
+RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+ZOO_UNUSED = (".scores", "model_preact_hl1.", "attacker.", "normalizer.")
 
 
 def checkpoint_path(name: str, dataset: str, threat_model: str = "Linf", model_dir: str | Path = "models") -> Path:
@@ -120,8 +130,11 @@ def import_robustbench() -> types.ModuleType:
     return robustbench
 
 
-def zoo_model(name: str, dataset: str, threat_model: str = "Linf", model_dir: str | Path = "models") -> nn.Module:
-    """The zoo entry's own architecture (needs robustbench) with the weights of its local file, in eval mode."""
+def zoo_architecture(name: str, dataset: str, threat_model: str = "Linf") -> nn.Module:
+    """The zoo entry's own architecture, randomly initialised (needs robustbench; downloads nothing)."""
+    if dataset not in ROBUSTBENCH_DATASETS:
+        raise CheckpointError(f"RobustBench has no models for data set {dataset!r} (it has "
+                              f"{', '.join(ROBUSTBENCH_DATASETS)})")
     import_robustbench()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
@@ -131,11 +144,32 @@ def zoo_model(name: str, dataset: str, threat_model: str = "Linf", model_dir: st
     except (KeyError, ValueError):
         raise CheckpointError(f"no RobustBench model {name!r} for {dataset} / {threat_model}; see "
                               "robustbench's model zoo for the names") from None
-    model = entry["model"]()
+    if isinstance(entry.get("gdrive_id"), list):
+        raise CheckpointError(f"RobustBench model {name!r} is an ensemble of several checkpoints; choose a "
+                              "single-checkpoint entry")
+    return entry["model"]()
+
+
+def fit_zoo_state(model: nn.Module, state: dict[str, Tensor], origin: str) -> dict[str, Tensor]:
+    """``state`` completed the way RobustBench's loader tolerates: normalisation constants missing from the file
+    taken from the architecture, known-unused keys dropped, a ``model.`` prefix restored where the architecture
+    has one; the result is then checked key by key and shape by shape."""
+    from benchmark.dense_sources import fit_state_dict
+
+    target = model.state_dict()
+    if all(k.startswith("model.") for k in target) and not any(k.startswith("model.") for k in state):
+        state = {f"model.{k}": v for k, v in state.items()}
+    buffers = {k for k, _ in model.named_buffers()}
+    state = {k: v for k, v in state.items() if k in target or not any(u in k for u in ZOO_UNUSED)}
+    for key in target:
+        if key not in state and key in buffers and not key.endswith(RUNNING_STATS):
+            state[key] = target[key].clone()
+    return fit_state_dict(model, state, origin, ZOO_MODEL)
+
+
+def zoo_model(name: str, dataset: str, threat_model: str = "Linf", model_dir: str | Path = "models") -> nn.Module:
+    """The zoo entry's own architecture (needs robustbench) with the weights of its local file, in eval mode."""
+    model = zoo_architecture(name, dataset, threat_model)
     state, path = load_state_dict(name, dataset, threat_model, model_dir, drop_unused=False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"RobustBench checkpoint {path} does not fit {name}: "
-                              f"{str(e).splitlines()[0]}") from None
+    model.load_state_dict(fit_zoo_state(model, state, f"RobustBench checkpoint {path} of {name}"))
     return model.eval()

@@ -32,9 +32,11 @@ from benchmark.config import Cell, SuiteConfig, config_hash
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.errors import BenchmarkError, ConfigError
 from benchmark.evaluation import evaluate, pgd_accuracy
-from benchmark.measure import environment, measure, resolve_device
+from benchmark.measure import environment, git_state, measure, resolve_device
+from benchmark.model_files import model_path, save_model
 from benchmark.models import create_model
 from benchmark.results import SCHEMA_VERSION, existing_hash, read_result, write_result
+from benchmark.robustbench_adapter import ZOO_MODEL
 from benchmark.training import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
 from s2ap import build_pruner, mask_distance, score_sharpness, split_method
 
@@ -72,6 +74,10 @@ def load_data(suite: SuiteConfig) -> DataSplits:
 
 
 def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
+    if suite.model == ZOO_MODEL:  # the RobustBench entry's own architecture
+        from benchmark.robustbench_adapter import zoo_architecture
+
+        return zoo_architecture(suite.dense.robustbench_name or "", suite.dataset.name, suite.dense.robustbench_threat)
     return create_model(suite.model, data.num_classes, data.input_shape[0],
                         normalize=suite.dataset.name if suite.normalize else None)
 
@@ -197,9 +203,10 @@ def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
 
 
 def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.device, progress: bool = True,
-             work: Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+             work: Path | None = None, root: Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """Prune, finetune and evaluate one cell; returns its result record (schema in benchmark.results) and
-    its final masks. With ``work``, each epoch is checkpointed there and an interrupted cell resumes."""
+    its final masks. With ``work``, each epoch is checkpointed there and an interrupted cell resumes; with
+    ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.model_files.model_path`)."""
     s, m = cell.suite, cell.method
     dense_state, pretrain_record = dense.get(cell.seed)
     seed_everything(cell.seed)
@@ -323,6 +330,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         "environment": environment(device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if root is not None:
+        result["model_file"] = save_model(pruned, model_path(cell, root), root)
     return result, masks
 
 
@@ -346,7 +355,7 @@ def execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, de
             return f"  {cell.key}: finished by another process"
         work = work_dir(cell, root)
         try:
-            result, masks = run_cell(cell, data, dense, device, progress, work)
+            result, masks = run_cell(cell, data, dense, device, progress, work, root)
         except NonFiniteLossError as e:
             raise BenchmarkError(f"cell {cell.key} stopped: {e} ({work})") from None
         save_checkpoint(mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
@@ -398,6 +407,9 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     todo = pending_cells(suite, root, force)
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
         f"on {device} -> {root}")
+    if todo and git_state()["dirty"]:
+        log("warning: the git tree has uncommitted changes; the new results record dirty: true and are marked "
+            "as such in the tables and page (commit first for results others can reproduce)")
     lines: list[str] = []
     if todo and (workers == 1 or len(todo) == 1):
         data = load_data(suite)

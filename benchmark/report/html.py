@@ -11,6 +11,7 @@ import re
 from html import escape
 from urllib.parse import quote
 
+from benchmark.report.marks import marked, marks_note
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.stats import (
     METRICS,
@@ -85,7 +86,7 @@ def leaderboard_table(results: list[dict]) -> Table:
             best = {m.key: best_labels({lab: summarize(cells[(lab, sp)], m) for lab in labels}, m) for m in metrics}
             for lab in labels:
                 seeds = cells[(lab, sp)]
-                row = [cell(x) for x in (*group, lab, fmt_sparsity(sp), str(len(seeds)))]
+                row = [cell(x) for x in (*group, marked(lab, seeds), fmt_sparsity(sp), str(len(seeds)))]
                 row += [cell(summary_text(summarize(seeds, m), m), lab in best[m.key]) for m in metrics]
                 for m in diffs:
                     d = paired_difference(cells.get((pairs[lab], sp), []), seeds, m) if lab in pairs else None
@@ -96,7 +97,7 @@ def leaderboard_table(results: list[dict]) -> Table:
                 rows.append(Row(row, "method", filter_attrs(group, sp)))
     caption = ("One row per method and sparsity; figures are mean ± std over seeds (sample std), best per setting "
                "and sparsity in bold; ↑ higher is better, ↓ lower is better. Δ vs base: +S2AP minus its base "
-               "pruner, mean ± std of the per-seed differences. Click a column header to sort.")
+               "pruner, mean ± std of the per-seed differences. Click a column header to sort." + marks_note(results))
     return Table("Leaderboard", caption, headers, rows)
 
 
@@ -109,7 +110,7 @@ def files_table(results: list[dict]) -> Table:
     for r in sorted(results, key=lambda r: r.get("_path", "")):
         c = r["cell"]
         values = [m.get(r) for m in metrics]
-        rows.append(Row([cell(x) for x in (c["dataset"], c["model"], c["structure"], c["label"],
+        rows.append(Row([cell(x) for x in (c["dataset"], c["model"], c["structure"], marked(c["label"], [r]),
                                            fmt_sparsity(c["sparsity"]), str(c["seed"]))]
                         + [cell("-" if v is None else f"{m.scale * v:.{m.digits}f}") for m, v in zip(metrics, values)]
                         + [cell(str(len(r["evaluation"].get("flags") or []))),

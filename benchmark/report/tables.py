@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from tabulate import DataRow, Line, TableFormat, tabulate
 
+from benchmark.report.marks import marked, marks_note
 from benchmark.report.stats import (
     METRICS,
     Metric,
@@ -108,7 +109,7 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     for lab in order:
         mine = [r for (label, _), rs in cells.items() if label == lab for r in rs]
         n_max = max((len(cells.get((lab, sp), [])) for sp in sps), default=0)
-        row = [cell(lab)]
+        row = [cell(marked(lab, mine))]
         for sp in sps:
             c, a = (summarize(cells.get((lab, sp), []), m) for m in (clean, aa))
             row.append((Part(summary_text(c, clean, n_max), lab in best[(sp, "clean")]), Part(" / "),
@@ -120,7 +121,7 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     dataset, model, structure = group
     caption = (f"{dataset} / {model} / {structure}: clean / AutoAttack accuracy (%), mean ± std over seeds "
                "(sample std); best per column in bold. Δ rows: +S2AP minus base, mean ± std of the per-seed "
-               "differences (a seed's cells share one dense model).")
+               "differences (a seed's cells share one dense model)." + marks_note(results))
     return Table(f"{dataset} / {model} / {structure}", caption, headers, rows, protocols(results))
 
 
@@ -165,7 +166,7 @@ def details_table(group: tuple[str, str, str], results: list[dict]) -> Table:
         best = {m.key: best_labels(_cell_summaries(cells, labels, sp, m), m) for m in metrics}
         for lab in labels:
             rs = cells[(lab, sp)]
-            rows.append(Row([cell(lab), cell(fmt_sparsity(sp)), cell(str(len(rs)))]
+            rows.append(Row([cell(marked(lab, rs)), cell(fmt_sparsity(sp)), cell(str(len(rs)))]
                             + [cell(summary_text(summarize(rs, m), m, len(rs)), lab in best[m.key]) for m in metrics]))
     dataset, model, structure = group
     kinds = sorted({str(p.get("peak_memory_kind")) for r in results for p in r["phases"].values()
