@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BenchmarkError as e:
-        print(f"s2ap-bench: error: {e}", file=sys.stderr)
+        print(f"s2ap-bench: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # one line, always
         return e.exit_code
     except OSError as e:  # one the code did not foresee: still one line naming the path and the cause
         from benchmark.files import os_error_text

@@ -416,7 +416,7 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(fields)}"
-            raise ConfigError(f"config field '{prefix}{str(key)[:80]}' is not known{hint}")
+            raise ConfigError(f"config field '{prefix}{_short(str(key))[1:-1]}' is not known{hint}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")

@@ -35,7 +35,8 @@ def check_finite(node: Any, path: str) -> None:
         raise ConfigError(f"config field '{path}': got {node}, must be a finite number")
     if isinstance(node, dict):
         for k, v in node.items():
-            check_finite(v, f"{path}.{k}" if path else str(k))
+            key = repr(str(k))[1:-1][:80]
+            check_finite(v, f"{path}.{key}" if path else key)
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
             check_finite(v, f"{path}[{i}]")
