@@ -8,14 +8,29 @@ from pathlib import Path
 
 import torch
 
-from benchmark.errors import CheckpointError
+from benchmark.errors import BenchmarkError, CheckpointError
 from benchmark.files import atomic_replace
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Save tensors and plain data atomically (temporary file + rename)."""
+    """Save tensors and plain data atomically (temporary file + rename); a failed write is one line."""
     with atomic_replace(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as e:  # torch's file writer hides the system's reason (a full disk): ask for it
+            cause = _write_refused(tmp) or " ".join(str(e).split())[:160]
+            raise BenchmarkError(f"cannot write {path} ({cause}); free space or choose a writable folder, then "
+                                 "run again") from None
+
+
+def _write_refused(path: Path) -> str | None:
+    """Why the system refuses more bytes at the end of ``path`` (e.g. 'No space left on device'), if it does."""
+    try:
+        with open(path, "ab", buffering=0) as f:
+            f.write(b"\0" * 65536)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -94,27 +94,33 @@ def cmd_table(args: argparse.Namespace) -> int:
         raise BenchmarkError(f"results folder {root} does not exist; run a suite first (s2ap-bench run)")
     written, problems = (write_report if args.command == "report" else write_tables)(root)
     for p in problems:
-        print(f"skipped corrupt result: {p}", file=sys.stderr)
+        print(f"skipped: {p}", file=sys.stderr)
     for p in written:
         print(f"wrote {p}")
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from benchmark.results import read_result, result_files
+    from benchmark.results import CHECKSUM_KEY, read_result, result_files
 
     root = Path(args.results_dir)
     if not root.exists():
         raise BenchmarkError(f"results folder {root} does not exist")
     files = result_files(root) if root.is_dir() else [root]
-    bad = 0
+    bad = unchecked = 0
     for p in files:
         try:
-            read_result(p)
+            result = read_result(p)
         except BenchmarkError as e:
             print(f"invalid: {e}", file=sys.stderr)
             bad += 1
-    print(f"{len(files) - bad} valid, {bad} invalid result files under {root}")
+            continue
+        if CHECKSUM_KEY not in result:
+            print(f"unchecked: {p}: no checksum (written before checksums); re-run the cell to add one",
+                  file=sys.stderr)
+            unchecked += 1
+    note = f" ({unchecked} without a checksum)" if unchecked else ""
+    print(f"{len(files) - bad} valid{note}, {bad} invalid result files under {root}")
     return 1 if bad else 0
 
 
@@ -280,8 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BenchmarkError as e:
-        print(f"s2ap-bench: error: {e}", file=sys.stderr)
+        print(f"s2ap-bench: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # one line, always
         return e.exit_code
+    except OSError as e:  # one the code did not foresee: still one line naming the path and the cause
+        from benchmark.files import os_error_text
+
+        print(f"s2ap-bench: error: {os_error_text(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("s2ap-bench: interrupted; finished cells are kept, re-run to complete the rest", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from benchmark.errors import ConfigError
+from benchmark.paths import name_problem, relative_folder_problem, sparsity_text
+from benchmark.yaml_loading import YAMLSyntaxError, check_size, load_yaml, plain_copy, read_yaml_file
 from s2ap.plugin import S2APSettings
 
 OBJECTIVES = ("pgd-at", "trades")
@@ -35,6 +36,8 @@ ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
 LATE_FIELD_DEFAULTS: dict[str, Any] = {"bf16": False, "channels_last": False, "awp": False, "awp_gamma": 0.005,
                                          "awp_warmup": 0}
 RUNTIME_FIELDS = ("num_workers",)
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_BATCH = 2**16
 
 
 class FieldError(ConfigError):
@@ -45,10 +48,22 @@ class FieldError(ConfigError):
         super().__init__(self._text(name))
 
     def _text(self, path: str) -> str:
-        return f"config field '{path}': got {self.value!r}, {self.allowed}"
+        return f"config field '{path}': got {_short(self.value)}, {self.allowed}"
 
     def at(self, prefix: str) -> ConfigError:
         return ConfigError(self._text(f"{prefix}{self.name}"))
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (worker pools) as the one line it says
+        return ConfigError, (str(self),)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile value never floods an error line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_fraction(value: Any, name: str) -> Fraction:
@@ -65,8 +80,15 @@ def parse_fraction(value: Any, name: str) -> Fraction:
 def _positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
     for n in names:
         v = getattr(obj, n)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (v == 0 and not allow_zero):
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+                or (v == 0 and not allow_zero)):
             raise FieldError(n, v, "must be >= 0" if allow_zero else "must be > 0")
+
+
+def _at_most(obj: Any, limit: int, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) > limit:
+            raise FieldError(n, getattr(obj, n), f"must be at most {limit}")
 
 
 def _choice(obj: Any, name: str, allowed: typing.Iterable[str]) -> None:
@@ -123,6 +145,7 @@ class PhaseConfig:
         _positive(self, "epochs", allow_zero=True)
         _positive(self, "lr", "batch_size", "trades_beta")
         _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", allow_zero=True)
+        _at_most(self, MAX_BATCH, "batch_size")
         _choice(self, "schedule", SCHEDULES)
         _choice(self, "objective", OBJECTIVES)
 
@@ -142,6 +165,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _positive(self, "n_examples", "pgd_steps", "batch_size", "sharpness_examples", "sharpness_iterations")
         _positive(self, "seed", allow_zero=True)
+        _at_most(self, MAX_BATCH, "batch_size", "sharpness_examples")
+        _at_most(self, MAX_SEED, "seed")
         _choice(self, "autoattack", AUTOATTACK_VERSIONS)
 
 
@@ -163,6 +188,8 @@ class DataConfig:
         _choice(self, "name", DATASETS.names())
         if not 0 <= self.val_fraction < 1:
             raise FieldError("val_fraction", self.val_fraction, "must be in [0, 1)")
+        _positive(self, "split_seed", allow_zero=True)
+        _at_most(self, MAX_SEED, "split_seed")
         if self.num_workers is not None:
             _positive(self, "num_workers", allow_zero=True)
 
@@ -188,6 +215,8 @@ class DenseConfig:
             raise FieldError("robustbench_name", self.robustbench_name,
                              "set it to a model-zoo name (e.g. 'Carmon2019Unlabeled') when dense.source is "
                              "'robustbench'")
+        if self.robustbench_name is not None and name_problem(self.robustbench_name):
+            raise FieldError("robustbench_name", self.robustbench_name, name_problem(self.robustbench_name))
 
 
 @dataclass(frozen=True)
@@ -208,6 +237,8 @@ class MethodConfig:
             raise FieldError("method", self.method, str(e)) from None
         if self.label is None:
             object.__setattr__(self, "label", self.method)
+        if name_problem(self.label):
+            raise FieldError("label", self.label, name_problem(self.label))
 
     @property
     def uses_s2ap(self) -> bool:
@@ -251,8 +282,10 @@ class SuiteConfig:
         from benchmark.models import MODELS
         from benchmark.robustbench_adapter import ROBUSTBENCH_DATASETS, ZOO_MODEL
 
-        if not self.name or "/" in self.name:
-            raise FieldError("name", self.name, "must be a non-empty name without '/'")
+        if name_problem(self.name):
+            raise FieldError("name", self.name, name_problem(self.name))
+        if relative_folder_problem(self.results_dir):
+            raise FieldError("results_dir", self.results_dir, relative_folder_problem(self.results_dir))
         _choice(self, "model", [*MODELS.names(), ZOO_MODEL])
         if self.model == ZOO_MODEL and (self.dense.source != "robustbench" or self.normalize):
             raise FieldError("model", ZOO_MODEL, "means the architecture of the dense.robustbench_name entry: set "
@@ -266,20 +299,29 @@ class SuiteConfig:
         for s in self.sparsities:
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
                 raise FieldError("sparsities", s, "each sparsity must be a number in (0, 1), e.g. 0.9")
-        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
-            raise FieldError("seeds", list(self.seeds), "must be a non-empty list of integers >= 0")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED
+                                 for s in self.seeds):
+            raise FieldError("seeds", list(self.seeds), f"must be a non-empty list of integers in [0, {MAX_SEED}]")
+        for name in ("sparsities", "seeds"):
+            values = list(getattr(self, name))
+            if len(set(values)) != len(values):
+                raise FieldError(name, values, "must not list a value twice (each cell has one result file)")
         if self.search.awp:
             raise FieldError("search.awp", True, "AWP perturbs trained weights and the mask search trains none; "
                              "set finetune.awp (or pretrain.awp) instead")
         labels = [m.label for m in self.methods]
-        if len(set(labels)) != len(labels):
-            raise FieldError("methods", labels, "method labels must be unique (set 'label' to tell them apart)")
+        if len({lab.casefold() for lab in labels}) != len(labels):
+            raise FieldError("methods", labels, "method labels must be unique, also ignoring case (set 'label' to "
+                             "tell them apart)")
         if self.normalize and self.dataset.name not in NORMALIZATION:
             raise FieldError("normalize", True, f"no mean/std is known for data set {self.dataset.name!r} "
                              f"(known: {', '.join(NORMALIZATION)}); set normalize: false")
         if self.dense.source == "robustbench" and self.dataset.name not in ROBUSTBENCH_DATASETS:
             raise FieldError("dense.source", "robustbench", f"RobustBench has no models for data set "
                              f"{self.dataset.name!r} (it has {', '.join(ROBUSTBENCH_DATASETS)})")
+        from benchmark.preflight import check_suite
+
+        check_suite(self)
 
     @property
     def granularity(self) -> str:
@@ -334,7 +376,7 @@ class Cell:
     @property
     def key(self) -> str:
         """File-name stem: ``<method label>/<structure>-s<sparsity>-seed<seed>``."""
-        return f"{self.method.label}/{self.suite.structure}-s{self.sparsity:g}-seed{self.seed}"
+        return f"{self.method.label}/{self.suite.structure}-s{sparsity_text(self.sparsity)}-seed{self.seed}"
 
 
 def config_hash(identity: dict) -> str:
@@ -370,14 +412,14 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': expected a mapping, got {data!r}")
+        raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': expected a mapping, got {_short(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(fields)}"
-            raise ConfigError(f"config field '{prefix}{key}' is not known{hint}")
+            raise ConfigError(f"config field '{prefix}{_short(str(key))[1:-1]}' is not known{hint}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
@@ -416,23 +458,31 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config field '{path}': got {value!r}, must be a mapping")
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a mapping")
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config field '{path}': got {value!r}, must be true or false")
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be true or false")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config field '{path}': got {value!r}, must be an integer")
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be an integer")
+        if abs(value) >= 2**63:
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be below 2**63")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config field '{path}': got {value!r}, must be a number")
-        return float(value)
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a finite number")
+        return number
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"config field '{path}': got {value!r}, must be a string")
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a string")
         return str(value)
     return value
 
@@ -444,47 +494,52 @@ def packaged_suites() -> list[str]:
 
 
 def read_suite_mapping(name_or_path: str) -> dict:
-    """The raw mapping of a packaged suite name or a YAML file path (loaded with ``yaml.safe_load``)."""
+    """The raw mapping of a packaged suite name or a YAML file path (safe YAML, bounded in size and aliases)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"suite file {str(path)!r} does not exist; give a YAML path or one of "
+    what = f"suite {_short(name_or_path)}"
+    try:
+        is_file, exists = path.is_file(), path.exists()
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"{what}: cannot read it ({e.strerror or e})") from None
+    if path.suffix in (".yaml", ".yml") or exists:
+        if not is_file:
+            raise ConfigError(f"suite file {_short(str(path))} does not exist; give a YAML path or one of "
                               f"{', '.join(packaged_suites())}")
-        text = path.read_text()
+        data = read_yaml_file(path, what)
     else:
         names = packaged_suites()
         if name_or_path not in names:
             close = difflib.get_close_matches(name_or_path, names, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown suite {name_or_path!r}.{hint} Known: {', '.join(names)}")
-        text = (resources.files("benchmark") / "suites" / f"{name_or_path}.yaml").read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"suite {name_or_path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+            raise ConfigError(f"unknown suite {_short(name_or_path)}.{hint} Known: {', '.join(names)}")
+        data = load_yaml((resources.files("benchmark") / "suites" / f"{name_or_path}.yaml").read_text(), what)
     if not isinstance(data, dict):
-        raise ConfigError(f"suite {name_or_path!r} must be a YAML mapping, got {type(data).__name__}")
+        raise ConfigError(f"{what} must be a YAML mapping, got {type(data).__name__}")
     return data
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw suite mapping."""
-    data = json.loads(json.dumps(data))
+    """Apply ``key.sub=value`` overrides (values parsed as bounded YAML) to a copy of a raw suite mapping."""
+    check_size(data, "the suite")
+    data = plain_copy(data)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like 'search.epochs=3'")
+            raise ConfigError(f"override {_short(item)} must look like 'search.epochs=3'")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = load_yaml(raw, f"override {_short(item)}")
+        except YAMLSyntaxError:
             value = raw
         target = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+                break
+            target = target.setdefault(part, {})
+        if not isinstance(target, dict) or not parts[-1]:
+            raise ConfigError(f"override {_short(item)}: '{key.strip()}' does not name a field inside a section")
         target[parts[-1]] = value
+    check_size(data, "the suite with its overrides")
     return data
 
 

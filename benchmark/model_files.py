@@ -17,17 +17,10 @@ import torch
 from torch import nn
 
 from benchmark.checkpoints import load_checkpoint
-from benchmark.config import Cell
 from benchmark.errors import CheckpointError
 from benchmark.files import atomic_write_bytes
 
 MODEL_FORMAT = "state_dict (torch.save; torch.load(path, weights_only=True))"
-
-
-def model_path(cell: Cell, root: Path) -> Path:
-    """Where a cell's pruned model is kept, next to its masks: ``models/<dataset>/<model>/<cell key>.pt``."""
-    s = cell.suite
-    return root / "models" / s.dataset.name / s.model / f"{cell.key}.pt"
 
 
 def state_bytes(model: nn.Module) -> bytes:

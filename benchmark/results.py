@@ -20,77 +20,58 @@ Schema (version 1), top-level keys:
   external         {checkpoint, sha256, bytes} for a result of ``s2ap-bench evaluate`` (then cell.external is true,
                    cell.pruner "external"; benchmark.external)
   created          ISO 8601 time (UTC)
+  checksum         "sha256:<hex>" of everything above (keys sorted); a file edited later no longer matches
+                   (older files without one are read, and reported by ``validate`` as unchecked)
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from benchmark.errors import ResultFileError
 from benchmark.files import atomic_write_text
+from benchmark.result_schema import CELL_KEYS, CHECKSUM_KEY, REQUIRED, SCHEMA_VERSION, check_result, checksum
 
-SCHEMA_VERSION = 1
-REQUIRED = {
-    "schema_version": int,
-    "suite": str,
-    "cell": dict,
-    "config": dict,
-    "config_hash": str,
-    "sparsity": dict,
-    "evaluation": dict,
-    "phases": dict,
-    "environment": dict,
-}
-CELL_KEYS = ("method", "label", "dataset", "model", "structure", "sparsity", "seed")
-
+__all__ = ["CELL_KEYS", "CHECKSUM_KEY", "REQUIRED", "SCHEMA_VERSION", "write_result", "validate_result", "read_result",
+           "result_files", "load_results", "existing_hash"]
+MAX_BYTES = 64 * 1024 * 1024  # a result is a few hundred kB at most
 
 
 def write_result(path: Path, result: dict) -> None:
+    """Validate ``result``, add its checksum and write it atomically."""
+    result = {k: v for k, v in result.items() if k != CHECKSUM_KEY and not k.startswith("_")}
     validate_result(result, str(path))
+    result[CHECKSUM_KEY] = checksum(result)
     atomic_write_text(path, json.dumps(result, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def validate_result(data: Any, name: str = "result") -> dict:
-    """Check the schema of a result; raise :class:`ResultFileError` naming the file and the problem."""
-    if not isinstance(data, dict):
-        raise ResultFileError(f"{name}: not a JSON object; delete it and re-run the cell")
-    for key, typ in REQUIRED.items():
-        if key not in data:
-            raise ResultFileError(f"{name}: missing '{key}'; delete it and re-run the cell")
-        if not isinstance(data[key], typ):
-            raise ResultFileError(f"{name}: '{key}' should be {typ.__name__}; delete it and re-run the cell")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise ResultFileError(
-            f"{name}: schema version {data['schema_version']} is not {SCHEMA_VERSION}; re-run with this version"
-        )
-    for key in CELL_KEYS:
-        if key not in data["cell"]:
-            raise ResultFileError(f"{name}: cell lacks '{key}'; delete it and re-run the cell")
-    ev = data["evaluation"]
-    for key in ("clean_accuracy", "n_examples", "eps"):
-        if key not in ev:
-            raise ResultFileError(f"{name}: evaluation lacks '{key}'; delete it and re-run the cell")
-    numbers = [ev["clean_accuracy"], data["sparsity"].get("achieved", 0.0)]
-    if ev.get("autoattack"):
-        numbers.append(ev["autoattack"]["robust_accuracy"])
-    for v in numbers:
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ResultFileError(f"{name}: non-numeric or non-finite figure {v!r}; delete it and re-run")
-    return data
+    """Check schema, types, ranges and checksum (where present) of a result (see benchmark.result_schema)."""
+    return check_result(data, name)
 
 
 def read_result(path: Path) -> dict:
-    """Load and validate one result file; a corrupt or truncated file gets a one-line error naming it."""
+    """Load and validate one result file; a corrupt, truncated, malformed or edited file, or one that cannot be
+    read, gets a one-line error naming it."""
     try:
-        data = json.loads(Path(path).read_text())
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ResultFileError(f"{path}: no such result file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultFileError(f"{path}: corrupt or truncated JSON ({e.msg if hasattr(e, 'msg') else e}); "
-                              "delete it and re-run the cell") from None
+    except OSError as e:  # a directory named *.json, no permission, ...
+        raise ResultFileError(f"{path}: cannot be read ({e.strerror or e}); remove it or fix its permissions") \
+            from None
+    if len(raw) > MAX_BYTES:
+        raise ResultFileError(f"{path}: larger than any result ({MAX_BYTES} bytes); delete it and re-run the cell")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as e:  # not JSON, not UTF-8, or a number too long to convert
+        text = e.msg if isinstance(e, json.JSONDecodeError) else " ".join(str(e).split())[:80]
+        raise ResultFileError(f"{path}: corrupt or truncated JSON ({text}); delete it and re-run the cell") from None
+    except RecursionError:
+        raise ResultFileError(f"{path}: nested too deeply to be a result; delete it and re-run the cell") from None
     return validate_result(data, str(path))
 
 

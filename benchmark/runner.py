@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -32,9 +33,11 @@ from benchmark.config import Cell, SuiteConfig, config_hash
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.errors import BenchmarkError, ConfigError
 from benchmark.evaluation import evaluate, pgd_accuracy
+from benchmark.files import os_error_text
 from benchmark.measure import environment, git_state, measure, resolve_device
-from benchmark.model_files import model_path, save_model
+from benchmark.model_files import save_model
 from benchmark.models import create_model
+from benchmark.paths import dense_path, mask_path, model_path, result_path, suite_dir, work_dir  # noqa: F401
 from benchmark.results import SCHEMA_VERSION, existing_hash, read_result, write_result
 from benchmark.robustbench_adapter import ZOO_MODEL
 from benchmark.training import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
@@ -45,26 +48,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def suite_dir(suite: SuiteConfig, results_dir: str | Path | None = None) -> Path:
-    return Path(results_dir or suite.results_dir) / suite.name
-
-
-def result_path(cell: Cell, root: Path) -> Path:
-    s = cell.suite
-    return root / s.dataset.name / s.model / f"{cell.key}.json"
-
-
-def mask_path(cell: Cell, root: Path) -> Path:
-    """The final masks of a cell (boolean tensors), kept to compare masks across seeds."""
-    s = cell.suite
-    return root / "masks" / s.dataset.name / s.model / f"{cell.key}.pt"
-
-
-def work_dir(cell: Cell, root: Path) -> Path:
-    """Per-epoch checkpoints of an unfinished cell (removed once its result is written)."""
-    return root / "checkpoints" / "cells" / f"{cell.key.replace('/', '-')}-{cell.config_hash()}"
 
 
 def load_data(suite: SuiteConfig) -> DataSplits:
@@ -83,10 +66,11 @@ def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
 
 
 @contextmanager
-def file_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+def file_lock(path: Path, *, wait: bool, note: str = "") -> Iterator[bool]:
     """An exclusive ``flock`` on ``path`` (released by the OS even if the process is killed).
 
     Yields whether the lock was taken; with ``wait=False`` it does not block when another process holds it.
+    The holder writes ``note`` into the file (what it runs), for a process that finds the lock taken.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
@@ -95,6 +79,10 @@ def file_lock(path: Path, *, wait: bool) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
+        if note:
+            handle.truncate(0)
+            handle.write(note)
+            handle.flush()
         try:
             yield True
         finally:
@@ -110,8 +98,7 @@ class DenseCache:
         self._memo: dict[int, tuple[dict, dict]] = {}
 
     def path(self, seed: int) -> Path:
-        h = config_hash(self.suite.dense_identity(seed))
-        return self.root / "checkpoints" / f"dense-seed{seed}-{h}.pt"
+        return dense_path(self.root, seed, config_hash(self.suite.dense_identity(seed)))
 
     def get(self, seed: int) -> tuple[dict, dict]:
         """(state dict, pretrain record) of the dense model for ``seed``; trains it if not stored."""
@@ -206,7 +193,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
              work: Path | None = None, root: Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """Prune, finetune and evaluate one cell; returns its result record (schema in benchmark.results) and
     its final masks. With ``work``, each epoch is checkpointed there and an interrupted cell resumes; with
-    ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.model_files.model_path`)."""
+    ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.paths.model_path`)."""
     s, m = cell.suite, cell.method
     dense_state, pretrain_record = dense.get(cell.seed)
     seed_everything(cell.seed)
@@ -344,13 +331,23 @@ def execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, de
                  progress: bool, force: bool = False) -> str:
     """Run one cell under its lock and write its result and masks; returns a one-line summary.
 
-    A cell locked by another process, or finished meanwhile, is skipped. A non-finite loss stops the cell
-    with :class:`BenchmarkError`; its last good epoch checkpoint stays for inspection and resumption.
+    A cell locked by another process running the same config, or finished meanwhile, is skipped; locked by
+    another config, it fails (this config was not run). A non-finite loss stops the cell with
+    :class:`BenchmarkError`; its last good epoch checkpoint stays for inspection and resumption.
     """
+    try:
+        return _execute_cell(cell, root, data, dense, device, progress, force)
+    except OSError as e:
+        raise BenchmarkError(f"cell {cell.key}: {os_error_text(e)}") from None
+
+
+def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, device: torch.device,
+                  progress: bool, force: bool) -> str:
     out = result_path(cell, root)
-    with file_lock(out.with_name(out.name + ".lock"), wait=False) as taken:
+    lock = out.with_name(out.name + ".lock")
+    with file_lock(lock, wait=False, note=cell.config_hash()) as taken:
         if not taken:
-            return f"  {cell.key}: running in another process, skipped"
+            return locked_elsewhere(cell, lock)
         if not force and existing_hash(out) == cell.config_hash():
             return f"  {cell.key}: finished by another process"
         work = work_dir(cell, root)
@@ -367,21 +364,41 @@ def execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, de
             f"sparsity {result['sparsity']['achieved']:.4f}")
 
 
+def locked_elsewhere(cell: Cell, lock: Path) -> str:
+    """The line for a cell another process holds: skipped if it runs the same config, else a failure."""
+    for _ in range(20):  # the holder writes its config hash right after taking the lock
+        try:
+            theirs = lock.read_text().strip()
+        except OSError:
+            theirs = ""
+        if theirs:
+            break
+        time.sleep(0.05)
+    if theirs == cell.config_hash():
+        return f"  {cell.key}: running in another process, skipped"
+    raise BenchmarkError(f"cell {cell.key}: locked by another process running a different config "
+                         f"({theirs or 'unknown'}, this one is {cell.config_hash()}); this config was not run, "
+                         "run it again when the other process has finished")
+
+
 def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None, threads: int,
               force: bool) -> str:
-    """Work of one process-pool task: a dense pretrain (``seed``) or a cell (``index`` into the cells)."""
-    torch.set_num_threads(threads)
-    device = resolve_device(suite.device)
-    data = load_data(suite)
-    dense = DenseCache(suite, Path(root), data, device, progress=False)
-    if index is None:
-        dense.get(seed)  # type: ignore[arg-type]
-        return f"  dense seed {seed}: ready"
-    cell = suite.cells()[index]
+    """Work of one process-pool task: a dense pretrain (``seed``) or a cell (``index`` into the cells). Errors
+    come back as the same one-line ``FAILED`` messages as in a single process."""
     try:
+        torch.set_num_threads(threads)
+        device = resolve_device(suite.device)
+        data = load_data(suite)
+        dense = DenseCache(suite, Path(root), data, device, progress=False)
+        if index is None:
+            dense.get(seed)  # type: ignore[arg-type]
+            return f"  dense seed {seed}: ready"
+        cell = suite.cells()[index]
         return execute_cell(cell, Path(root), data, dense, device, progress=False, force=force)
     except BenchmarkError as e:
         return f"  FAILED {e}"
+    except OSError as e:
+        return f"  FAILED {os_error_text(e)}"
 
 
 def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,
@@ -427,7 +444,7 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
             seeds = sorted({c.seed for c in todo})
             for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force)
                                         for s in seeds]):
-                log(future.result())
+                log(future.result())  # a failed pretraining fails its cells too, with the same line
             futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force)
                        for c in todo]
             for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name, disable=not progress):
@@ -448,7 +465,8 @@ def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
     for c in suite.cells():
         groups.setdefault((c.method.label, c.sparsity), []).append(c)
     for group in groups.values():
-        done = [c for c in group if mask_path(c, root).exists() and result_path(c, root).exists()]
+        done = [c for c in group
+                if mask_path(c, root).exists() and existing_hash(result_path(c, root)) == c.config_hash()]
         if len(done) < 2:
             continue
         masks = {c.seed: load_checkpoint(mask_path(c, root)) for c in done}

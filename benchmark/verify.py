@@ -2,7 +2,8 @@
 figure (accuracies, sparsities, per-epoch losses, mask distances, sharpness, hashes of masks and model files, ...).
 
 Times, memory, the environment and the creation time are not compared, nor the cross-seed mask distances (they
-need the other seeds' cells). A cell is rebuilt from its stored config and must give the stored config hash,
+need the other seeds' cells) or the file's checksum (it covers the times too; ``validate`` checks it).
+A cell is rebuilt from its stored config and must give the stored config hash,
 so a config the code can no longer express is reported, not silently re-run as something else. Everything is
 recomputed in a scratch folder, dense pretraining included; the results folder itself is never written.
 """
@@ -20,7 +21,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.results import load_results, read_result
 
 NOT_COMPARED = {"wall_s", "peak_memory_mb", "peak_memory_kind", "s_per_epoch", "time_s", "reused_checkpoint",
-                "shared_across_cells", "environment", "created", "_path", "cross_seed"}
+                "shared_across_cells", "environment", "created", "_path", "cross_seed", "checksum"}
 SHOWN = (("clean", "evaluation.clean_accuracy"), ("PGD", "evaluation.pgd.accuracy"),
          ("AA", "evaluation.autoattack.robust_accuracy"), ("sparsity", "sparsity.achieved"))
 

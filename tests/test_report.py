@@ -313,7 +313,7 @@ def test_corrupt_file_is_skipped_and_reported(tmp_path: Path, capsys) -> None:
     victim.write_text(victim.read_text()[:200])
     assert main(["report", str(tmp_path)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("skipped corrupt result: ") and victim.name in err[0]
+    assert len(err) == 1 and err[0].startswith("skipped: ") and victim.name in err[0]
     md = md_rows((tmp_path / "leaderboard.md").read_text())
     assert md["hydra"][0] == "92.00 ± 2.83 / 63.00 ± 4.24"  # seeds 0 and 1 only
     assert "skipped as corrupt" in (tmp_path / "index.html").read_text()

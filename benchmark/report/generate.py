@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.files import atomic_write_text
+from benchmark.report.comparable import set_aside
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.tables import (
     HEADER,
@@ -71,11 +72,19 @@ def _write_tables(results: list[dict], root: Path) -> list[Path]:
     return written
 
 
+def comparable_results(root: Path) -> tuple[list[dict], list[str]]:
+    """The valid results under ``root`` that may share tables, and one line per file skipped (corrupt,
+    malformed, edited) or set aside (a second result of one cell or label under one protocol), with why."""
+    results, problems = load_results(root)
+    results, aside = set_aside(results)
+    return results, problems + aside
+
+
 def write_tables(results_dir: Path | str) -> tuple[list[Path], list[str]]:
     """Regenerate the tables of a results folder (leaderboard.md first); returns the files written and one line
-    per corrupt result file that was skipped."""
+    per result file that was skipped or set aside."""
     root = Path(results_dir)
-    results, problems = load_results(root)
+    results, problems = comparable_results(root)
     return _write_tables(results, root), problems
 
 
@@ -86,7 +95,7 @@ def write_report(results_dir: Path | str) -> tuple[list[Path], list[str]]:
     from benchmark.report.plots import make_plots, write_plots
 
     root = Path(results_dir)
-    results, problems = load_results(root)
+    results, problems = comparable_results(root)
     written = _write_tables(results, root)
     plots = make_plots(results)
     written += write_plots(plots, root / "plots")

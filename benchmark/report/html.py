@@ -20,6 +20,7 @@ from benchmark.report.stats import (
     by_cell,
     dense_results,
     fmt_sparsity,
+    group_cells,
     group_results,
     is_degenerate,
     method_order,
@@ -74,7 +75,7 @@ def leaderboard_table(results: list[dict]) -> Table:
         cells, order, pairs = by_cell(rs), method_order(rs), s2ap_pairs(rs)
         dense = dense_results(rs)
         if dense:
-            rows.append(Row([cell(x) for x in (*group, "dense (unpruned)", "0%", str(len(dense)))]
+            rows.append(Row([cell(x) for x in (*group_cells(group), "dense (unpruned)", "0%", str(len(dense)))]
                             + [cell(summary_text(summarize(dense, m), m)) for m in metrics]
                             + [cell("-") for _ in diffs]
                             + [cell(str(sum(1 for r in dense if aa_flags(r)))),
@@ -86,7 +87,7 @@ def leaderboard_table(results: list[dict]) -> Table:
             best = {m.key: best_labels({lab: summarize(cells[(lab, sp)], m) for lab in labels}, m) for m in metrics}
             for lab in labels:
                 seeds = cells[(lab, sp)]
-                row = [cell(x) for x in (*group, marked(lab, seeds), fmt_sparsity(sp), str(len(seeds)))]
+                row = [cell(x) for x in (*group_cells(group), marked(lab, seeds), fmt_sparsity(sp), str(len(seeds)))]
                 row += [cell(summary_text(summarize(seeds, m), m), lab in best[m.key]) for m in metrics]
                 for m in diffs:
                     d = paired_difference(cells.get((pairs[lab], sp), []), seeds, m) if lab in pairs else None
@@ -294,7 +295,8 @@ def page(results: list[dict], plots: list, problems: list[str]) -> str:
              "do not edit by hand. Tables in Markdown, LaTeX and CSV: leaderboard.md, details.md, reference.md "
              "and their .tex / .csv twins.</p>"]
     if problems:
-        parts.append(f'<p class="warn">{len(problems)} result file(s) skipped as corrupt:</p><ul class="warn">'
+        parts.append(f'<p class="warn">{len(problems)} result file(s) skipped as corrupt, malformed or not '
+                     'comparable:</p><ul class="warn">'
                      + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul>")
     parts.append('<section class="protocol" id="protocol"><h2>Protocol</h2><ul>'
                  + "".join(f"<li>{escape(line)}</li>" for line in protocols(results))

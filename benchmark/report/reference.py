@@ -16,7 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from benchmark.report.stats import METRICS, by_cell, fmt_sparsity, group_results, method_order, sparsities, summarize
+from benchmark.report.stats import (
+    METRICS,
+    by_cell,
+    fmt_sparsity,
+    group_cells,
+    group_results,
+    method_order,
+    sparsities,
+    summarize,
+)
 from benchmark.report.tables import Row, Table, cell, filter_attrs, summary_text
 
 SOURCE = ("Adversarial Pruning Benchmark, README of its public repository (Piras et al.): CIFAR-10, unstructured, "
@@ -146,7 +155,8 @@ def comparison_table(results: list[dict]) -> Table:
     headers = ["dataset", "model", "structure", "method", "sparsity", "clean (%)", "AA (%)", "published clean (%)",
                "published AA (%)", "AA - published", "comparable"]
     rows = []
-    for (dataset, model, structure), rs in group_results(results).items():
+    for group, rs in group_results(results).items():
+        dataset, model, structure = group_cells(group)
         cells = by_cell(rs)
         for lab in method_order(rs):
             for sp in sparsities(rs):
@@ -166,7 +176,7 @@ def comparison_table(results: list[dict]) -> Table:
                     pub = [f"{ref.clean:.2f}", f"{ref.autoattack:.2f}", diff]
                 rows.append(Row([cell(x) for x in (dataset, model, structure, lab, fmt_sparsity(sp),
                                                    summary_text(c, clean), summary_text(a, aa), *pub, status)],
-                                attrs=filter_attrs((dataset, model, structure), sp)))
+                                attrs=filter_attrs(group, sp)))
     caption = (f"The suite's results (mean ± std over seeds) beside the published numbers. Source: {SOURCE}. "
                "The last column lists every difference from the published setting (data, model, sparsity, threat "
                "model, evaluation, the method's public training recipe, checkpoint selection); 'comparable' only "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -128,12 +128,22 @@ def group_key(r: dict) -> tuple[str, str, str]:
     return c["dataset"], c["model"], c["structure"]
 
 
-def group_results(results: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
-    """Results by (dataset, model, structure): one table each, in sorted order."""
-    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+def group_results(results: list[dict]) -> dict[tuple[str, ...], list[dict]]:
+    """Results by (dataset, model, structure) and protocol (benchmark.report.comparable): one table each, in
+    sorted order, never mixing protocols. Where a (dataset, model, structure) has several protocols, a fourth
+    element names each."""
+    from benchmark.report.comparable import protocol_id, protocol_name
+
+    groups: dict[tuple[tuple[str, str, str], str], list[dict]] = defaultdict(list)
     for r in results:
-        groups[group_key(r)].append(r)
-    return dict(sorted(groups.items()))
+        groups[(group_key(r), protocol_id(r))].append(r)
+    shared = Counter(key for key, _ in groups)
+    return {key if shared[key] == 1 else (*key, protocol_name(rs[0])): rs for (key, _), rs in sorted(groups.items())}
+
+
+def group_cells(group: tuple[str, ...]) -> tuple[str, str, str]:
+    """A group as (dataset, model, structure) columns, the protocol (if named) after the structure."""
+    return group[0], group[1], " / ".join(group[2:])
 
 
 def by_cell(results: list[dict]) -> dict[tuple[str, float], list[dict]]:

@@ -21,6 +21,7 @@ from benchmark.report.stats import (
     dense_results,
     flag_messages,
     fmt_sparsity,
+    group_cells,
     group_results,
     is_degenerate,
     method_order,
@@ -118,7 +119,7 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
                                cell(str(_n_degenerate(mine)))]))
         if lab in pairs:
             rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells))
-    dataset, model, structure = group
+    dataset, model, structure = group_cells(group)
     caption = (f"{dataset} / {model} / {structure}: clean / AutoAttack accuracy (%), mean ± std over seeds "
                "(sample std); best per column in bold. Δ rows: +S2AP minus base, mean ± std of the per-seed "
                "differences (a seed's cells share one dense model)." + marks_note(results))
@@ -168,7 +169,7 @@ def details_table(group: tuple[str, str, str], results: list[dict]) -> Table:
             rs = cells[(lab, sp)]
             rows.append(Row([cell(marked(lab, rs)), cell(fmt_sparsity(sp)), cell(str(len(rs)))]
                             + [cell(summary_text(summarize(rs, m), m, len(rs)), lab in best[m.key]) for m in metrics]))
-    dataset, model, structure = group
+    dataset, model, structure = group_cells(group)
     kinds = sorted({str(p.get("peak_memory_kind")) for r in results for p in r["phases"].values()
                     if isinstance(p, dict) and p.get("peak_memory_kind")})
     caption = (f"{dataset} / {model} / {structure}: cost and mask figures, mean ± std over seeds; best per column "
@@ -350,8 +351,8 @@ def leaderboard_csv(results: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIELDS)
-    for (dataset, model, structure), rs in group_results(results).items():
-        head = [dataset, model, structure]
+    for group, rs in group_results(results).items():
+        head = list(group_cells(group))
         dense = dense_results(rs)
         for m in METRICS.values():
             s = summarize(dense, m)

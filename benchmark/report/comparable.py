@@ -1,0 +1,63 @@
+"""Which results may share a table: the same protocol (everything in a cell's configuration but the method, the
+sparsity and the seed, suite name included). Tables are grouped by protocol, never averaged or paired across
+one; within a protocol a (method label, sparsity, seed) has one result and a label one method configuration,
+and the other files are set aside with the reason."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+CELL_ONLY = ("method", "sparsity", "seed")  # what varies between the cells of one protocol
+
+
+def protocol(r: dict) -> dict:
+    """A result's protocol: its configuration without method, sparsity and seed, with the suite name and the
+    setting and attack of record as the result states them (so even a result without a configuration has one)."""
+    config = {k: v for k, v in r["config"].items() if k not in CELL_ONLY}
+    c, ev = r["cell"], r["evaluation"]
+    stated = {"suite": r["suite"], "dataset": c["dataset"], "model": c["model"], "structure": c["structure"],
+              "eps": ev["eps"], "n_examples": ev["n_examples"],
+              "autoattack": (ev.get("autoattack") or {}).get("version")}
+    return {"config": config, "stated": stated}
+
+
+def protocol_id(r: dict) -> str:
+    """Eight hex digits naming a result's protocol."""
+    blob = json.dumps(protocol(r), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def protocol_name(r: dict) -> str:
+    """How a table names its protocol where one (data set, model, structure) has several."""
+    return f"suite {r['suite']}, protocol {protocol_id(r)}"
+
+
+def _method_config(r: dict) -> str:
+    return json.dumps([r["cell"]["method"], r["config"].get("method")], sort_keys=True, default=str)
+
+
+def set_aside(results: list[dict]) -> tuple[list[dict], list[str]]:
+    """(results kept, one line per result set aside and why). The newest result (``created``, then path) of a
+    duplicated cell is kept; a label's method configuration is the one of its newest result."""
+    newest_first = sorted(results, key=lambda r: (str(r.get("created") or ""), r.get("_path", "")), reverse=True)
+    cells: dict[tuple, dict] = {}
+    methods: dict[tuple, dict] = {}
+    kept, lines = [], []
+    for r in newest_first:
+        c, pid = r["cell"], protocol_id(r)
+        where = r.get("_path", c["label"])
+        first = methods.setdefault((pid, c["label"]), r)
+        other = cells.get((pid, c["label"], c["sparsity"], c["seed"]))
+        if _method_config(first) != _method_config(r):
+            lines.append(f"{where}: set aside: label {c['label']!r} stands for another method configuration in "
+                         f"{first.get('_path', '?')} under the same protocol; give one of them another label")
+        elif other is not None:
+            lines.append(f"{where}: set aside: same protocol, method, sparsity and seed as the newer "
+                         f"{other.get('_path', '?')} (a second configuration of one cell is not another seed)")
+        else:
+            cells[(pid, c["label"], c["sparsity"], c["seed"])] = r
+            kept.append(r)
+    order = {id(r): i for i, r in enumerate(results)}
+    return sorted(kept, key=lambda r: order[id(r)]), sorted(lines)
+
