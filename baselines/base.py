@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -76,10 +76,12 @@ def check_finite(loss: Tensor) -> None:
 class Pruner:
     """Base class of every pruner: attaches score masks to a model and defines how scores are learnt.
 
-    Life cycle: ``attach(model)`` -> (if ``needs_search``) mask search through :meth:`search_step` and
-    :meth:`end_search_epoch` -> :meth:`freeze` -> finetune the weights -> :meth:`export`.
-    Subclasses set the initial scores in :meth:`init_scores`; score-based pruners learn them
-    (``has_scores = True``) and are the ones S2AP applies to.
+    Life cycle: :meth:`prepare` (data hook, dense model) -> ``attach(model)`` (calls :meth:`init_scores`)
+    -> (if ``needs_search``) mask search through :meth:`search_step` and :meth:`end_search_epoch` ->
+    :meth:`freeze` -> finetune the weights -> :meth:`export`.
+    Subclasses set the initial scores in :meth:`init_scores` (from what :meth:`prepare` measured, for a
+    data-dependent start); score-based pruners learn them (``has_scores = True``) and are the ones S2AP
+    applies to. docs/adding-a-pruner.md lists the members a pruner may override.
     """
 
     name: ClassVar[str] = ""
@@ -122,6 +124,12 @@ class Pruner:
         }
 
     # -- set-up -------------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]]) -> None:
+        """Data hook, called once before :meth:`attach` on the dense model (no masks yet, eval mode):
+        ``batches`` yields training batches ``(x, y)`` already on the model's device, drawn only when asked
+        for (``next(batches)``). Measure what a data-dependent start needs (e.g. SNIP's |w * dL/dw|) and keep
+        it for :meth:`init_scores`; leave the model's weights and buffers as they are. Nothing by default."""
+
     def attach(self, model: nn.Module) -> nn.Module:
         """Attach score masks to ``model`` (in place) and initialise the scores. Returns the model."""
         self.model = model

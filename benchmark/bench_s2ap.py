@@ -11,7 +11,9 @@ from tabulate import tabulate
 
 from benchmark.config import MethodConfig, SuiteConfig, load_suite
 from benchmark.data import make_loader
-from benchmark.runner import build_model, load_data, search_parameters
+from benchmark.progress import Stages
+from benchmark.runner import build_model, load_data, search_parameters, start_pruner
+from benchmark.threads import resolve_threads, torch_threads
 from benchmark.training import train_phase
 from s2ap import build_pruner
 
@@ -23,7 +25,7 @@ def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: 
     settings = replace(method.s2ap, warmup_epochs=0)
     pruner = build_pruner(method.method, sparsity, s2ap=settings, granularity=suite.granularity,
                           **method.options)
-    pruner.attach(model)
+    start_pruner(pruner, model, data, suite, 0, device)
     params = search_parameters(model, pruner, suite.search.freeze_bn)
     loader = make_loader(data.train, suite.search.batch_size, shuffle=True, seed=0)
     phase = replace(suite.search, epochs=1)
@@ -36,9 +38,17 @@ def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: 
 
 
 def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats: int = 5,
-                  sparsity: float = 0.99, device: str = "cpu", overrides: list[str] | None = None) -> dict:
+                  sparsity: float = 0.99, device: str = "cpu", overrides: list[str] | None = None,
+                  threads: int | None = None, progress: bool = False) -> dict:
     """Median epoch time of ``base``, ``base+s2ap`` (reused adversarial examples) and ``base+s2ap``
-    (regenerated), alternating their order in every repeat so drifts in machine speed hit all alike."""
+    (regenerated), alternating their order in every repeat so drifts in machine speed hit all alike; torch
+    uses ``threads`` threads (default: :func:`benchmark.threads.default_threads`)."""
+    with torch_threads(resolve_threads(threads)) as n:
+        return {**_overhead(suite_name, base, repeats, sparsity, device, overrides, progress), "threads": n}
+
+
+def _overhead(suite_name: str, base: str, repeats: int, sparsity: float, device: str, overrides: list[str] | None,
+              progress: bool) -> dict:
     suite = load_suite(suite_name, overrides)
     dev = torch.device(device)
     data = load_data(suite)
@@ -49,12 +59,15 @@ def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats
             f"{base}+s2ap", s2ap=replace(MethodConfig(f"{base}+s2ap").s2ap, regenerate_adversarial=True)),
     }
     times: dict[str, list[float]] = {name: [] for name in arms}
-    time_search_epoch(suite, arms[base], data, sparsity, dev)  # warm-up, not counted
     names = list(arms)
-    for r in range(repeats):
-        order = names if r % 2 == 0 else names[::-1]
-        for name in order:
-            times[name].append(time_search_epoch(suite, arms[name], data, sparsity, dev))
+    with Stages("bench s2ap: mask-search epochs", 1 + repeats * len(names), progress) as bar:
+        bar.start(f"warm-up ({base})")
+        time_search_epoch(suite, arms[base], data, sparsity, dev)  # warm-up, not counted
+        for r in range(repeats):
+            order = names if r % 2 == 0 else names[::-1]
+            for name in order:
+                bar.start(f"{name}, repeat {r + 1}/{repeats}")
+                times[name].append(time_search_epoch(suite, arms[name], data, sparsity, dev))
     base_median = statistics.median(times[base])
     return {
         "suite": suite_name,
@@ -74,5 +87,5 @@ def print_overhead(report: dict) -> None:
             for name in report["median_s_per_epoch"]]
     print(f"S2AP overhead per mask-search epoch ({report['suite']}: {report['model']} on {report['dataset']}, "
           f"sparsity {report['sparsity']}, PGD-{report['threat_steps']}, {report['device']}, "
-          f"median of {report['repeats']} interleaved repeats)")
+          f"{report['threads']} thread(s), median of {report['repeats']} interleaved repeats)")
     print(tabulate(rows, headers=["arm", "s / epoch", "ratio"], tablefmt="github"))

@@ -25,6 +25,8 @@ from benchmark.data import load_dataset, make_loader
 from benchmark.evaluation import AUTOATTACK_ATTACKS, autoattack
 from benchmark.measure import resolve_device
 from benchmark.models import create_model
+from benchmark.progress import Stages
+from benchmark.threads import resolve_threads, torch_threads
 from benchmark.training import train_phase
 
 TARGET_RATIO = 0.95
@@ -117,14 +119,19 @@ def fit_clean(model: nn.Module, dataset: Dataset, device: torch.device, steps: i
     return model.eval()
 
 
-def _interleaved(arms: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list]:
-    """Seconds of each arm per repeat, the order of the arms reversed every other repeat (after a warm-up)."""
-    for run in arms.values():
+def _interleaved(arms: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                 bar: Stages | None = None) -> dict[str, list]:
+    """Seconds of each arm per repeat, the order of the arms reversed every other repeat (after a warm-up);
+    each run is named on ``bar``."""
+    start_stage = bar.start if bar is not None else (lambda name: None)
+    for name, run in arms.items():
+        start_stage(f"{name}, warm-up")
         run()
     times: dict[str, list[float]] = {name: [] for name in arms}
     names = list(arms)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
+            start_stage(f"{name}, repeat {r + 1}/{repeats}")
             _sync(device)
             start = time.perf_counter()
             arms[name]()
@@ -136,10 +143,22 @@ def _interleaved(arms: dict[str, Callable[[], object]], repeats: int, device: to
 def speed(model: str = "resnet18", device: str = "auto", *, batch_size: int = 128, batches: int = 8,
           steps: int = 10, repeats: int = 3, eval_examples: int = 100, eval_batch_size: int = 500,
           autoattack_version: str = "fast", bf16: bool = False, channels_last: bool = False,
-          model_options: dict | None = None, skip_autoattack: bool = False, fit_steps: int = 40) -> dict:
+          model_options: dict | None = None, skip_autoattack: bool = False, fit_steps: int = 40,
+          threads: int | None = None, progress: bool = False) -> dict:
     """Images/s of the harness and of plain PyTorch for PGD-``steps`` adversarial training and AutoAttack, on
     synthetic 32x32 data; returns the figures and the ratios (harness / bare). AutoAttack attacks a copy of the
-    model fitted for ``fit_steps`` clean steps (so that its points are classified correctly and attacked)."""
+    model fitted for ``fit_steps`` clean steps (so that its points are classified correctly and attacked).
+    Both arms run with ``threads`` torch threads (default: :func:`benchmark.threads.default_threads`)."""
+    with torch_threads(resolve_threads(threads)) as n, \
+            Stages("bench speed", 2 * (repeats + 1) * (1 if skip_autoattack else 2), progress) as bar:
+        report = _speed(model, device, batch_size, batches, steps, repeats, eval_examples, eval_batch_size,
+                        autoattack_version, bf16, channels_last, model_options, skip_autoattack, fit_steps, bar)
+    return {**report, "threads": n}
+
+
+def _speed(model: str, device: str, batch_size: int, batches: int, steps: int, repeats: int, eval_examples: int,
+           eval_batch_size: int, autoattack_version: str, bf16: bool, channels_last: bool, model_options: dict | None,
+           skip_autoattack: bool, fit_steps: int, bar: Stages) -> dict:
     if autoattack_version not in AUTOATTACK_VERSIONS or autoattack_version == "none":
         raise ValueError(f"autoattack_version must be 'standard' or 'fast', got {autoattack_version!r}")
     dev = resolve_device(device)
@@ -156,9 +175,9 @@ def speed(model: str = "resnet18", device: str = "auto", *, batch_size: int = 12
 
     models = {"harness": fresh(), "bare": fresh()}
     train_times = _interleaved({
-        "harness": lambda: harness_epoch(models["harness"], data.train, phase, threat, dev),
-        "bare": lambda: bare_epoch(models["bare"], data.train, phase, threat, dev),
-    }, repeats, dev)
+        "training harness": lambda: harness_epoch(models["harness"], data.train, phase, threat, dev),
+        "training bare": lambda: bare_epoch(models["bare"], data.train, phase, threat, dev),
+    }, repeats, dev, bar)
     report = {
         "model": model,
         "model_options": options,
@@ -180,9 +199,10 @@ def speed(model: str = "resnet18", device: str = "auto", *, batch_size: int = 12
         target = fit_clean(fresh(), data.train, dev, fit_steps)
         eps = float(Fraction(threat.eps))
         aa_times = _interleaved({
-            "harness": lambda: harness_autoattack(target, x, y, eps, autoattack_version, eval_batch_size, dev),
-            "bare": lambda: direct_autoattack(target, x, y, eps, autoattack_version, eval_batch_size, dev),
-        }, repeats, dev)
+            "AutoAttack harness": lambda: harness_autoattack(target, x, y, eps, autoattack_version, eval_batch_size,
+                                                             dev),
+            "AutoAttack bare": lambda: direct_autoattack(target, x, y, eps, autoattack_version, eval_batch_size, dev),
+        }, repeats, dev, bar)
         with torch.no_grad():
             clean = float((target(x.to(dev)).argmax(1) == y.to(dev)).float().mean())
         report["autoattack"] = {**_figures(aa_times, len(x)), "version": autoattack_version,
@@ -191,6 +211,7 @@ def speed(model: str = "resnet18", device: str = "auto", *, batch_size: int = 12
 
 
 def _figures(times: dict[str, list[float]], images: int) -> dict:
+    times = {name.split()[-1]: t for name, t in times.items()}  # "training harness" -> "harness"
     med = {name: statistics.median(t) for name, t in times.items()}
     return {
         "seconds": times,
@@ -202,7 +223,8 @@ def _figures(times: dict[str, list[float]], images: int) -> dict:
 def print_speed(report: dict) -> None:
     print(f"Harness vs plain PyTorch ({report['model']}, {report['n_weights'] / 1e6:.2f}M weights, "
           f"{report['device']} = {report['device_name']}, bf16 {'on' if report['bf16'] else 'off'}, channels_last "
-          f"{'on' if report['channels_last'] else 'off'}; median of {report['repeats']} interleaved repeats)")
+          f"{'on' if report['channels_last'] else 'off'}, {report['threads']} thread(s); median of {report['repeats']} "
+          "interleaved repeats)")
     rows = []
     tr = report["training"]
     rows.append([f"PGD-{report['attack_steps']} adversarial training, batch {report['batch_size']}, "

@@ -4,7 +4,6 @@ library functions."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -27,19 +26,21 @@ def _suite(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.report import write_tables
-    from benchmark.runner import run_suite, suite_dir
+    from benchmark.runner import run_suite, suite_dir, write_suite_tables
+    from benchmark.threads import resolve_threads, torch_threads
 
     suite = _suite(args)
     root = suite_dir(suite, args.results_dir)
     if args.dry_run:
-        from benchmark.cost import describe, measure_passes_per_s
+        from benchmark.cost import describe, measure_steps
+        from benchmark.progress import Stages
 
-        rate = None
+        times = None
         if args.measure:
-            rate, where = measure_passes_per_s(suite)
-            print(f"measured: {rate:.4g} training passes/s of {suite.model} on {where}")
-        for line in describe(suite, rate):
+            with torch_threads(resolve_threads(args.threads, args.workers)), \
+                    Stages("measuring one step of each phase", 3 + len(suite.methods), not args.no_progress) as bar:
+                times = measure_steps(suite, on_stage=bar.start)
+        for line in describe(suite, times, root):
             print(line)
         print(f"{len(suite.cells())} cells -> {root}")
         return 0
@@ -47,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.executor == "local":
             run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
-                      workers=args.workers)
+                      workers=args.workers, threads=args.threads, tables=False)
         else:
             from benchmark.slurm import parse_parameters, submit_suite
 
@@ -56,13 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                          parameters=params)
     except BenchmarkError as e:  # the tables still show every finished cell
         failure = e
-    has_results = root.is_dir() and any(root.rglob("*.json"))
-    if has_results and os.access(root, os.W_OK):
-        written, problems = write_tables(root)
-        for p in problems:
-            print(f"skipped: {p}", file=sys.stderr)
+    written = write_suite_tables(root, print)
+    if written:
         print(written[0].read_text())
-        print(f"tables written: {', '.join(str(p) for p in written)}")
     if failure is not None:
         raise failure
     return 0
@@ -106,6 +103,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     root = Path(args.results_dir)
     if not root.exists():
         raise BenchmarkError(f"results folder {root} does not exist")
+    if root.is_file() and root.suffix in (".yaml", ".yml"):  # a suite file: check its configuration
+        from benchmark.config import load_suite
+
+        suite = load_suite(str(root))
+        print(f"{root}: valid suite {suite.name!r} with {len(suite.cells())} cells")
+        return 0
+    if root.is_file() and root.suffix != ".json":
+        raise BenchmarkError(f"{root} is neither a result file (.json) nor a suite file (.yaml); pass a results "
+                             "folder, a result file or a suite file")
     files = result_files(root) if root.is_dir() else [root]
     bad = unchecked = 0
     for p in files:
@@ -163,7 +169,8 @@ def cmd_bench_s2ap(args: argparse.Namespace) -> int:
     from benchmark.bench_s2ap import print_overhead, s2ap_overhead
 
     report = s2ap_overhead(args.suite, base=args.base, repeats=args.repeats, sparsity=args.sparsity,
-                           device=args.device, overrides=list(args.set or []))
+                           device=args.device, overrides=list(args.set or []), threads=args.threads,
+                           progress=not args.no_progress)
     print_overhead(report)
     return 0
 
@@ -174,9 +181,13 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     report = speed(args.model, args.device, batch_size=args.batch_size, batches=args.batches, steps=args.steps,
                    repeats=args.repeats, eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size,
                    autoattack_version=args.autoattack, bf16=args.bf16, channels_last=args.channels_last,
-                   fit_steps=args.fit_steps)
+                   fit_steps=args.fit_steps, threads=args.threads, progress=not args.no_progress)
     print_speed(report)
     return 0
+
+
+THREADS_HELP = ("torch CPU threads per worker (default: $OMP_NUM_THREADS if set, else the usable cores divided by "
+                "the workers); recorded in the results")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -192,11 +203,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", help="comma-separated methods, e.g. hydra,hydra+s2ap")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
+    run.add_argument("--threads", type=int, help=THREADS_HELP)
     run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
     run.add_argument("--dry-run", action="store_true",
-                     help="list the cells with their estimated cost and exit (reads no data)")
+                     help="list the cells (done ones marked) with their estimated cost and exit (reads no data)")
     run.add_argument("--measure", action="store_true",
-                     help="with --dry-run: time a few training steps of the model to turn passes into hours")
+                     help="with --dry-run: time one real step of each phase here and estimate the time left")
     run.add_argument("--executor", choices=["local", "slurm", "local-submitit"], default="local",
                      help="local (default; --workers processes), or one submitit job per cell")
     run.add_argument("--slurm", action="append", metavar="KEY=VALUE",
@@ -218,26 +230,42 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
     report.set_defaults(func=cmd_table)
 
-    bench = sub.add_parser("bench", help="measurements of the harness itself")
-    targets = bench.add_subparsers(dest="target", required=True)
-    b_s2ap = targets.add_parser("s2ap", help="time per mask-search epoch, base vs +S2AP, interleaved")
+    bench = sub.add_parser("bench", help="measurements of the harness itself",
+                           description="Measurements of the harness itself: the overhead of the S2AP plug-in per "
+                                       "mask-search epoch (bench s2ap), and the harness's images/s against a bare "
+                                       "PyTorch loop for PGD training and AutoAttack (bench speed).")
+    targets = bench.add_subparsers(dest="target", required=True, metavar="{s2ap,speed}")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    b_s2ap = targets.add_parser("s2ap", help="time per mask-search epoch, base vs +S2AP, interleaved",
+                                formatter_class=defaults,
+                                description="Seconds per mask-search epoch of a base pruner and its +s2ap variant "
+                                            "(reusing and regenerating adversarial examples), the arms alternating "
+                                            "in every repeat; prints the medians and the ratios to the base.")
     b_s2ap.add_argument("--suite", default="digits-smoke", help="suite whose data, model and budgets are used")
     b_s2ap.add_argument("--base", default="hydra", help="score-based pruner to compare with its +s2ap variant")
-    b_s2ap.add_argument("--repeats", type=int, default=5)
-    b_s2ap.add_argument("--sparsity", type=float, default=0.99)
-    b_s2ap.add_argument("--device", default="cpu")
+    b_s2ap.add_argument("--repeats", type=int, default=5, help="timed epochs per arm (after one warm-up epoch)")
+    b_s2ap.add_argument("--sparsity", type=float, default=0.99, help="target sparsity of the masks searched")
+    b_s2ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the epochs run")
+    b_s2ap.add_argument("--threads", type=int, help=THREADS_HELP)
     b_s2ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite field")
+    b_s2ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     b_s2ap.set_defaults(func=cmd_bench_s2ap)
-    b_speed = targets.add_parser("speed", help="images/s of the harness vs plain PyTorch: PGD training, AutoAttack")
-    b_speed.add_argument("--model", default="resnet18", help="a registered model (default resnet18)")
-    b_speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    b_speed.add_argument("--batch-size", type=int, default=128)
+    b_speed = targets.add_parser("speed", help="images/s of the harness vs plain PyTorch: PGD training, AutoAttack",
+                                 formatter_class=defaults,
+                                 description="Images per second of the harness against the same work written as a "
+                                             "bare PyTorch loop, on synthetic 32x32 data: PGD-k adversarial "
+                                             "training and AutoAttack, the two arms alternating; target >= 0.95x.")
+    b_speed.add_argument("--model", default="resnet18", help="a registered model")
+    b_speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where it runs")
+    b_speed.add_argument("--batch-size", type=int, default=128, help="training batch size")
     b_speed.add_argument("--batches", type=int, default=8, help="training batches per timed repeat")
     b_speed.add_argument("--steps", type=int, default=10, help="PGD steps of the training attack")
-    b_speed.add_argument("--repeats", type=int, default=3)
+    b_speed.add_argument("--repeats", type=int, default=3, help="timed repeats per arm (after one warm-up)")
+    b_speed.add_argument("--threads", type=int, help=THREADS_HELP)
+    b_speed.add_argument("--no-progress", action="store_true", help="no progress bar")
     b_speed.add_argument("--eval-examples", type=int, default=100, help="points attacked by AutoAttack")
-    b_speed.add_argument("--eval-batch-size", type=int, default=500)
-    b_speed.add_argument("--autoattack", default="fast", choices=["fast", "standard"])
+    b_speed.add_argument("--eval-batch-size", type=int, default=500, help="AutoAttack batch size")
+    b_speed.add_argument("--autoattack", default="fast", choices=["fast", "standard"], help="AutoAttack version")
     b_speed.add_argument("--fit-steps", type=int, default=40,
                          help="clean training steps before AutoAttack, so that its points are attacked")
     b_speed.add_argument("--bf16", action="store_true", help="bf16 autocast in training (both arms)")
@@ -275,8 +303,8 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--keep", metavar="DIR", help="keep the recomputed results in DIR (default: a temporary folder)")
     ver.set_defaults(func=cmd_verify)
 
-    val = sub.add_parser("validate", help="check result files against the schema")
-    val.add_argument("results_dir", help="a results folder or one result file")
+    val = sub.add_parser("validate", help="check result files against the schema, or a suite file")
+    val.add_argument("results_dir", help="a results folder, one result file (.json) or a suite file (.yaml)")
     val.set_defaults(func=cmd_validate)
     return p
 

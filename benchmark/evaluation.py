@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from fractions import Fraction
 from importlib.metadata import version
 
@@ -97,8 +98,9 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, version_na
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: EvalConfig,
-             device: torch.device | str = "cpu") -> dict:
-    """The evaluation of record on fixed test points: clean, PGD-k and (unless disabled) AutoAttack."""
+             device: torch.device | str = "cpu", on_stage: Callable[[str], None] = lambda name: None) -> dict:
+    """The evaluation of record on fixed test points: clean, PGD-k and (unless disabled) AutoAttack;
+    ``on_stage`` is told the name of each stage as it starts (a progress bar)."""
     model.eval()
     still_training = [name or "model" for name, m in model.named_modules() if m.training]
     if still_training:
@@ -106,7 +108,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
                              "mode after model.eval(); fix its train() override")
     x, y = x.to(device), y.to(device)
     start = time.perf_counter()
+    on_stage("clean")
     clean = accuracy(model, x, y, cfg.batch_size)
+    on_stage(f"PGD-{cfg.pgd_steps}")
     pgd_acc = pgd_accuracy(model, x, y, threat, cfg.pgd_steps, cfg.batch_size, cfg.seed)
     pgd_time = time.perf_counter() - start
     out: dict = {
@@ -121,6 +125,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
         "autoattack": None,
     }
     if cfg.autoattack != "none":
+        on_stage(f"AutoAttack {cfg.autoattack}")
         out["autoattack"] = autoattack(model, x, y, eps=threat.eps_value, version_name=cfg.autoattack,
                                        seed=cfg.seed, batch_size=cfg.batch_size, device=device)
     flags = list(out["autoattack"]["flags"]) if out["autoattack"] else []

@@ -38,8 +38,10 @@ from benchmark.measure import environment, git_state, measure, resolve_device
 from benchmark.model_files import save_model
 from benchmark.models import create_model
 from benchmark.paths import dense_path, mask_path, model_path, result_path, suite_dir, work_dir  # noqa: F401
+from benchmark.progress import Stages
 from benchmark.results import SCHEMA_VERSION, existing_hash, read_result, write_result
 from benchmark.robustbench_adapter import ZOO_MODEL
+from benchmark.threads import oversubscription, resolve_threads, torch_threads
 from benchmark.training import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
 from s2ap import build_pruner, mask_distance, score_sharpness, split_method
 
@@ -180,6 +182,17 @@ def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConf
     return loss
 
 
+def start_pruner(pruner: Pruner, model: nn.Module, data: DataSplits, suite: SuiteConfig, seed: int,
+                 device: torch.device) -> None:
+    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode
+    (training batches on ``device``, drawn only as the pruner asks for them), then ``attach(model)``."""
+    loader = make_loader(data.train, suite.search.batch_size, shuffle=True, seed=seed)
+    batches = ((x.to(device), y.to(device)) for x, y in loader)
+    model.eval()
+    pruner.prepare(model, batches)
+    pruner.attach(model)
+
+
 def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
     """A short hash of the final masks: equal fingerprints mean identical masks."""
     h = hashlib.sha256()
@@ -202,7 +215,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     model.to(device)
     pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=s.granularity,
                           skip_first_last=s.skip_first_last, seed=cell.seed, **m.options)
-    pruner.attach(model)
+    start_pruner(pruner, model, data, s, cell.seed, device)
     phases: dict = {"pretrain": {**pretrain_record, "shared_across_cells": True}}
     history: dict = {}
     mask_record = None
@@ -249,13 +262,16 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / s.search.epochs
         x_eval, y_eval = first_n(data.test, s.evaluation.n_examples)
         sharpness = None
-        if pruner.has_scores:
-            batch_loss = fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device)
-            sharpness = score_sharpness(pruner, batch_loss, iterations=s.evaluation.sharpness_iterations,
-                                        seed=s.evaluation.seed)
+        with Stages(f"after search {tag}", 1 + pruner.has_scores, progress) as bar:
+            if pruner.has_scores:
+                bar.start("sharpness")
+                batch_loss = fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device)
+                sharpness = score_sharpness(pruner, batch_loss, iterations=s.evaluation.sharpness_iterations,
+                                            seed=s.evaluation.seed)
+            bar.start(f"PGD-{s.evaluation.pgd_steps} of the searched mask")
+            robust_after_search = pgd_accuracy(model, x_eval.to(device), y_eval.to(device), s.threat,
+                                               s.evaluation.pgd_steps, s.evaluation.batch_size, s.evaluation.seed)
         last = distances[-5:]
-        robust_after_search = pgd_accuracy(model, x_eval.to(device), y_eval.to(device), s.threat,
-                                           s.evaluation.pgd_steps, s.evaluation.batch_size, s.evaluation.seed)
         mask_record = {
             "robust_accuracy_after_search": robust_after_search,
             "robust_accuracy_after_search_attack": f"pgd-{s.evaluation.pgd_steps}",
@@ -286,8 +302,9 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     report = sparsity_report(pruned)
     x_test, y_test = first_n(data.test, s.evaluation.n_examples)
     phases["evaluate"] = {}
-    with measure(phases["evaluate"], device):
-        evaluation = evaluate(pruned, x_test, y_test, s.threat, s.evaluation, device)
+    stages = 2 + (s.evaluation.autoattack != "none")
+    with Stages(f"evaluate {tag}", stages, progress) as bar, measure(phases["evaluate"], device):
+        evaluation = evaluate(pruned, x_test, y_test, s.threat, s.evaluation, device, on_stage=bar.start)
 
     base, plugin = split_method(m.method)
     result = {
@@ -382,15 +399,20 @@ def locked_elsewhere(cell: Cell, lock: Path) -> str:
 
 
 def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None, threads: int,
-              force: bool) -> str:
-    """Work of one process-pool task: a dense pretrain (``seed``) or a cell (``index`` into the cells). Errors
-    come back as the same one-line ``FAILED`` messages as in a single process."""
+              force: bool, reference: bool = False) -> str:
+    """Work of one process-pool task: a seed's dense model (``seed``; evaluated as the dense reference too
+    with ``reference``) or a cell (``index`` into the cells). Errors come back as the same one-line ``FAILED``
+    messages as in a single process."""
     try:
         torch.set_num_threads(threads)
         device = resolve_device(suite.device)
         data = load_data(suite)
         dense = DenseCache(suite, Path(root), data, device, progress=False)
         if index is None:
+            if reference:
+                from benchmark.dense_reference import evaluate_dense
+
+                return evaluate_dense(suite, Path(root), data, dense, device, seed, False, force)  # type: ignore[arg-type]
             dense.get(seed)  # type: ignore[arg-type]
             return f"  dense seed {seed}: ready"
         cell = suite.cells()[index]
@@ -402,14 +424,22 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
 
 
 def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,
-              progress: bool = True, workers: int = 1, log: Callable[[str], None] = print) -> list[Path]:
-    """Run every cell of ``suite`` that has no up-to-date result; returns the paths of all its results.
+              progress: bool = True, workers: int = 1, threads: int | None = None, tables: bool = True,
+              log: Callable[[str], None] = print) -> list[Path]:
+    """Run every cell of ``suite`` that has no up-to-date result, and each seed's dense reference; returns
+    the paths of the cells' results.
 
-    ``workers > 1`` runs cells in a process pool (threads split between workers). Finished cells are
-    written as they complete; a failed cell is reported and the others still run.
+    ``workers > 1`` runs cells in a process pool. Each worker uses ``threads`` torch threads (default:
+    :func:`benchmark.threads.default_threads`, so that workers x threads <= cores); the count is recorded in
+    every result. Finished cells are written as they complete; a failed cell is reported and the others still
+    run. With ``tables`` the leaderboard tables are (re)written at the end, as ``s2ap-bench run`` does.
     """
     if workers < 1:
         raise BenchmarkError(f"workers must be >= 1, got {workers}")
+    threads = resolve_threads(threads, workers)
+    warning = oversubscription(threads, workers)
+    if warning:
+        log(warning)
     root = suite_dir(suite, results_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -419,31 +449,37 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     except OSError as e:
         raise ConfigError(f"config field 'results_dir': {root} is not writable ({e.strerror}); "
                           "pass --results-dir with a writable folder") from None
+    from benchmark.dense_reference import evaluate_dense, pending_dense_seeds
+
     device = resolve_device(suite.device)
     cells = suite.cells()
     todo = pending_cells(suite, root, force)
+    references = pending_dense_seeds(suite, root, DenseCache(suite, root, None, device, False),  # type: ignore[arg-type]
+                                     {c.seed for c in todo}, force)
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
-        f"on {device} -> {root}")
-    if todo and git_state()["dirty"]:
+        f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
+    if (todo or references) and git_state()["dirty"]:
         log("warning: the git tree has uncommitted changes; the new results record dirty: true and are marked "
             "as such in the tables and page (commit first for results others can reproduce)")
     lines: list[str] = []
-    if todo and (workers == 1 or len(todo) == 1):
-        data = load_data(suite)
-        dense = DenseCache(suite, root, data, device, progress)
-        for cell in tqdm(todo, desc=suite.name, disable=not progress):
-            try:
-                lines.append(execute_cell(cell, root, data, dense, device, progress, force))
-            except BenchmarkError as e:
-                lines.append(f"  FAILED {e}")
-            log(lines[-1])
-    elif todo:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+    if (todo or references) and (workers == 1 or len(todo) + len(references) == 1):
+        with torch_threads(threads):
+            data = load_data(suite)
+            dense = DenseCache(suite, root, data, device, progress)
+            for seed in references:
+                log(evaluate_dense(suite, root, data, dense, device, seed, progress, force))
+            for cell in tqdm(todo, desc=suite.name, disable=not progress):
+                try:
+                    lines.append(execute_cell(cell, root, data, dense, device, progress, force))
+                except BenchmarkError as e:
+                    lines.append(f"  FAILED {e}")
+                log(lines[-1])
+    elif todo or references:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            seeds = sorted({c.seed for c in todo})
-            for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force)
-                                        for s in seeds]):
+            seeds = sorted({c.seed for c in todo} | set(references))
+            for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
+                                                    s in references) for s in seeds]):
                 log(future.result())  # a failed pretraining fails its cells too, with the same line
             futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force)
                        for c in todo]
@@ -451,11 +487,27 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
                 lines.append(future.result())
                 log(lines[-1])
     annotate_cross_seed(suite, root)
+    if tables:
+        write_suite_tables(root, log)
     failed = [line.strip() for line in lines if line.strip().startswith("FAILED")]
     if failed:
         raise BenchmarkError(f"{len(failed)} of {len(todo)} cells failed (first: {failed[0][7:]}); "
                              "finished cells are kept, fix the cause and re-run to complete the rest")
     return [result_path(c, root) for c in cells]
+
+
+def write_suite_tables(root: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Regenerate the leaderboard tables of a suite's results folder (if it has results and is writable);
+    corrupt result files are reported through ``log`` and skipped. Returns the files written."""
+    from benchmark.report import write_tables
+
+    if not (root.is_dir() and any(root.rglob("*.json")) and os.access(root, os.W_OK)):
+        return []
+    written, problems = write_tables(root)
+    for p in problems:
+        log(f"skipped: {p}")
+    log(f"tables written: {', '.join(str(p) for p in written)}")
+    return written
 
 
 def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:

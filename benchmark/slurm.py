@@ -20,13 +20,16 @@ from benchmark.errors import BenchmarkError, ConfigError
 EXECUTORS = ("slurm", "local-submitit")
 
 
-def _dense_job(suite: SuiteConfig, root: str, seed: int) -> str:
+def _dense_job(suite: SuiteConfig, root: str, seed: int, force: bool = False) -> str:
+    """A seed's dense model (pretrained if not stored) and its dense reference evaluation."""
+    from benchmark.dense_reference import evaluate_dense
     from benchmark.measure import resolve_device
     from benchmark.runner import DenseCache, load_data
 
     device = resolve_device(suite.device)
-    DenseCache(suite, Path(root), load_data(suite), device, progress=False).get(seed)
-    return f"  dense seed {seed}: ready"
+    data = load_data(suite)
+    dense = DenseCache(suite, Path(root), data, device, progress=False)
+    return evaluate_dense(suite, Path(root), data, dense, device, seed, progress=False, force=force)
 
 
 def _cell_job(suite: SuiteConfig, root: str, index: int, force: bool) -> str:
@@ -96,11 +99,13 @@ def make_executor(kind: str, folder: Path, parameters: dict[str, Any]):
 def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | Path | None = None,
                  force: bool = False, parameters: dict[str, Any] | None = None, wait: bool | None = None,
                  log: Callable[[str], None] = print) -> list:
-    """Submit one job per pending cell of ``suite`` (plus dense-pretrain jobs); returns the submitit jobs.
+    """Submit one job per pending cell of ``suite`` (plus a job per seed for its dense model and dense reference);
+    returns the submitit jobs.
 
     ``wait`` (default: on for local-submitit, off for Slurm) blocks until every job has finished and raises
     :class:`BenchmarkError` if a cell failed, like a local run.
     """
+    from benchmark.dense_reference import pending_dense_seeds
     from benchmark.runner import DenseCache, pending_cells, suite_dir
 
     root = suite_dir(suite, results_dir)
@@ -125,12 +130,13 @@ def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | 
             raise BenchmarkError(f"submission failed ({type(e).__name__}: {str(e).strip()[:200]})") from None
 
     dense_jobs: dict[int, Any] = {}
+    cache = DenseCache(suite, root, None, None, progress=False)  # type: ignore[arg-type]  (paths only)
+    seeds = set(pending_dense_seeds(suite, root, cache, {c.seed for c in todo}, force))  # dense references
     if suite.dense.source == "pretrain":
-        cache = DenseCache(suite, root, None, None, progress=False)  # type: ignore[arg-type]  (paths only)
-        for seed in sorted({c.seed for c in todo}):
-            if not cache.path(seed).exists():
-                dense_jobs[seed] = submit(_dense_job, suite, str(root), seed)
-                log(f"  dense seed {seed}: job {dense_jobs[seed].job_id}")
+        seeds |= {c.seed for c in todo if not cache.path(c.seed).exists()}
+    for seed in sorted(seeds):
+        dense_jobs[seed] = submit(_dense_job, suite, str(root), seed, force)
+        log(f"  dense seed {seed}: job {dense_jobs[seed].job_id}")
     if local:
         for job in dense_jobs.values():
             log(job.result())

@@ -99,6 +99,9 @@ class S2AP(Pruner):
     def options(self) -> dict[str, Any]:
         return {**self.base.options(), "name": self.name, "s2ap": asdict(self.settings)}
 
+    def prepare(self, model: nn.Module, batches) -> None:
+        self.base.prepare(model, batches)
+
     def attach(self, model: nn.Module) -> nn.Module:
         return self.base.attach(model)
 

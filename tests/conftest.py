@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from benchmark.config import SuiteConfig, build
+from benchmark.results import result_files
 
 TINY_SUITE = {
     "name": "tiny",
@@ -22,6 +25,11 @@ TINY_SUITE = {
                    "sharpness_examples": 16, "sharpness_iterations": 3},
     "device": "cpu",
 }
+
+
+def cell_files(root: Path) -> list[Path]:
+    """The result files of the pruned cells under ``root`` (without the dense references)."""
+    return [p for p in result_files(root) if p.parent.name != "dense"]
 
 
 def tiny_suite_dict(**changes) -> dict:

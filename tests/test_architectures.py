@@ -34,7 +34,7 @@ MODELS = {**{name: (lambda name=name: create_model(name, 10, 3)) for name in ARC
           "torchvision_resnet18": torchvision_resnet18, "timm_resnet18": timm_resnet18}
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "wrn_28_10" else n for n in MODELS])
 def test_hydra_prunes_the_model_as_it_is(name: str) -> None:
     torch.manual_seed(0)
     model = MODELS[name]()

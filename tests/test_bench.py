@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 
@@ -26,14 +28,32 @@ def test_s2ap_overhead_reports_every_arm() -> None:
 
 
 def test_bench_cli(capsys) -> None:
-    args = ["bench", "s2ap", "--repeats", "1"]
+    args = ["bench", "s2ap", "--repeats", "1", "--threads", "1"]
     for item in SMALL:
         args += ["--set", item]
-    assert main(args) == 0
-    assert "hydra+s2ap (reuse x_adv)" in capsys.readouterr().out
+    threads = torch.get_num_threads()
+    assert main(args) == 0 and torch.get_num_threads() == threads
+    captured = capsys.readouterr()
+    assert "hydra+s2ap (reuse x_adv)" in captured.out and "1 thread(s)" in captured.out
+    assert "bench s2ap" in captured.err and "hydra+s2ap (regenerate x_adv), repeat 1/1" in captured.err  # progress
+
+
+def test_bench_help_has_a_description_and_every_option_a_help() -> None:
+    from benchmark.cli import parser
+
+    (sub,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    bench = sub.choices["bench"]
+    assert bench.description and "bench s2ap" in bench.description
+    (targets,) = [a for a in bench._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, target in targets.choices.items():
+        assert target.description, name
+        assert target.formatter_class is argparse.ArgumentDefaultsHelpFormatter  # defaults shown in --help
+        for action in target._actions:
+            assert action.help, f"bench {name} {action.option_strings} has no help"
 
 
 # -- harness speed vs plain PyTorch, GPU switches, dry-run costs ---------------------------------------------------
+@pytest.mark.slow
 def test_speed_reports_both_workloads_measured_interleaved() -> None:
     # an unfitted model: AutoAttack only meets the points it classifies correctly, which keeps this test quick
     report = speed("tiny_resnet", "cpu", batch_size=8, batches=2, steps=2, repeats=2, eval_examples=4,
@@ -49,9 +69,13 @@ def test_speed_reports_both_workloads_measured_interleaved() -> None:
 
 def test_bench_speed_cli(capsys) -> None:
     assert main(["bench", "speed", "--model", "digits_cnn", "--device", "cpu", "--batch-size", "4", "--batches", "1",
-                 "--steps", "1", "--repeats", "1", "--eval-examples", "2", "--fit-steps", "0"]) == 0
-    out = capsys.readouterr().out
+                 "--steps", "1", "--repeats", "1", "--eval-examples", "2", "--fit-steps", "0", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
     assert "PGD-1 adversarial training" in out and "AutoAttack fast, 2 points" in out and "target: harness" in out
+    assert "1 thread(s)" in out
+    for stage in ("training harness, repeat 1/1", "training bare, warm-up", "AutoAttack bare, repeat 1/1"):
+        assert stage in captured.err, stage  # the progress bar names each run
 
 
 def test_bf16_and_channels_last_train_and_leave_an_fp32_contiguous_model() -> None:
@@ -100,7 +124,3 @@ def test_dry_run_estimates_costs_without_the_data(capsys) -> None:
     assert cell_cost(hydra).autoattack == pytest.approx(10_000 * (100 + 900 + 900 + 5000 / 3))
 
 
-def test_dry_run_measures_hours(capsys) -> None:
-    assert main(["run", "digits-smoke", "--dry-run", "--measure"]) == 0
-    out = capsys.readouterr().out
-    assert "training passes/s of digits_cnn on cpu" in out and " h (search" in out

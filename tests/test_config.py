@@ -103,3 +103,24 @@ def test_overrides_and_yaml_file(tmp_path) -> None:
     bad.write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_suite(str(bad))
+
+
+def test_validate_checks_a_suite_file_and_never_says_to_delete_it(tmp_path, capsys) -> None:
+    import yaml
+
+    from benchmark.cli import main
+    from tests.conftest import tiny_suite_dict
+
+    good, bad = tmp_path / "my-suite.yaml", tmp_path / "bad-suite.yaml"
+    good.write_text(yaml.safe_dump(tiny_suite_dict()))
+    bad.write_text(yaml.safe_dump(tiny_suite_dict(sparsities=[1.5])))
+    assert main(["validate", str(good)]) == 0
+    assert "valid suite 'tiny' with 1 cells" in capsys.readouterr().out
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "sparsities" in err and "delete" not in err and len(err.strip().splitlines()) == 1
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    assert main(["validate", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "neither a result file" in err and "delete" not in err

@@ -53,7 +53,8 @@ def data(shape: tuple[int, int, int], seed: int = 0) -> torch.utils.data.TensorD
 
 
 def prune(method: str, model_name: str, seed: int = 0, finetune: bool = True, **options):
-    """A short real pipeline: attach, one mask-search epoch (if any), freeze, one AWP finetune epoch.
+    """A short real pipeline: the data hook, attach, one mask-search epoch (if any), freeze, one AWP finetune
+    epoch.
 
     Returns the pruner, the model, the masks right after freezing, and the raw weights right after freezing.
     """
@@ -61,8 +62,10 @@ def prune(method: str, model_name: str, seed: int = 0, finetune: bool = True, **
     shape = MODELS[model_name]
     model = create_model(model_name, 10, shape[0])
     pruner = build_pruner(method, SPARSITY, s2ap=S2APSettings(gamma=0.1, warmup_epochs=0), seed=seed, **options)
-    pruner.attach(model)
     loader = make_loader(data(shape), SEARCH.batch_size, shuffle=True, seed=seed)
+    model.eval()
+    pruner.prepare(model, iter(loader))
+    pruner.attach(model)
     if pruner.needs_search:
         params = search_parameters(model, pruner, freeze_bn=False)
         train_phase(model, loader, params, SEARCH, THREAT, device=torch.device("cpu"), step=pruner.search_step,
@@ -194,36 +197,56 @@ def test_random_masks_follow_the_seed() -> None:
 # -- a third-party pruner: the example of docs/adding-a-pruner.md, installed through an entry point ----------
 EXAMPLE = ROOT / "docs" / "examples" / "my_pruner.py"
 GUIDE = ROOT / "docs" / "adding-a-pruner.md"
+# The example registers "my-pruner"; here it is installed under another name, so that these tests still run
+# (and do not collide) where a user has installed their own "my-pruner" by following the guide.
+NAME, MODULE = "guide-example", "guide_example_pruner"
 
 
 @pytest.fixture
 def installed_example(tmp_path, monkeypatch):
-    """``my-pruner`` made visible only through a fake installed distribution's ``s2ap_bench.pruners`` entry
-    point, as ``pip install`` of a package with the guide's pyproject table would do."""
-    dist = tmp_path / "my_package-1.0.dist-info"
+    """The guide's example made visible only through a fake installed distribution's ``s2ap_bench.pruners``
+    entry point, as ``pip install`` of a package with the guide's pyproject table would do."""
+    dist = tmp_path / "guide_example-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-package\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[s2ap_bench.pruners]\nmy-pruner = my_pruner\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: guide-example\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[s2ap_bench.pruners]\n{NAME} = {MODULE}\n")
+    (tmp_path / f"{MODULE}.py").write_text(EXAMPLE.read_text().replace('"my-pruner', f'"{NAME}'))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
     monkeypatch.setattr(PRUNERS, "_plugins_loaded", False)
-    assert "my-pruner" not in PRUNERS._items, "the example must arrive through the entry point"
+    assert NAME not in PRUNERS._items, "the example must arrive through the entry point"
     try:
         yield
     finally:
-        PRUNERS.remove("my-pruner")
-        sys.modules.pop("my_pruner", None)
+        PRUNERS.remove(NAME)
+        sys.modules.pop(MODULE, None)
 
 
-@pytest.mark.parametrize("method", ["my-pruner", "my-pruner+s2ap"])
+@pytest.mark.parametrize("method", [NAME, f"{NAME}+s2ap"])
 def test_a_third_party_entry_point_passes_the_same_contract(installed_example, method: str) -> None:
     assert method in list_methods()
     for model_name in ("digits_cnn", "mlp"):
         check_contract(method, model_name, l1=1e-4)
     check_deterministic(method)
-    assert PRUNERS.get("my-pruner").__module__ == "my_pruner"
+    assert PRUNERS.get(NAME).__module__ == MODULE
     with pytest.raises(ValueError, match="'l1'"):
         build_pruner(method, 0.9, l1=-1)
+
+
+def test_the_example_starts_from_the_data_hook(installed_example) -> None:
+    """A SNIP-like start through ``prepare``: the initial scores are |w * dL/dw| on the batch it was given."""
+    torch.manual_seed(0)
+    model = create_model("mlp", 10, 1).eval()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    grads = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), [m.weight for _, m in layers])
+    expected = {n: (m.weight * g).abs() for (n, m), g in zip(layers, grads)}
+    pruner = build_pruner(NAME, 0.9)
+    pruner.prepare(model, iter([(x, y)]))
+    pruner.attach(model)
+    for name, sm in pruner.layers.items():
+        torch.testing.assert_close(sm.scores.detach(), expected[name] / expected[name].max())
+    with pytest.raises(KeyError):  # without the hook there is no start
+        build_pruner(NAME, 0.9).attach(create_model("mlp", 10, 1))
 
 
 def test_the_guide_shows_the_example_and_a_valid_suite(installed_example) -> None:
@@ -232,8 +255,9 @@ def test_the_guide_shows_the_example_and_a_valid_suite(installed_example) -> Non
     assert ("python", EXAMPLE.read_text()) in blocks, "the guide's code block must be docs/examples/my_pruner.py"
     toml = next(body for lang, body in blocks if lang == "toml")
     assert '[project.entry-points."s2ap_bench.pruners"]' in toml and 'my-pruner = "' in toml
-    suite = build(SuiteConfig, yaml.safe_load(next(body for lang, body in blocks if lang == "yaml")))
-    assert [m.method for m in suite.methods] == ["hydra", "my-pruner", "my-pruner+s2ap"]
+    yaml_text = next(body for lang, body in blocks if lang == "yaml").replace("my-pruner", NAME)
+    suite = build(SuiteConfig, yaml.safe_load(yaml_text))
+    assert [m.method for m in suite.methods] == ["hydra", NAME, f"{NAME}+s2ap"]
     readme = ROOT / "README.md"
     if readme.exists():
         assert "docs/adding-a-pruner.md" in readme.read_text()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from benchmark.cli import main
@@ -13,7 +14,8 @@ from benchmark.config import SuiteConfig, build
 from benchmark.report import write_tables
 from benchmark.results import read_result, result_files
 from benchmark.runner import run_suite
-from tests.conftest import tiny_suite_dict
+from benchmark.threads import default_threads
+from tests.conftest import cell_files, tiny_suite_dict
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def finished(tmp_path_factory) -> Path:
 
 
 def test_result_files_follow_the_schema(finished: Path) -> None:
-    files = [p for p in result_files(finished)]
+    files = [p for p in cell_files(finished)]
     assert len(files) == 2
     for path in files:
         r = read_result(path)
@@ -45,9 +47,23 @@ def test_result_files_follow_the_schema(finished: Path) -> None:
         assert "top_eigenvalue" in r["mask"]["sharpness"]
 
 
+def test_dense_reference_is_evaluated_once_per_seed_and_shown(finished: Path) -> None:
+    (path,) = [p for p in result_files(finished) if p.parent.name == "dense"]
+    dense, cell = read_result(path), read_result(cell_files(finished)[0])
+    assert dense["cell"]["method"] == "dense" and dense["cell"]["seed"] == 0 and dense["sparsity"]["achieved"] < 0.01
+    for key in ("n_examples", "eps", "seed"):  # the same protocol as the pruned cells
+        assert dense["evaluation"][key] == cell["evaluation"][key]
+    assert dense["evaluation"]["pgd"]["steps"] == cell["evaluation"]["pgd"]["steps"]
+    assert dense["evaluation"]["autoattack"]["version"] == cell["evaluation"]["autoattack"]["version"] == "fast"
+    assert dense["phases"]["pretrain"]["wall_s"] == cell["phases"]["pretrain"]["wall_s"]  # the same dense model
+    rows = [line for line in (finished / "leaderboard.md").read_text().splitlines() if line.startswith("| dense")]
+    assert len(rows) == 1 and "dense (unpruned)" in rows[0]  # run_suite wrote the tables, with the dense row
+    assert "dense (unpruned)" in (finished / "details.md").read_text()
+
+
 def test_dense_model_is_pretrained_once_and_reused(finished: Path) -> None:
     assert len(list((finished / "checkpoints").glob("dense-seed0-*.pt"))) == 1
-    records = [read_result(p)["phases"]["pretrain"] for p in result_files(finished)]
+    records = [read_result(p)["phases"]["pretrain"] for p in cell_files(finished)]
     assert records[0]["wall_s"] == records[1]["wall_s"]
 
 
@@ -61,12 +77,12 @@ def test_table_regenerates_identically(finished: Path) -> None:
 
 
 def test_rerun_skips_finished_cells(finished: Path) -> None:
-    before = {p: p.stat().st_mtime_ns for p in result_files(finished)}
+    before = {p: p.stat().st_mtime_ns for p in cell_files(finished)}
     suite = build(SuiteConfig, tiny_suite_dict(sparsities=[0.9, 0.99]))
     logs: list[str] = []
     run_suite(suite, results_dir=finished.parent, progress=False, log=logs.append)
-    assert "2 up to date, 0 to run" in logs[0]
-    assert before == {p: p.stat().st_mtime_ns for p in result_files(finished)}
+    assert "2 up to date, 0 to run (+ 0 dense reference(s))" in logs[0]
+    assert before == {p: p.stat().st_mtime_ns for p in cell_files(finished)}
 
 
 def test_corrupt_result_is_skipped_and_reported(finished: Path, tmp_path: Path, capsys) -> None:
@@ -74,7 +90,7 @@ def test_corrupt_result_is_skipped_and_reported(finished: Path, tmp_path: Path, 
 
     copy = tmp_path / "copy"
     shutil.copytree(finished, copy)
-    victim = result_files(copy)[0]
+    victim = cell_files(copy)[0]
     victim.write_text(victim.read_text()[:100])
     assert main(["table", str(copy)]) == 0
     err = capsys.readouterr().err
@@ -82,17 +98,22 @@ def test_corrupt_result_is_skipped_and_reported(finished: Path, tmp_path: Path, 
     assert main(["validate", str(copy)]) == 1
 
 
-def test_cli_run_on_a_yaml_file(tmp_path: Path, capsys) -> None:
+def test_cli_run_on_a_yaml_file_shows_every_phase_and_sets_threads(tmp_path: Path, capsys) -> None:
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(tiny_suite_dict(name="cli-tiny", methods=["hydra"])))
-    code = main(["run", str(path), "--results-dir", str(tmp_path / "out"), "--no-progress",
-                 "--set", "search.epochs=1", "--set", "evaluation.autoattack=none"])
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "cli-tiny" in out and "hydra" in out
-    (result,) = result_files(tmp_path / "out" / "cli-tiny")
+    threads = torch.get_num_threads()
+    code = main(["run", str(path), "--results-dir", str(tmp_path / "out"), "--threads", "1",
+                 "--set", "search.epochs=1", "--set", "evaluation.n_examples=8"])
+    assert code == 0 and torch.get_num_threads() == threads  # restored after the run
+    captured = capsys.readouterr()
+    assert "cli-tiny" in captured.out and "hydra" in captured.out and "1 worker(s) x 1 thread(s)" in captured.out
+    for phase in ("pretrain seed 0", "search hydra", "after search hydra", "sharpness", "PGD-3 of the searched mask",
+                  "finetune hydra", "evaluate hydra", "PGD-3", "AutoAttack fast", "evaluate dense seed 0"):
+        assert phase in captured.err, phase  # a progress bar names every phase, evaluation included
+    (result,) = cell_files(tmp_path / "out" / "cli-tiny")
     data = json.loads(result.read_text())
-    assert data["evaluation"]["autoattack"] is None and data["config"]["search"]["epochs"] == 1
+    assert data["config"]["search"]["epochs"] == 1 and data["evaluation"]["n_examples"] == 8
+    assert data["environment"]["machine"]["torch_threads"] == 1
 
 
 def test_ls_lists_the_registries(capsys) -> None:
@@ -107,15 +128,17 @@ def test_unknown_results_folder_is_an_error(tmp_path: Path, capsys) -> None:
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_process_pool_runs_every_cell_and_compares_seeds(tmp_path: Path) -> None:
     evaluation = {**tiny_suite_dict()["evaluation"], "autoattack": "none"}
     suite = build(SuiteConfig, tiny_suite_dict(name="pool", seeds=[0, 1], methods=["hydra", "hydra+s2ap"],
                                                evaluation=evaluation))
     logs: list[str] = []
     run_suite(suite, results_dir=tmp_path, progress=False, workers=2, log=logs.append)
-    results = [read_result(p) for p in result_files(tmp_path / "pool" / "digits")]
-    assert len(results) == 4
+    results = [read_result(p) for p in cell_files(tmp_path / "pool" / "digits")]
+    assert len(results) == 4 and len(result_files(tmp_path / "pool" / "digits")) == 6  # + 2 dense references
     assert sum("dense seed" in line for line in logs) == 2
+    assert all(r["environment"]["machine"]["torch_threads"] == default_threads(2) for r in results)
     for r in results:
         cross = r["mask"]["stability"]["cross_seed"]
         assert cross["n_seeds"] == 2 and 0.0 <= cross["mean_sparsity_aware"] <= 1.0

@@ -23,6 +23,11 @@ INPUTS = {"digits_cnn": (1, 8, 8), "mlp": (1, 8, 8), "tiny_resnet": (3, 32, 32),
           "preact_resnet18": (3, 32, 32), "vgg16_bn": (3, 32, 32), "wrn_28_4": (3, 32, 32), "wrn_28_10": (3, 32, 32)}
 
 
+# wrn_28_10 is wrn_28_4 at 2.5x the width: the same layers, but 36M weights, ~1 GB of memory per test here
+# (it held the suite's peak of 3.7 GB). Its pruning is checked once, in tests/test_architectures.py.
+CHECKED = sorted(set(INPUTS) - {"wrn_28_10"})
+
+
 def make(name: str) -> tuple[nn.Module, torch.Tensor]:
     c, h, w = INPUTS[name]
     return create_model(name, 10, c), torch.rand(4, c, h, w)
@@ -39,7 +44,7 @@ def test_topk_keeps_largest_magnitudes_and_is_binary() -> None:
     assert keep_count(0.01, 50) == 1  # never an empty layer
 
 
-@pytest.mark.parametrize("model_name", sorted(INPUTS))
+@pytest.mark.parametrize("model_name", CHECKED)
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.95, 0.99])
 def test_achieved_sparsity_matches_target_per_layer(model_name: str, sparsity: float) -> None:
     model, _ = make(model_name)
@@ -55,7 +60,7 @@ def test_achieved_sparsity_matches_target_per_layer(model_name: str, sparsity: f
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("model_name", sorted(INPUTS))
+@pytest.mark.parametrize("model_name", CHECKED)
 def test_export_loads_into_the_plain_architecture_and_matches(model_name: str) -> None:
     model, x = make(model_name)
     pruner = get_pruner("hydra")(0.9)

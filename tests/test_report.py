@@ -3,6 +3,7 @@ the HTML page (one file, nothing external, and in a real headless Chromium), det
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -444,11 +445,11 @@ def test_page_sorts_and_filters_in_a_real_browser(site: tuple[Path, dict[str, st
     assert col > 0
 
     def table() -> list[list[str]]:
-        return page.js(f"{visible}.map(r => [r.cells[0].textContent, r.cells[3].textContent, "
-                       f"r.cells[4].textContent, r.cells[{col}].textContent])")
+        return page.js(f"{visible}.map(r => [r.cells[0].textContent, r.cells[1].textContent, "
+                       f"r.cells[2].textContent, r.cells[{col}].textContent])")
 
     before = table()
-    assert before[0][:3] == ["cifar10", "hydra", "90%"] and len(before) == 7
+    assert before[0][:3] == ["cifar10 / resnet18 / unstructured", "hydra", "90%"] and len(before) == 7
     header = f"#leaderboard-table thead th:nth-child({col + 1}) button"
     page.click(header)
     after = table()
@@ -466,7 +467,7 @@ def test_page_sorts_and_filters_in_a_real_browser(site: tuple[Path, dict[str, st
                 "s.dispatchEvent(new Event('change')); })()")
 
     choose("dataset", "digits")
-    assert {r[0] for r in table()} == {"digits"} and len(table()) == 5
+    assert {r[0] for r in table()} == {"digits / digits_cnn / unstructured"} and len(table()) == 5
     assert page.js("getComputedStyle(document.querySelector('.plots[data-dataset=\"cifar10\"]')).display") == "none"
     choose("sparsity", "0.99")
     assert sorted(r[1:3] for r in table()) == [["hydra", "99%"], ["hydra+s2ap", "99%"]]
@@ -478,6 +479,49 @@ def test_page_sorts_and_filters_in_a_real_browser(site: tuple[Path, dict[str, st
     choose("sparsity", "")
     assert len(table()) == 7
     assert page.errors() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1400, 1920])
+def test_leaderboard_fits_the_window_and_the_plots_follow_it(site: tuple[Path, dict[str, str]], browser_page: DevTools,
+                                                             width: int, tmp_path: Path) -> None:
+    page = browser_page
+    page.call("Page.enable")
+    page.call("Emulation.setDeviceMetricsOverride", width=width, height=1000, deviceScaleFactor=1, mobile=False)
+    page.call("Page.navigate", url=(site[0] / "index.html").as_uri())
+    page.wait_for("Page.loadEventFired")
+    shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
+    (tmp_path / f"leaderboard-{width}px.png").write_bytes(shot)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
+    g = page.js("""(() => {
+        const table = document.getElementById('leaderboard-table'), box = table.parentElement;
+        const top = id => document.getElementById(id).getBoundingClientRect().top + window.scrollY;
+        return {inner: window.innerWidth, view: document.documentElement.clientWidth,
+                scroll: box.scrollWidth, client: box.clientWidth,
+                rights: Array.from(table.querySelectorAll('th, td')).map(c => c.getBoundingClientRect().right),
+                bottom: table.getBoundingClientRect().bottom + window.scrollY, plots: top('plots'), s2ap: top('s2ap'),
+                s2apOpen: document.getElementById('s2ap').open, pageScroll: document.documentElement.scrollWidth};
+    })()""")
+    assert g["inner"] == width
+    assert g["scroll"] <= g["client"], g  # the table does not overflow its box: no hidden columns to scroll to
+    assert max(g["rights"]) <= g["view"] and g["pageScroll"] <= g["view"], g  # every column inside the window
+    assert 0 < g["plots"] - g["bottom"] < 200 and g["plots"] < g["s2ap"] and not g["s2apOpen"], g
+
+
+def test_flags_point_to_an_explanation_that_exists(tmp_path: Path) -> None:
+    zero = ("there are 1 points with zero gradient! This might lead to unreliable evaluation with gradient-based "
+            "attacks. See flags_doc.md for details.")
+    write_suite(tmp_path, [make_result("hydra", 0.9, 0, aa_flags=(zero,))])
+    write_report(tmp_path)
+    html, md = (tmp_path / "index.html").read_text(), (tmp_path / "leaderboard.md").read_text()
+    assert "flags_doc.md" not in html and "flags_doc.md" not in md
+    assert 'See <a href="#flags-help">What the flags mean</a>.' in html and 'id="flags-help"' in html
+    assert "See 'What the flags mean'." in md and "### What the flags mean" in md
+
+
+def test_per_layer_plot_names_each_layer_with_its_size(site: tuple[Path, dict[str, str]]) -> None:
+    svg = (site[0] / "plots" / "digits-digits-cnn-unstructured-per-layer-sparsity.svg").read_text()
+    assert "conv1 (100)" in svg and "fc (50)" in svg
 
 
 def test_results_without_autoattack_or_masks_still_report(tmp_path: Path) -> None:

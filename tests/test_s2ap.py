@@ -19,6 +19,9 @@ def search(method: str, settings: S2APSettings | None = None, steps: int = 4, se
     torch.manual_seed(seed)
     model = create_model("digits_cnn", 10, 1)
     pruner = build_pruner(method, 0.9, s2ap=settings)
+    gen = torch.Generator().manual_seed(123)
+    pruner.prepare(model.eval(), iter([(torch.rand(16, 1, 8, 8, generator=gen),
+                                        torch.randint(0, 10, (16,), generator=gen))]))
     pruner.attach(model)
     for p in model.parameters():
         p.requires_grad_(False)

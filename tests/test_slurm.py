@@ -11,6 +11,7 @@ import yaml
 
 from benchmark.cli import main
 from benchmark.config import ConfigError, SuiteConfig, build
+from benchmark.dense_reference import dense_result_path
 from benchmark.results import read_result
 from benchmark.runner import result_path, suite_dir
 from benchmark.slurm import make_executor, parse_parameters
@@ -33,12 +34,13 @@ def test_local_submitit_jobs_write_the_result_of_a_local_run(tmp_path: Path, cap
     assert result["config_hash"] == cell.config_hash()
     assert result["sparsity"]["achieved"] == pytest.approx(0.9, abs=1e-3)
     assert list((root / "checkpoints").glob("dense-seed0-*.pt"))  # pretrained by its own job
+    assert read_result(dense_result_path(suite, root, 0))["cell"]["method"] == "dense"  # and evaluated there
     assert list((root / "submitit").glob("*_result.pkl"))
     printed = capsys.readouterr().out
     assert "dense seed 0: job" in printed and "hydra/unstructured-s0.9-seed0: job" in printed
     # the local runner sees the cell as done (same file, same hash)
     assert main(["run", str(suite_file), "--results-dir", str(out), "--no-progress"]) == 0
-    assert "1 up to date, 0 to run" in capsys.readouterr().out
+    assert "1 up to date, 0 to run (+ 0 dense reference(s))" in capsys.readouterr().out
     assert json.loads(result_path(cell, root).read_text())["config_hash"] == cell.config_hash()
 
 

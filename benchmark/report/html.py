@@ -14,6 +14,7 @@ from urllib.parse import quote
 from benchmark.report.marks import marked, marks_note
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.stats import (
+    FLAGS_HELP_REF,
     METRICS,
     aa_flags,
     best_labels,
@@ -34,6 +35,7 @@ from benchmark.report.stats import (
 )
 from benchmark.report.tables import (
     EFFECT_NOTE,
+    FLAG_HELP,
     Cell,
     Part,
     Row,
@@ -45,8 +47,8 @@ from benchmark.report.tables import (
     summary_text,
 )
 
-PAGE_METRICS = ("clean", "aa", "pgd", "mask_change", "seed_distance", "sharpness", "mask_robust",
-                "achieved_sparsity", "time_search", "time_finetune", "peak_memory")
+PAGE_METRICS = ("clean", "aa", "pgd", "mask_change", "seed_distance", "sharpness")
+COST_METRICS = ("mask_robust", "achieved_sparsity", "time_search", "time_finetune", "time_evaluate", "peak_memory")
 FILTERS = ("dataset", "model", "structure", "sparsity")
 
 
@@ -59,47 +61,53 @@ def _links(results: list[dict]) -> Cell:
     for r in sorted(results, key=seed):
         if parts:
             parts.append(Part(" "))
-        parts.append(Part(f"seed {seed(r)}", href=_href(r)))
+        parts.append(Part(str(seed(r)), href=_href(r)))
     return tuple(parts)
 
 
-def leaderboard_table(results: list[dict]) -> Table:
-    """One row per (dataset, model, structure, method, sparsity), figures as mean ± std over seeds, the
-    +S2AP - base paired differences, flag counts and links to the result files."""
-    metrics = [METRICS[k] for k in PAGE_METRICS if any(METRICS[k].get(r) is not None for r in results)]
-    diffs = [METRICS[k] for k in ("aa", "clean") if METRICS[k] in metrics]
-    headers = (["dataset", "model", "structure", "method", "sparsity", "seeds"] + [m.title + m.arrow for m in metrics]
-               + [f"Δ {m.title} vs base" for m in diffs] + ["AA flags", "robust > clean", "degenerate", "result files"])
+def leaderboard_table(results: list[dict], keys: tuple[str, ...] = PAGE_METRICS, title: str = "Leaderboard",
+                      extras: bool = True) -> Table:
+    """One row per (setting, method, sparsity), figures as mean ± std over seeds; with ``extras`` also the
+    +S2AP - base paired differences, flag counts and links to the result files (by seed)."""
+    metrics = [METRICS[k] for k in keys if any(METRICS[k].get(r) is not None for r in results)]
+    diffs = [METRICS[k] for k in ("aa", "clean") if METRICS[k] in metrics] if extras else []
+    headers = (["dataset / model / structure", "method", "sparsity", "seeds"] + [m.title + m.arrow for m in metrics]
+               + [f"Δ {m.title} vs base" for m in diffs]
+               + (["AA flags", "robust > clean", "result files (seed)"] if extras else []))
     rows = []
     for group, rs in group_results(results).items():
         cells, order, pairs = by_cell(rs), method_order(rs), s2ap_pairs(rs)
         dense = dense_results(rs)
+        setting = " / ".join(x for x in group_cells(group) if x)
         if dense:
-            rows.append(Row([cell(x) for x in (*group_cells(group), "dense (unpruned)", "0%", str(len(dense)))]
+            rows.append(Row([cell(x) for x in (setting, "dense (unpruned)", "0%", str(len(dense)))]
                             + [cell(summary_text(summarize(dense, m), m)) for m in metrics]
                             + [cell("-") for _ in diffs]
-                            + [cell(str(sum(1 for r in dense if aa_flags(r)))),
-                               cell(str(sum(1 for r in dense if robust_above_clean(r)))),
-                               cell(str(sum(1 for r in dense if is_degenerate(r)))), _links(dense)],
+                            + ([cell(str(sum(1 for r in dense if aa_flags(r)))),
+                                cell(str(sum(1 for r in dense if robust_above_clean(r)))),
+                                cell(str(sum(1 for r in dense if is_degenerate(r)))), _links(dense)]
+                               if extras else []),
                             "dense", filter_attrs(group, 0.0)))
         for sp in sparsities(rs):
             labels = [lab for lab in order if (lab, sp) in cells]
             best = {m.key: best_labels({lab: summarize(cells[(lab, sp)], m) for lab in labels}, m) for m in metrics}
             for lab in labels:
                 seeds = cells[(lab, sp)]
-                row = [cell(x) for x in (*group_cells(group), marked(lab, seeds), fmt_sparsity(sp), str(len(seeds)))]
+                row = [cell(x) for x in (setting, marked(lab, seeds), fmt_sparsity(sp), str(len(seeds)))]
                 row += [cell(summary_text(summarize(seeds, m), m), lab in best[m.key]) for m in metrics]
                 for m in diffs:
                     d = paired_difference(cells.get((pairs[lab], sp), []), seeds, m) if lab in pairs else None
                     row.append(cell(summary_text(d, m, signed=True)))
-                row += [cell(str(sum(1 for r in seeds if aa_flags(r)))),
-                        cell(str(sum(1 for r in seeds if robust_above_clean(r)))),
-                        cell(str(sum(1 for r in seeds if is_degenerate(r)))), _links(seeds)]
+                if extras:
+                    row += [cell(str(sum(1 for r in seeds if aa_flags(r)))),
+                            cell(str(sum(1 for r in seeds if robust_above_clean(r)))),
+                            cell(str(sum(1 for r in seeds if is_degenerate(r)))), _links(seeds)]
                 rows.append(Row(row, "method", filter_attrs(group, sp)))
     caption = ("One row per method and sparsity; figures are mean ± std over seeds (sample std), best per setting "
-               "and sparsity in bold; ↑ higher is better, ↓ lower is better. Δ vs base: +S2AP minus its base "
-               "pruner, mean ± std of the per-seed differences. Click a column header to sort." + marks_note(results))
-    return Table("Leaderboard", caption, headers, rows)
+               "and sparsity in bold; ↑ higher is better, ↓ lower is better."
+               + (" Δ vs base: +S2AP minus its base pruner, mean ± std of the per-seed differences." if extras else "")
+               + " Click a column header to sort." + marks_note(results))
+    return Table(title, caption, headers, rows)
 
 
 def files_table(results: list[dict]) -> Table:
@@ -121,7 +129,7 @@ def files_table(results: list[dict]) -> Table:
 
 
 def _part_html(p: Part) -> str:
-    text = escape(p.text)
+    text = escape(p.text).replace(" ± ", " ±&nbsp;")  # a narrow window wraps "mean" / "± std", never inside
     if p.href:
         text = f'<a href="{escape(p.href)}">{text}</a>'
     return f"<strong>{text}</strong>" if p.best and p.text.strip() else text
@@ -205,10 +213,14 @@ h3 { font-size: 1rem; }
 .protocol { background: #f4f6f8; border-left: 4px solid #4a6fa5; padding: 0.5rem 1rem; }
 .filters { position: sticky; top: 0; background: #fff; padding: 0.5rem 0; z-index: 2; border-bottom: 1px solid #eee; }
 .filters label { margin-right: 1rem; }
+nav a { margin-right: 1rem; }
 .scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.85rem; font-variant-numeric: tabular-nums; }
-th, td { padding: 0.25rem 0.5rem; border-bottom: 1px solid #e3e3e3; text-align: right; white-space: nowrap; }
-td:nth-child(-n+4), th:nth-child(-n+4) { text-align: left; }
+table { border-collapse: collapse; font-size: 0.82rem; font-variant-numeric: tabular-nums; }
+th, td { padding: 0.25rem 0.4rem; border-bottom: 1px solid #e3e3e3; text-align: right; }
+th { vertical-align: bottom; }
+td:nth-child(-n+2), th:nth-child(-n+2) { text-align: left; }
+details > summary { cursor: pointer; font-size: 1.2rem; font-weight: 600; margin-top: 2rem;
+                    border-bottom: 1px solid #ddd; }
 th button { font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; color: inherit; }
 th[aria-sort="ascending"] button::after { content: " \\25B2"; }
 th[aria-sort="descending"] button::after { content: " \\25BC"; }
@@ -284,6 +296,24 @@ JS = """
 """
 
 
+def _collapsible(section_id: str, title: str, body: str) -> str:
+    return f'<details id="{section_id}"><summary>{escape(title)}</summary>{body}</details>'
+
+
+def flag_help_html() -> str:
+    return ('<h3 id="flags-help">What the flags mean</h3><ul>'
+            + "".join(f"<li><em>{escape(name)}</em>: {escape(text)}</li>" for name, text in FLAG_HELP) + "</ul>")
+
+
+def _flag_html(msg: str) -> str:
+    return escape(msg).replace(escape(FLAGS_HELP_REF),
+                               'See <a href="#flags-help">What the flags mean</a>.')
+
+
+NAV = (("leaderboard", "Leaderboard"), ("plots", "Plots"), ("s2ap", "S2AP minus base"), ("costs", "Costs"),
+       ("reference", "Published numbers"), ("flags", "Flags"), ("files", "Result files"))
+
+
 def page(results: list[dict], plots: list, problems: list[str]) -> str:
     """The whole page as one HTML string."""
     suites = ", ".join(sorted({r["suite"] for r in results})) or "no results"
@@ -306,28 +336,30 @@ def page(results: list[dict], plots: list, problems: list[str]) -> str:
     if not results:
         parts.append("<p>No results.</p>")
     else:
+        parts.append("<nav>" + "".join(f'<a href="#{i}">{escape(t)}</a>' for i, t in NAV) + "</nav>")
         parts.append(f'<div class="filters" id="filters">Filter: {filters_html(results)}</div>')
         parts.append('<section id="leaderboard"><h2>Leaderboard</h2>'
                      + table_html(leaderboard_table(results), "leaderboard-table") + "</section>")
+        parts.append(f'<section id="plots"><h2>Plots</h2>{plots_html(plots)}</section>')
         effects = [t for g, rs in group_results(results).items() if (t := effect_table(g, rs)) is not None]
         if effects:
             merged = Table("S2AP minus base", EFFECT_NOTE,
                            ["dataset", "model", "structure"] + effects[0].headers,
                            [Row([cell(r.attrs["dataset"]), cell(r.attrs["model"]), cell(r.attrs["structure"])]
                                 + r.cells, r.kind, r.attrs) for t in effects for r in t.rows])
-            parts.append('<section id="s2ap"><h2>S2AP minus base</h2>' + table_html(merged, "s2ap-table")
-                         + "</section>")
-        parts.append(f'<section id="plots"><h2>Plots</h2>{plots_html(plots)}</section>')
-        parts.append('<section id="reference"><h2>Comparison with published numbers</h2>'
-                     + table_html(comparison_table(results), "reference-table")
-                     + "<h3>Published reference numbers</h3>" + table_html(published_table(), "published-table")
-                     + "</section>")
+            parts.append(_collapsible("s2ap", "S2AP minus base", table_html(merged, "s2ap-table")))
+        costs = leaderboard_table(results, COST_METRICS, "Costs", extras=False)
+        parts.append(_collapsible("costs", "Costs, achieved sparsity and mask robust accuracy",
+                                  table_html(costs, "costs-table")))
+        parts.append(_collapsible("reference", "Comparison with published numbers",
+                                  table_html(comparison_table(results), "reference-table")
+                                  + "<h3>Published reference numbers</h3>"
+                                  + table_html(published_table(), "published-table")))
         flags = flag_lines(results)
         parts.append('<section id="flags"><h2>Evaluation flags</h2>'
-                     + ("<ul>" + "".join(f'<li><a href="{escape(quote(path))}">{escape(path)}</a>: {escape(msg)}</li>'
-                                         for path, msg in flags) + "</ul>" if flags else "<p>None.</p>")
-                     + "</section>")
-        parts.append('<section id="files"><h2>Result files</h2>' + table_html(files_table(results), "files-table")
-                     + "</section>")
+                     + ("<ul>" + "".join(f'<li><a href="{escape(quote(path))}">{escape(path)}</a>: {_flag_html(msg)}'
+                                         "</li>" for path, msg in flags) + "</ul>" if flags else "<p>None.</p>")
+                     + flag_help_html() + "</section>")
+        parts.append(_collapsible("files", "Result files", table_html(files_table(results), "files-table")))
     parts.append(f"<script>{JS}</script>\n</body>\n</html>\n")
     return "\n".join(parts)

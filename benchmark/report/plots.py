@@ -196,13 +196,15 @@ def per_layer_sparsity(group: tuple[str, str, str], results: list[dict]) -> Figu
     """Achieved sparsity of each prunable layer (mean over seeds), one panel per target sparsity."""
     cells, order, styles, sps = by_cell(results), method_order(results), method_styles(results), sparsities(results)
     layers: list[str] = []
+    sizes: dict[str, int] = {}
     for r in results:
-        for name in (r["sparsity"].get("per_layer") or {}):
+        for name, layer in (r["sparsity"].get("per_layer") or {}).items():
             if name not in layers:
                 layers.append(name)
+                sizes[name] = layer["n_weights"]
     if not layers or not sps:
         return None
-    fig, axes = _panels(len(sps), height=3.4 + 0.06 * max(len(n) for n in layers),
+    fig, axes = _panels(len(sps), height=3.4 + 0.06 * max(len(n) + 8 for n in layers),
                         width=max(4.2, 0.35 * len(layers) + 1.5), sharey=False)
     for ax, sp in zip(axes, sps):
         for lab in order:
@@ -222,9 +224,9 @@ def per_layer_sparsity(group: tuple[str, str, str], results: list[dict]) -> Figu
         ax.axhline(100 * sp, color="black", linestyle=":", linewidth=1, label="target")
         low = min([100 * sp - 5] + [y for line in ax.get_lines() for y in line.get_ydata()])
         ax.set_ylim(max(0.0, low - 1), 100.5)  # a fixed scale: small deviations from the target stay small
-        ax.set_xticks(range(len(layers)), layers, rotation=90)
+        ax.set_xticks(range(len(layers)), [f"{name} ({count(sizes[name])})" for name in layers], rotation=90)
         ax.set_title(f"target {fmt_sparsity(sp)}")
-        ax.set_xlabel("layer")
+        ax.set_xlabel("layer (weights)")
     axes[0].set_ylabel("achieved sparsity (%)")
     for ax in axes[1:]:
         ax.tick_params(labelleft=True)
@@ -232,6 +234,14 @@ def per_layer_sparsity(group: tuple[str, str, str], results: list[dict]) -> Figu
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
     fig.suptitle(f"Achieved sparsity per layer (mean over seeds)\n{' / '.join(group)}")
     return fig
+
+
+def count(n: int) -> str:
+    """A weight count in a few characters: 288, 5.1k, 11M."""
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2g}{unit}" if n < 10 * div else f"{n / div:.0f}{unit}"
+    return str(n)
 
 
 PLOTS: dict[str, Callable[[tuple[str, str, str], list[dict]], Figure | None]] = {

@@ -241,7 +241,14 @@ def flag_messages(r: dict) -> list[str]:
     if robust_above_clean(r) and not any("above clean" in m for m in messages):
         messages.append(f"robust accuracy {100 * robust_accuracy(r):.2f}% above clean accuracy "
                         f"{100 * METRICS['clean'].get(r):.2f}%: the evaluation is unreliable")
-    return collapse_repeats([" ".join(m.split()) for m in messages])  # one line each, whatever was printed
+    messages = [FLAGS_DOC.sub(FLAGS_HELP_REF, " ".join(m.split())) for m in messages]  # one line each
+    return collapse_repeats(messages)
+
+
+# AutoAttack's warnings point to its repository's flags_doc.md, which is not in a results folder: they point to
+# the explanation the tables and the page carry instead (benchmark.report.tables.FLAG_HELP).
+FLAGS_DOC = re.compile(r"See flags_doc\.md for details\.?")
+FLAGS_HELP_REF = "See 'What the flags mean'."
 
 
 def collapse_repeats(messages: list[str]) -> list[str]:

@@ -215,6 +215,21 @@ def effect_table(group: tuple[str, str, str], results: list[dict]) -> Table | No
     return Table(f"{title}: S2AP minus base", f"{title}: {EFFECT_NOTE}", headers, rows)
 
 
+FLAG_HELP = (
+    ("points with zero gradient", "AutoAttack met test points whose loss gradient is zero, so its gradient-based "
+     "attacks (APGD) cannot move them and may overestimate their robustness (gradient masking, common in very "
+     "sparse models with dead units). The black-box Square attack of standard AutoAttack still attacks them."),
+    ("Square Attack has decreased the robust accuracy", "the black-box Square attack broke points the gradient "
+     "attacks did not, a sign of gradient masking; the robust accuracy of record already counts those points."),
+    ("robust accuracy above clean accuracy", "impossible for a sound evaluation: the robust figure is unreliable."),
+)
+
+
+def flag_help_markdown() -> str:
+    """The explanation the flag messages point to ("What the flags mean"), as a Markdown section."""
+    return "### What the flags mean\n\n" + "\n".join(f"- *{name}*: {text}" for name, text in FLAG_HELP) + "\n"
+
+
 def flag_lines(results: list[dict]) -> list[tuple[str, str]]:
     """(result path, message) for every sanity warning, in file order."""
     return [(r.get("_path", r["cell"]["label"]), msg)
@@ -313,6 +328,7 @@ def leaderboard_markdown(results: list[dict]) -> str:
         if flags:
             parts.append("Evaluation flags (their number per method is in the 'AA flags' and 'robust > clean' "
                          "columns):\n\n" + "\n".join(f"- `{path}`: {msg}" for path, msg in flags) + "\n")
+            parts.append(flag_help_markdown())
     return "\n".join(parts)
 
 

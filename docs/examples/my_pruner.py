@@ -1,16 +1,22 @@
-"""An example pruner (docs/adding-a-pruner.md): magnitude-initialised scores, learnt with an L1 penalty."""
+"""An example pruner (docs/adding-a-pruner.md): SNIP-like scores |w * dL/dw| from one training batch, then
+learnt on the robust loss with an L1 penalty."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines import Pruner, register_pruner
-from baselines.masking import raw_weight
+from baselines.masking import prunable_layers
 
 
 @register_pruner("my-pruner")
 class MyPruner(Pruner):
-    """Scores start at |W| / max|W| in each layer and are learnt on the robust loss plus ``l1 * sum |s|``."""
+    """Scores start at the SNIP saliency |w * dL/dw| of each weight on one training batch (normalised per
+    layer) and are learnt on the robust loss plus ``l1 * sum |s|``."""
 
     granularities = ("weight", "channel")  # unstructured and structured (one score per output channel)
 
@@ -19,16 +25,23 @@ class MyPruner(Pruner):
             raise ValueError(f"my-pruner option 'l1' must be a number >= 0, got {l1!r}")
         super().__init__(sparsity, **kwargs)
         self.l1 = float(l1)
+        self.saliency: dict[str, Tensor] = {}
 
     def options(self) -> dict:
         return {**super().options(), "l1": self.l1}  # recorded in every result file
 
+    def prepare(self, model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]]) -> None:
+        x, y = next(batches)  # one training batch, already on the model's device; the model is still dense
+        layers = dict(prunable_layers(model))
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), [m.weight for m in layers.values()])
+        self.saliency = {name: (m.weight * g).abs().detach() for (name, m), g in zip(layers.items(), grads)}
+
     def init_scores(self, model: nn.Module) -> None:
         for name, sm in self.layers.items():  # one ScoreMask per Conv/Linear layer
-            w = raw_weight(model.get_submodule(name)).detach().abs()
+            s = self.saliency[name]
             if self.granularity == "channel":
-                w = w.flatten(1).sum(1)
-            sm.scores.copy_(w / w.max().clamp_min(1e-12))
+                s = s.flatten(1).sum(1)
+            sm.scores.copy_(s / s.max().clamp_min(1e-12))
 
     def extra_loss(self) -> Tensor | None:
         return self.l1 * sum(sm.scores.abs().sum() for sm in self.layers.values())
