@@ -467,7 +467,10 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
             data = load_data(suite)
             dense = DenseCache(suite, root, data, device, progress)
             for seed in references:
-                log(evaluate_dense(suite, root, data, dense, device, seed, progress, force))
+                try:
+                    log(evaluate_dense(suite, root, data, dense, device, seed, progress, force))
+                except BenchmarkError as e:  # as in a worker: reported, and the seed's cells fail with it
+                    log(f"  FAILED {e}")
             for cell in tqdm(todo, desc=suite.name, disable=not progress):
                 try:
                     lines.append(execute_cell(cell, root, data, dense, device, progress, force))

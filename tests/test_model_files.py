@@ -22,7 +22,7 @@ from benchmark.report.marks import marked
 from benchmark.results import read_result, result_files, write_result
 from benchmark.runner import run_suite
 from benchmark.verify import compare, verify
-from tests.conftest import tiny_suite_dict
+from tests.conftest import cell_files, tiny_suite_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 # long enough a pretraining, and a small enough eps, that the robust accuracy is well above zero
@@ -39,7 +39,7 @@ def finished(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(finished: Path) -> dict:
-    (path,) = result_files(finished)
+    (path,) = cell_files(finished)
     return read_result(path) | {"_file": path}
 
 
@@ -144,7 +144,7 @@ def test_verify_reports_a_changed_number_and_exits_non_zero(finished: Path, tmp_
 
     copy = tmp_path / "tiny"
     shutil.copytree(finished, copy, ignore=shutil.ignore_patterns("checkpoints", "my-pruner"))
-    (path,) = [p for p in result_files(copy) if "hydra" in str(p)]
+    (path,) = [p for p in result_files(copy) if "hydra/" in str(p)]
     data = json.loads(path.read_text())
     data["evaluation"]["clean_accuracy"] -= 0.25
     write_result(path, {k: v for k, v in data.items() if k != "checksum"})  # as if other code had written it
@@ -169,7 +169,7 @@ def test_verify_refuses_a_config_it_cannot_rebuild(finished: Path, tmp_path: Pat
 
     copy = tmp_path / "tiny"
     shutil.copytree(finished, copy, ignore=shutil.ignore_patterns("checkpoints", "my-pruner"))
-    (path,) = [p for p in result_files(copy) if "hydra" in str(p)]
+    (path,) = [p for p in result_files(copy) if "hydra/" in str(p)]
     data = json.loads(path.read_text())
     data["config_hash"] = "0" * 16
     write_result(path, {k: v for k, v in data.items() if k != "checksum"})
