@@ -18,11 +18,10 @@ def _suite(args: argparse.Namespace):
         overrides.append(f"seeds=[{args.seeds}]")
     if args.sparsities:
         overrides.append(f"sparsities=[{args.sparsities}]")
-    if args.methods:
-        overrides.append(f"methods=[{args.methods}]")
     if args.device:
         overrides.append(f"device={args.device}")
-    return load_suite(args.suite, overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if getattr(args, "methods", None) else None
+    return load_suite(args.suite, overrides, methods)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -200,7 +199,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. search.epochs=3")
     run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     run.add_argument("--sparsities", help="comma-separated sparsities, e.g. 0.9,0.99")
-    run.add_argument("--methods", help="comma-separated methods, e.g. hydra,hydra+s2ap")
+    run.add_argument("--methods", help="comma-separated subset of the suite's methods (by label or name, with the "
+                                       "suite's settings), e.g. hydra,hydra+s2ap; a name the suite lacks runs with "
+                                       "default settings")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
     run.add_argument("--threads", type=int, help=THREADS_HELP)

@@ -543,7 +543,31 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_suite(name_or_path: str = "digits-smoke", overrides: list[str] | None = None) -> SuiteConfig:
-    """Load and validate a suite from a packaged name or a YAML path, with ``key=value`` overrides."""
+def select_methods(data: dict, names: list[str]) -> dict:
+    """Keep the suite's own entries for ``names`` (matched by label, then by method name), in that order, so a
+    subset runs exactly the cells of the full suite; a name the suite lacks is added with default settings."""
+    entries = data.get("methods") or []
+    if not isinstance(entries, list):
+        return data
+
+    def key(entry: Any) -> tuple[str, str]:
+        if isinstance(entry, dict):
+            method = str(entry.get("method", ""))
+            return str(entry.get("label") or method), method
+        return str(entry), str(entry)
+
+    chosen = []
+    for name in names:
+        match = [e for e in entries if key(e)[0] == name] or [e for e in entries if key(e)[1] == name]
+        chosen.append(match[0] if match else name)
+    return {**data, "methods": chosen}
+
+
+def load_suite(name_or_path: str = "digits-smoke", overrides: list[str] | None = None,
+               methods: list[str] | None = None) -> SuiteConfig:
+    """Load and validate a suite from a packaged name or a YAML path, with ``key=value`` overrides; ``methods``
+    picks a subset of the suite's methods (see :func:`select_methods`)."""
     data = apply_overrides(read_suite_mapping(name_or_path), overrides or [])
+    if methods:
+        data = select_methods(data, methods)
     return build(SuiteConfig, data)

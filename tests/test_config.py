@@ -124,3 +124,17 @@ def test_validate_checks_a_suite_file_and_never_says_to_delete_it(tmp_path, caps
     assert main(["validate", str(other)]) == 1
     err = capsys.readouterr().err
     assert "neither a result file" in err and "delete" not in err
+
+
+def test_a_methods_subset_keeps_the_suites_settings() -> None:
+    """`--methods hydra+s2ap` runs the suite's own hydra+s2ap (its warm-up, gamma): the same cells and hashes."""
+    full = load_suite("digits-smoke")
+    subset = load_suite("digits-smoke", methods=["hydra+s2ap", "harp"])
+    assert [m.label for m in subset.methods] == ["hydra+s2ap", "harp"]
+    by_label = {m.label: m for m in full.methods}
+    for m in subset.methods:
+        assert m == by_label[m.label]
+    full_hashes = {c.config_hash() for c in full.cells()}
+    assert {c.config_hash() for c in subset.cells()} <= full_hashes
+    extra = load_suite("digits-smoke", methods=["magnitude", "hydra+s2ap"], overrides=["seeds=[0]"])
+    assert extra.methods[1].s2ap.warmup_epochs == by_label["hydra+s2ap"].s2ap.warmup_epochs
