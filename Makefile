@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not gpu"
 SMOKE_DIR ?= build/smoke
+# pytest-benchmark: compare with the stored baseline (2-core CPU machine); a min time (CPU time, one thread) 40 % above it fails:
+# noise on the shared 2-core machine reaches about 30 %
+BENCH_BASELINE ?= tests/benchmarks/baseline/cpu-2core.json
+BENCH_ARGS ?= --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=min:40%
 
 .PHONY: smoke digits test lint bench
 
@@ -36,3 +40,7 @@ test: $(BIN)/s2ap-bench
 lint: $(BIN)/s2ap-bench
 	$(BIN)/ruff check .
 
+# Hot-path benchmarks (tests/benchmarks, not part of `make test`), one thread, each beside a bare-PyTorch twin
+bench: $(BIN)/s2ap-bench
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-timer=time.process_time \
+		$(BENCH_ARGS)
