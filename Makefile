@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not gpu"
 SMOKE_DIR ?= build/smoke
-# pytest-benchmark: compare with the stored baseline (2-core CPU machine); a min time (CPU time, one thread) 40 % above it fails:
-# noise on the shared 2-core machine reaches about 30 %
+# pytest-benchmark: compare with the stored baseline (2-core CPU machine); a min time (CPU time, one thread)
+# 40 % above it fails: run-to-run noise on the shared 2-core machine reaches about 30 %
 BENCH_BASELINE ?= tests/benchmarks/baseline/cpu-2core.json
 BENCH_ARGS ?= --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=min:40%
 
@@ -18,8 +18,8 @@ $(BIN)/s2ap-bench: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# A real, small suite computed from an empty folder (about 1.5 min on 2 idle cores), then the committed
-# leaderboard of the full digits suite to compare with.
+# A real, small suite computed from an empty folder (2-3 min measured on the shared 2-core machine), then
+# the committed leaderboard of the full digits suite to compare with.
 smoke: $(BIN)/s2ap-bench
 	rm -rf $(SMOKE_DIR)/digits-quick
 	@start=$$(date +%s); $(BIN)/s2ap-bench run digits-quick --workers 2 --results-dir $(SMOKE_DIR) --no-progress \
