@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not gpu"
+SMOKE_DIR ?= build/smoke
+# pytest-benchmark: compare with the stored baseline (2-core CPU machine); a min time (CPU time, one thread)
+# 40 % above it fails: run-to-run noise on the shared 2-core machine reaches about 30 %
+BENCH_BASELINE ?= tests/benchmarks/baseline/cpu-2core.json
+BENCH_ARGS ?= --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=min:40%
 
-.PHONY: smoke test test-quick test-slow lint bench
+.PHONY: smoke digits test test-quick test-slow lint bench
 
 $(BIN)/s2ap-bench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +18,20 @@ $(BIN)/s2ap-bench: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
+# A real, small suite computed from an empty folder (2-3 min measured on the shared 2-core machine), then
+# the committed leaderboard of the full digits suite to compare with.
 smoke: $(BIN)/s2ap-bench
+	rm -rf $(SMOKE_DIR)/digits-quick
+	@start=$$(date +%s); $(BIN)/s2ap-bench run digits-quick --workers 2 --results-dir $(SMOKE_DIR) --no-progress \
+		&& echo "digits-quick computed from an empty folder in $$(($$(date +%s) - start)) s -> $(SMOKE_DIR)/digits-quick"
+	@echo
+	@echo "Computed here: digits-quick (1 seed, AutoAttack fast), clean / AutoAttack accuracy (%):"
+	@sed -n '/^| method/,/^$$/p' $(SMOKE_DIR)/digits-quick/leaderboard.md
+	@echo "Committed: digits-smoke (make digits; 3 seeds, AutoAttack standard), results/digits-smoke/leaderboard.md:"
+	@sed -n '/^| method/,/^$$/p' results/digits-smoke/leaderboard.md
+
+# The full digits suite into results/ (cells whose committed results are up to date are skipped)
+digits: $(BIN)/s2ap-bench
 	$(BIN)/s2ap-bench run digits-smoke --workers 2
 
 test: $(BIN)/s2ap-bench
@@ -29,3 +47,8 @@ test-slow: $(BIN)/s2ap-bench
 
 lint: $(BIN)/s2ap-bench
 	$(BIN)/ruff check .
+
+# Hot-path benchmarks (tests/benchmarks, not part of `make test`), one thread, each beside a bare-PyTorch twin
+bench: $(BIN)/s2ap-bench
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-timer=time.process_time \
+		$(BENCH_ARGS)
