@@ -16,11 +16,12 @@ from torch import Tensor, nn
 
 
 class TopK(torch.autograd.Function):
-    """Mask of the ``k`` largest ``|scores|``; the gradient passes straight through to the scores."""
+    """Mask of the ``k`` largest entries; the gradient passes straight through (applied to ``|scores|``, as in
+    HYDRA's code, so the scores get ``sign(s) * dL/dm``)."""
 
     @staticmethod
     def forward(ctx, scores: Tensor, k: int) -> Tensor:  # type: ignore[override]
-        flat = scores.detach().abs().flatten()
+        flat = scores.detach().flatten()
         mask = torch.zeros_like(flat)
         mask[flat.topk(k, sorted=False).indices] = 1.0
         return mask.view_as(scores)
@@ -41,7 +42,7 @@ class Masked:
     def masked_weight(self) -> Tensor:
         if self.fixed is not None:
             return self.fixed
-        return self.weight * TopK.apply(self.scores, self.k)
+        return self.weight * TopK.apply(self.scores.abs(), self.k)
 
 
 class MaskedConv2d(Masked, nn.Conv2d):
