@@ -279,6 +279,21 @@ JS = """
 """
 
 
+def significance_html(results: list[dict]) -> str:
+    """The intervals and paired-difference tables of the groups whose results stored per-point outcomes."""
+    from benchmark.report.significance import has_outcomes, intervals_table, significance_table
+
+    parts = []
+    for group, rs in group_results(results).items():
+        rs = [r for r in rs if r["cell"]["method"] != "dense"]
+        if has_outcomes(rs):
+            slug = "-".join(group)
+            parts += [f"<h3>{escape(' / '.join(group))}</h3>",
+                      table_html(intervals_table(group, rs), f"intervals-{slug}"),
+                      table_html(significance_table(group, rs), f"tests-{slug}")]
+    return "\n".join(parts)
+
+
 def page(results: list[dict], plots: list, problems: list[str]) -> str:
     """The whole page as one HTML string."""
     suites = ", ".join(sorted({r["suite"] for r in results})) or "no results"
@@ -311,6 +326,9 @@ def page(results: list[dict], plots: list, problems: list[str]) -> str:
                                 + r.cells, r.kind, r.attrs) for t in effects for r in t.rows])
             parts.append('<section id="s2ap"><h2>S2AP minus base</h2>' + table_html(merged, "s2ap-table")
                          + "</section>")
+        tests = significance_html(results)
+        if tests:
+            parts.append(f'<section id="significance"><h2>Intervals and paired tests</h2>{tests}</section>')
         parts.append(f'<section id="plots"><h2>Plots</h2>{plots_html(plots)}</section>')
         parts.append('<section id="reference"><h2>Comparison with published numbers</h2>'
                      + table_html(comparison_table(results), "reference-table")
