@@ -24,15 +24,6 @@ from benchmark.outcomes import correct, outcomes_record
 AUTOATTACK_ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"], "fast": ["apgd-ce", "apgd-t"]}
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-    return correct / max(len(x), 1)
-
-
 def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, steps: int,
                  batch_size: int = 500, seed: int = 0) -> float:
     """Accuracy under PGD-``steps`` with a random start, at the threat's eps and step size."""

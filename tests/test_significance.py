@@ -100,6 +100,10 @@ def test_compare_pairs_runs_and_points() -> None:
     c = compare(swap, base)
     assert c.mean == 0 and c.pooled_p == 1.0 and not c.significant
     assert compare(base, {(7, 7): np.ones(n, bool)}) is None  # no common run
+    # four discordant points, all one way, in one run: the point bootstrap excludes 0, exact McNemar does not
+    # reject (p = 2 / 16): not significant
+    c = compare({(0, 0): np.arange(200) < 100}, {(0, 0): np.arange(200) < 104})
+    assert c.high < 0 and c.pooled_p == pytest.approx(0.125) and not c.significant
 
 
 def _result(label: str, plugin: str | None, seed: int, aa: np.ndarray, clean: np.ndarray) -> dict:

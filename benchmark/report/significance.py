@@ -7,13 +7,18 @@ seed) compare point by point:
 * accuracy over runs, and every difference: a paired nested percentile bootstrap: dense seeds resampled with
   replacement, then the runs (search seeds) of each drawn dense seed, then within each drawn run the n test
   points (the same points for both arms of a difference). It carries both the spread between runs (dense
-  model, mask search, finetuning) and the finite test set, which is what a claim about a *method* needs.
-  "significant" means its 95 % interval of the mean difference excludes 0. With few seeds (3 give 10 distinct
-  draws) it understates the between-run spread; read it with the per-run tests.
+  model, mask search, finetuning) and the finite test set, which is what a claim about a *method* needs. With
+  few seeds (3 give 10 distinct draws) it understates the between-run spread, and with few discordant points
+  its percentile interval is too narrow.
 * each run's difference: an exact McNemar test (two-sided binomial test on the discordant points), and the
   stratified exact McNemar over runs (the discordant counts summed: under "no difference" each discordant point
   goes either way with probability 1/2 in every run, so the sum is Binomial(total discordant, 1/2)). These hold
   the trained models fixed: they say whether these particular models differ on the test distribution.
+
+A difference is "significant" at 5 % when both say so: the bootstrap 95 % interval excludes 0 *and* the
+stratified exact McNemar p < 0.05. Rejecting only where both tests reject at level 5 % keeps the level at 5 %
+(an intersection-union test) and covers each test's weak side: McNemar is exact but ignores the spread
+between runs; the bootstrap carries that spread but is approximate with few runs or few discordant points.
 
 The bootstrap draws from a fixed seed, so the same result files always give the same tables.
 """
@@ -137,8 +142,9 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        """The bootstrap 95 % interval of the mean difference excludes 0."""
-        return self.low > 0 or self.high < 0
+        """At 5 %: the bootstrap 95 % interval of the mean difference excludes 0 and the stratified exact
+        McNemar test rejects."""
+        return (self.low > 0 or self.high < 0) and self.pooled_p < 0.05
 
     @property
     def verdict(self) -> str:
@@ -186,10 +192,10 @@ def robust_name(results: list[dict]) -> str:
 METRIC_TITLES = {"clean": "clean", "autoattack": "AutoAttack", "pgd": "PGD"}
 NOTE = ("95 % intervals: Wilson for one run, else a nested paired bootstrap (dense seeds, search seeds, "
         f"test points; {BOOTSTRAP_DRAWS} draws, seed {BOOTSTRAP_SEED}). A run is a dense seed with one search "
-        "seed; both arms of a difference are paired by run and by test point. 'significant' (5 %): the "
-        "bootstrap interval of the mean difference excludes 0. McNemar: exact two-sided p per run (points only "
-        "A / only B gets right) and stratified over runs (discordant counts summed); they hold the trained "
-        "models fixed. n: runs x test points.")
+        "seed; both arms of a difference are paired by run and by test point. McNemar: exact two-sided p per "
+        "run (points only A / only B gets right) and stratified over runs (discordant counts summed); it holds "
+        "the trained models fixed. 'significant' (5 %): the bootstrap interval of the mean difference excludes "
+        "0 and the stratified McNemar p < 0.05. n: runs x test points.")
 
 
 def _fmt_p(p: float) -> str:
