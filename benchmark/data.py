@@ -351,8 +351,12 @@ def _idx(name: str, *, data_dir: str | None, download: bool, val_fraction: float
     source = data_root(name, data_dir)
     root = source if download else idx_layout(name, source)
     cls = getattr(torchvision().datasets, cls_name)
-    train = _open(name, root, lambda: cls(str(root), train=True, download=download))
-    test = _open(name, root, lambda: cls(str(root), train=False, download=download))
+    try:
+        train = _open(name, root, lambda: cls(str(root), train=True, download=download))
+        test = _open(name, root, lambda: cls(str(root), train=False, download=download))
+    except (AssertionError, ValueError, IndexError) as e:  # torchvision's idx parser asserts on a bad header
+        raise DataError(f"data set {name!r}: the idx files of {source} are not valid idx files ({type(e).__name__}"
+                        f"{': ' + str(e) if str(e) else ''}); {IDX_SOURCES[name][1]}") from None
     keep = torch.arange(len(train.targets))
     if n_train is not None:
         if isinstance(n_train, bool) or not isinstance(n_train, int) or not 0 < n_train <= len(keep):

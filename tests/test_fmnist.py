@@ -93,10 +93,15 @@ def test_partial_folder_names_the_missing_files(tmp_path: Path) -> None:
     assert "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte" in text and "train-images" not in text
 
 
-def test_a_corrupt_gzip_file_is_one_line(tmp_path: Path) -> None:
+def test_corrupt_files_are_one_line(tmp_path: Path) -> None:
     for base in IDX_FILES:
         (tmp_path / f"{base}.gz").write_bytes(b"not gzip")
     with pytest.raises(DataError, match="not a readable gzip file") as e:
+        load_dataset("fashion_mnist", data_dir=str(tmp_path))
+    assert "\n" not in str(e.value)
+    for base in IDX_FILES:  # valid gzip, not idx inside
+        (tmp_path / f"{base}.gz").write_bytes(gzip.compress(b"\x00" * 64))
+    with pytest.raises(DataError, match="not valid idx files") as e:
         load_dataset("fashion_mnist", data_dir=str(tmp_path))
     assert "\n" not in str(e.value)
 
