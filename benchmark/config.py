@@ -267,6 +267,8 @@ class SuiteConfig:
     skip_first_last: bool = False
     sparsities: tuple[float, ...] = (0.9, 0.95, 0.99)
     seeds: tuple[int, ...] = (0,)
+    # Mask-search seeds run on each dense seed's model (mask search, finetuning); empty: the dense seed itself.
+    search_seeds: tuple[int, ...] = ()
     threat: ThreatConfig = field(default_factory=ThreatConfig)
     pretrain: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=100, lr=0.1))
     search: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=20, lr=0.1))
@@ -302,6 +304,10 @@ class SuiteConfig:
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED
                                  for s in self.seeds):
             raise FieldError("seeds", list(self.seeds), f"must be a non-empty list of integers in [0, {MAX_SEED}]")
+        if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in self.search_seeds) \
+                or len(set(self.search_seeds)) != len(self.search_seeds):
+            raise FieldError("search_seeds", list(self.search_seeds), f"must be distinct integers in [0, {MAX_SEED}] "
+                             "(or empty: each dense seed searches with its own seed)")
         for name in ("sparsities", "seeds"):
             values = list(getattr(self, name))
             if len(set(values)) != len(values):
@@ -328,8 +334,11 @@ class SuiteConfig:
         return STRUCTURES[self.structure]
 
     def cells(self) -> list[Cell]:
-        """Every (method, sparsity, seed) cell, in run order (seed-major so dense models are reused)."""
-        return [Cell(self, m, sp, seed) for seed in self.seeds for sp in self.sparsities for m in self.methods]
+        """Every (method, sparsity, seed[, search seed]) cell, in run order (seed-major so dense models are
+        reused)."""
+        searches: tuple[int | None, ...] = self.search_seeds or (None,)
+        return [Cell(self, m, sp, seed, t) for seed in self.seeds for t in searches for sp in self.sparsities
+                for m in self.methods]
 
     def dense_identity(self, seed: int) -> dict:
         """What defines the dense robust model of a seed (its checkpoint is reused by every cell)."""
@@ -354,10 +363,17 @@ class Cell:
     suite: SuiteConfig
     method: MethodConfig
     sparsity: float
-    seed: int
+    seed: int  # the dense model's seed
+    search_seed: int | None = None  # None: mask search and finetuning use ``seed`` (results before search seeds)
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of this cell's mask search and finetuning."""
+        return self.seed if self.search_seed is None else self.search_seed
 
     def identity(self) -> dict:
         s = self.suite
+        extra = {} if self.search_seed is None else {"search_seed": self.search_seed}
         return {
             "suite": s.name,
             **s.dense_identity(self.seed),
@@ -368,6 +384,7 @@ class Cell:
             "search": identity_dict(s.search),
             "finetune": identity_dict(s.finetune),
             "evaluation": to_dict(s.evaluation),
+            **extra,
         }
 
     def config_hash(self) -> str:
@@ -375,8 +392,10 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """File-name stem: ``<method label>/<structure>-s<sparsity>-seed<seed>``."""
-        return f"{self.method.label}/{self.suite.structure}-s{sparsity_text(self.sparsity)}-seed{self.seed}"
+        """File-name stem: ``<method label>/<structure>-s<sparsity>-seed<seed>[-search<search seed>]``."""
+        search = "" if self.search_seed is None else f"-search{self.search_seed}"
+        return (f"{self.method.label}/{self.suite.structure}-s{sparsity_text(self.sparsity)}-seed{self.seed}"
+                f"{search}")
 
 
 def config_hash(identity: dict) -> str:

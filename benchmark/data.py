@@ -1,5 +1,5 @@
 """Data sets by name: the 8x8 digits shipped inside scikit-learn (the offline default), synthetic images, and
-through torchvision CIFAR-10, CIFAR-100, SVHN and any ImageNet-style folder of images.
+through torchvision Fashion-MNIST, MNIST, CIFAR-10, CIFAR-100, SVHN and any ImageNet-style folder of images.
 
 Every loader returns a :class:`DataSplits` with train / validation / test splits of images in [0, 1];
 normalisation, if any, belongs inside the model (``SuiteConfig.normalize``, statistics in
@@ -9,7 +9,10 @@ cut from the training set but read with the evaluation transform (no augmentatio
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +265,127 @@ def load_imagefolder(*, data_dir: str | None, download: bool, val_fraction: floa
     return DataSplits(train, val, test, len(raw_train.classes), (3, image_size, image_size))  # type: ignore
 
 
+# -- Fashion-MNIST and MNIST: the four idx files, gzipped or not ----------------------------------------------
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_SOURCES = {  # data set -> (torchvision class, how to get the files)
+    "fashion_mnist": ("FashionMNIST", "install them with `apt-get install -y dataset-fashion-mnist` "
+                                      "(/usr/share/datasets/fashion-mnist) or set dataset.download: true"),
+    "mnist": ("MNIST", "copy the four files of http://yann.lecun.com/exdb/mnist/ there or set dataset.download: "
+                       "true"),
+}
+
+
+def cache_root() -> Path:
+    """Where derived data files go: ``$S2AP_BENCH_CACHE``, else ``$XDG_CACHE_HOME/s2ap-bench``, else
+    ``~/.cache/s2ap-bench``."""
+    if os.environ.get("S2AP_BENCH_CACHE"):
+        return Path(os.environ["S2AP_BENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "s2ap-bench"
+
+
+def _find_idx(folder: Path, base: str) -> Path | None:
+    for candidate in (folder / base, folder / f"{base}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def idx_layout(name: str, source: Path) -> Path:
+    """A root folder in torchvision's layout (``<root>/<Class>/raw/<idx file>``, uncompressed) for the four idx
+    files in ``source``: ``source`` itself when it already has that layout; otherwise a folder under
+    :func:`cache_root` keyed by ``source``'s path, where uncompressed files are symlinked and gzipped ones
+    decompressed once (atomically, so parallel workers may race)."""
+    cls_name, fix = IDX_SOURCES[name]
+    if all((source / cls_name / "raw" / base).is_file() for base in IDX_FILES):
+        return source
+    found = {base: _find_idx(source, base) for base in IDX_FILES}
+    missing = [base for base, path in found.items() if path is None]
+    if missing:
+        what = "no idx files" if len(missing) == len(IDX_FILES) else f"no {', '.join(missing)} (.gz or not)"
+        raise DataError(f"data set {name!r}: {source} has {what}; {fix}, and point dataset.data_dir at the folder")
+    key = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:12]
+    root = cache_root() / f"{name}-{key}"
+    raw = root / cls_name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for base, path in found.items():
+        target = raw / base
+        assert path is not None
+        if path.suffix != ".gz":
+            if not (target.is_symlink() and target.resolve() == path.resolve()):
+                tmp = raw / f".{base}.{os.getpid()}.link"
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(path.resolve())
+                os.replace(tmp, target)
+        elif not target.is_file() or target.is_symlink() or target.stat().st_mtime < path.stat().st_mtime:
+            tmp = raw / f".{base}.{os.getpid()}.tmp"
+            try:
+                with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except (OSError, EOFError) as e:
+                tmp.unlink(missing_ok=True)
+                raise DataError(f"data set {name!r}: {path} is not a readable gzip file ({e}); {fix}") from None
+            os.replace(tmp, target)
+    return root
+
+
+class IdxImages(Dataset):
+    """28x28 grey images kept as uint8 (``N x 28 x 28``) and returned as ``1 x 28 x 28`` floats in [0, 1]: the
+    values of torchvision's ``ToTensor`` at a quarter of the memory."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.images[i].unsqueeze(0).float().div(255), int(self.labels[i])
+
+
+def _idx(name: str, *, data_dir: str | None, download: bool, val_fraction: float, split_seed: int,
+         n_train: int | None) -> DataSplits:
+    from benchmark.vision import torchvision
+
+    cls_name, _ = IDX_SOURCES[name]
+    source = data_root(name, data_dir)
+    root = source if download else idx_layout(name, source)
+    cls = getattr(torchvision().datasets, cls_name)
+    try:
+        train = _open(name, root, lambda: cls(str(root), train=True, download=download))
+        test = _open(name, root, lambda: cls(str(root), train=False, download=download))
+    except (AssertionError, ValueError, IndexError) as e:  # torchvision's idx parser asserts on a bad header
+        raise DataError(f"data set {name!r}: the idx files of {source} are not valid idx files ({type(e).__name__}"
+                        f"{': ' + str(e) if str(e) else ''}); {IDX_SOURCES[name][1]}") from None
+    keep = torch.arange(len(train.targets))
+    if n_train is not None:
+        if isinstance(n_train, bool) or not isinstance(n_train, int) or not 0 < n_train <= len(keep):
+            raise DataError(f"data set {name!r}: n_train {n_train!r} must be an integer in 1..{len(keep)}")
+        keep = torch.randperm(len(keep), generator=torch.Generator().manual_seed(split_seed))[:n_train]
+    full = IdxImages(train.data[keep], train.targets[keep])
+    train_split, val_split = split_off_validation(full, val_fraction, split_seed)
+    return DataSplits(train_split, val_split, IdxImages(test.data, test.targets), 10, (1, 28, 28))
+
+
+@register_dataset("fashion_mnist")
+def load_fashion_mnist(*, data_dir: str | None, download: bool, val_fraction: float, split_seed: int,
+                       n_train: int | None = None) -> DataSplits:
+    """Fashion-MNIST (60,000 training, 10,000 test images, 28x28 grey, 10 classes), read by torchvision's
+    ``FashionMNIST`` from the four idx files in ``data_dir`` (gzipped or not, e.g. Debian's
+    /usr/share/datasets/fashion-mnist). ``n_train``: a seeded random subset of the training images, taken before
+    the validation split. No augmentation."""
+    return _idx("fashion_mnist", data_dir=data_dir, download=download, val_fraction=val_fraction,
+                split_seed=split_seed, n_train=n_train)
+
+
+@register_dataset("mnist")
+def load_mnist(*, data_dir: str | None, download: bool, val_fraction: float, split_seed: int,
+               n_train: int | None = None) -> DataSplits:
+    """MNIST, the same format and options as :func:`load_fashion_mnist` (torchvision's ``MNIST``)."""
+    return _idx("mnist", data_dir=data_dir, download=download, val_fraction=val_fraction, split_seed=split_seed,
+                n_train=n_train)
+
+
 # -- sizes known without reading any file (dry-run cost estimates) ---------------------------------------------
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -290,6 +414,8 @@ _INFO: dict[str, Callable[[dict], DatasetInfo]] = {
     "cifar10": lambda o: DatasetInfo(50_000, 10_000, (3, 32, 32), 10),
     "cifar100": lambda o: DatasetInfo(50_000, 10_000, (3, 32, 32), 100),
     "svhn": lambda o: DatasetInfo(73_257, 26_032, (3, 32, 32), 10),
+    "fashion_mnist": lambda o: DatasetInfo(int(o.get("n_train") or 60_000), 10_000, (1, 28, 28), 10),
+    "mnist": lambda o: DatasetInfo(int(o.get("n_train") or 60_000), 10_000, (1, 28, 28), 10),
     "imagefolder": lambda o: DatasetInfo(None, None, (3, int(o.get("image_size", 224)),
                                                       int(o.get("image_size", 224))), None),
 }

@@ -1,7 +1,8 @@
 """Evaluation of record: clean accuracy, PGD-k accuracy and AutoAttack (``pyautoattack``), model in eval mode.
 
 Robust accuracy is computed from the adversarial examples AutoAttack returns, never from its printed text;
-AutoAttack's own sanity warnings are captured and stored with the result.
+AutoAttack's own sanity warnings are captured and stored with the result, and each point's outcome (clean,
+PGD, AutoAttack correct) is stored packed (:mod:`benchmark.outcomes`) for paired comparisons.
 """
 
 from __future__ import annotations
@@ -19,32 +20,30 @@ from torch import Tensor, nn
 from benchmark.attacks import attack_mode, pgd
 from benchmark.config import EvalConfig, ThreatConfig
 from benchmark.errors import BenchmarkError
+from benchmark.outcomes import correct, outcomes_record
 
 AUTOATTACK_ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"], "fast": ["apgd-ce", "apgd-t"]}
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-    return correct / max(len(x), 1)
 
 
 def pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, steps: int,
                  batch_size: int = 500, seed: int = 0) -> float:
     """Accuracy under PGD-``steps`` with a random start, at the threat's eps and step size."""
+    return int(pgd_correct(model, x, y, threat, steps, batch_size, seed).sum()) / max(len(x), 1)
+
+
+def pgd_correct(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, steps: int,
+                batch_size: int = 500, seed: int = 0) -> Tensor:
+    """Per point: still correctly classified under PGD-``steps`` (random start); a boolean vector on the CPU."""
     gen = torch.Generator().manual_seed(seed)
-    correct = 0
+    out = []
     with attack_mode(model):
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             x_adv = pgd(model, xb, yb, eps=threat.eps_value, step_size=threat.step_value, steps=steps,
                         generator=gen)
             with torch.no_grad():
-                correct += int((model(x_adv).argmax(1) == yb).sum())
-    return correct / max(len(x), 1)
+                out.append((model(x_adv).argmax(1) == yb).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
 class _CaptureWarnings(logging.Handler):
@@ -82,9 +81,10 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, version_na
     flags = capture.messages + [str(w.message) for w in caught if "auto" in str(w.filename).lower()]
     x_adv = x_adv.to(x.device)
     linf = float((x_adv - x).abs().flatten(1).max(1).values.max()) if len(x) else 0.0
-    robust = accuracy(model, x_adv, y, batch_size)
+    robust_correct = correct(model, x_adv, y, batch_size)
     return {
-        "robust_accuracy": robust,
+        "robust_accuracy": int(robust_correct.sum()) / max(len(x), 1),
+        "robust_correct": robust_correct,  # per point; evaluate() moves it into the packed outcomes
         "version": version_name,
         "attacks": AUTOATTACK_ATTACKS[version_name],
         "package": "pyautoattack",
@@ -109,9 +109,10 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
     x, y = x.to(device), y.to(device)
     start = time.perf_counter()
     on_stage("clean")
-    clean = accuracy(model, x, y, cfg.batch_size)
+    clean_correct = correct(model, x, y, cfg.batch_size)
     on_stage(f"PGD-{cfg.pgd_steps}")
-    pgd_acc = pgd_accuracy(model, x, y, threat, cfg.pgd_steps, cfg.batch_size, cfg.seed)
+    pgd_ok = pgd_correct(model, x, y, threat, cfg.pgd_steps, cfg.batch_size, cfg.seed)
+    clean, pgd_acc = (int(v.sum()) / max(len(x), 1) for v in (clean_correct, pgd_ok))
     pgd_time = time.perf_counter() - start
     out: dict = {
         "n_examples": len(x),
@@ -128,6 +129,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
         on_stage(f"AutoAttack {cfg.autoattack}")
         out["autoattack"] = autoattack(model, x, y, eps=threat.eps_value, version_name=cfg.autoattack,
                                        seed=cfg.seed, batch_size=cfg.batch_size, device=device)
+    aa_correct = out["autoattack"].pop("robust_correct") if out["autoattack"] else None
+    out["outcomes"] = outcomes_record(len(x), clean=clean_correct, pgd=pgd_ok, autoattack=aa_correct)
     flags = list(out["autoattack"]["flags"]) if out["autoattack"] else []
     robust = out["autoattack"]["robust_accuracy"] if out["autoattack"] else pgd_acc
     if robust > clean:

@@ -86,6 +86,19 @@ def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 16) -> 
     )
 
 
+@register_model("fmnist_cnn")
+def fmnist_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 8) -> nn.Module:
+    """Three 3x3 conv layers (28 -> 14 -> 7 pixels) and a linear head on the flattened 7x7 maps, for 28x28
+    Fashion-MNIST / MNIST on CPU: 22k weights at width 8 (54k at 16, whose AutoAttack costs 1.6x as much)."""
+    return nn.Sequential(
+        conv_bn(in_channels, width),
+        conv_bn(width, 2 * width, stride=2),
+        conv_bn(2 * width, 4 * width, stride=2),
+        nn.Flatten(),
+        nn.Linear(4 * width * 7 * 7, num_classes),
+    )
+
+
 @register_model("mlp")
 def mlp(num_classes: int = 10, in_channels: int = 1, input_size: int = 8, hidden: int = 256) -> nn.Module:
     """Two hidden ReLU layers on flattened pixels."""

@@ -3,14 +3,16 @@
 Schema (version 1), top-level keys:
   schema_version   int, 1
   suite            suite name
-  cell             {method, label, pruner, plugin, dataset, model, structure, sparsity, seed}
+  cell             {method, label, pruner, plugin, dataset, model, structure, sparsity, seed[, search_seed]}
   config           the cell's full configuration (what ``config_hash`` is computed from)
   config_hash      16 hex digits; a re-run skips a cell whose file has the same hash
   sparsity         {target, achieved (global, counted from the exported weights), n_weights, n_zero,
                     per_layer: {layer: {n_weights, n_zero, sparsity}}}
   evaluation       {n_examples, eps (exact fraction), eps_float, norm, seed, clean_accuracy,
                     pgd: {accuracy, steps, step_size, ...}, autoattack: {robust_accuracy, version, attacks,
-                    package_version, seed, flags, time_s, ...} or null, flags: [...]}
+                    package_version, seed, flags, time_s, ...} or null, flags: [...],
+                    outcomes: {encoding, n, clean, pgd, autoattack (packed per-point correctness or null)}
+                    (absent in files written before outcomes were stored)}
   mask             {robust_accuracy_after_search, stability: {...}, sharpness: {...}} or null (no scores)
   phases           {pretrain|search|finetune|evaluate: {wall_s, peak_memory_mb, peak_memory_kind, ...}}
   history          {search: [per-epoch log], finetune: [...]}

@@ -209,17 +209,18 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.paths.model_path`)."""
     s, m = cell.suite, cell.method
     dense_state, pretrain_record = dense.get(cell.seed)
-    seed_everything(cell.seed)
+    seed_everything(cell.run_seed)
     model = build_model(s, data)
     model.load_state_dict(dense_state)
     model.to(device)
     pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=s.granularity,
-                          skip_first_last=s.skip_first_last, seed=cell.seed, **m.options)
-    start_pruner(pruner, model, data, s, cell.seed, device)
+                          skip_first_last=s.skip_first_last, seed=cell.run_seed, **m.options)
+    start_pruner(pruner, model, data, s, cell.run_seed, device)
     phases: dict = {"pretrain": {**pretrain_record, "shared_across_cells": True}}
     history: dict = {}
     mask_record = None
-    tag = f"{m.label} s={cell.sparsity:g} seed={cell.seed}"
+    tag = f"{m.label} s={cell.sparsity:g} seed={cell.seed}" + ("" if cell.search_seed is None
+                                                                else f" search={cell.search_seed}")
 
     def epoch_checkpoint(phase: str, extra: tuple[Callable[[], dict], Callable[[dict], None]] | None = None):
         if work is None:
@@ -230,7 +231,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
 
     if pruner.needs_search and s.search.epochs > 0:
         params = search_parameters(model, pruner, s.search.freeze_bn)
-        loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.seed,
+        loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.run_seed,
                              **loader_settings(s.dataset, device))
         distances: list[dict] = []
         previous = {"masks": pruner.masks()}
@@ -290,7 +291,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         mask_record["final_masks_sha"] = masks_fingerprint(masks)
     if s.finetune.epochs > 0:
         params = finetune_parameters(model)
-        loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.seed + 1,
+        loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
                              **loader_settings(s.dataset, device))
         phases["finetune"] = {"epochs": s.finetune.epochs}
         with measure(phases["finetune"], device):
@@ -320,6 +321,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             "structure": s.structure,
             "sparsity": cell.sparsity,
             "seed": cell.seed,
+            **({} if cell.search_seed is None else {"search_seed": cell.search_seed}),
         },
         "config": cell.identity(),
         "config_hash": cell.config_hash(),
@@ -515,7 +517,9 @@ def write_suite_tables(root: Path, log: Callable[[str], None] = print) -> list[P
 
 def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
     """Store, in each score-based cell's result, the Hamming distances between its final masks and those of
-    the other seeds of the same method and sparsity (``mask.stability.cross_seed``)."""
+    the other runs of the same method and sparsity (``mask.stability.cross_seed``). With search seeds, the
+    pairs that share a dense model are also summarised apart (``within_dense_model``: mask-search variance
+    alone) from those that do not (``across_dense_models``)."""
     groups: dict[tuple[str, float], list[Cell]] = {}
     for c in suite.cells():
         groups.setdefault((c.method.label, c.sparsity), []).append(c)
@@ -524,9 +528,9 @@ def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
                 if mask_path(c, root).exists() and existing_hash(result_path(c, root)) == c.config_hash()]
         if len(done) < 2:
             continue
-        masks = {c.seed: load_checkpoint(mask_path(c, root)) for c in done}
+        masks = {(c.seed, c.search_seed): load_checkpoint(mask_path(c, root)) for c in done}
         pairs = {}
-        for a, b in itertools.combinations(sorted(masks), 2):
+        for a, b in itertools.combinations(sorted(masks, key=lambda k: (k[0], -1 if k[1] is None else k[1])), 2):
             pairs[(a, b)] = mask_distance({k: v.float() for k, v in masks[a].items()},
                                           {k: v.float() for k, v in masks[b].items()})
         for c in done:
@@ -534,11 +538,25 @@ def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
             result = read_result(path)
             if result.get("mask") is None:
                 continue
-            mine = [(f"{a}-{b}", d) for (a, b), d in pairs.items() if c.seed in (a, b)]
-            result["mask"]["stability"]["cross_seed"] = {
-                "pairs": {k: d["sparsity_aware"] for k, d in mine},
-                "mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for _, d in mine])),
-                "mean_normalized": float(np.mean([d["normalized"] for _, d in mine])),
+            me = (c.seed, c.search_seed)
+            mine = [(a, b, d) for (a, b), d in pairs.items() if me in (a, b)]
+            record = {
+                "pairs": {f"{_run_name(a)}-{_run_name(b)}": d["sparsity_aware"] for a, b, d in mine},
+                "mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for _, _, d in mine])),
+                "mean_normalized": float(np.mean([d["normalized"] for _, _, d in mine])),
                 "n_seeds": len(masks),
             }
+            if suite.search_seeds:
+                for name, same in (("within_dense_model", True), ("across_dense_models", False)):
+                    part = [d for a, b, d in mine if (a[0] == b[0]) == same]
+                    if part:
+                        record[name] = {"mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for d in part])),
+                                        "mean_normalized": float(np.mean([d["normalized"] for d in part])),
+                                        "n_pairs": len(part)}
+            result["mask"]["stability"]["cross_seed"] = record
             write_result(path, result)
+
+
+def _run_name(run: tuple[int, int | None]) -> str:
+    """``<dense seed>`` or ``<dense seed>.<search seed>``."""
+    return str(run[0]) if run[1] is None else f"{run[0]}.{run[1]}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from benchmark.files import atomic_write_text
 from benchmark.report.comparable import set_aside
 from benchmark.report.reference import comparison_table, published_table
+from benchmark.report.significance import significance_markdown
 from benchmark.report.tables import (
     HEADER,
     LATEX_PACKAGES,
@@ -53,7 +54,7 @@ def reference_csv(results: list[dict]) -> str:
 def table_texts(results: list[dict]) -> dict[str, str]:
     """File name -> content of every table file."""
     return {
-        "leaderboard.md": leaderboard_markdown(results),
+        "leaderboard.md": leaderboard_markdown(results) + significance_markdown(results),
         "leaderboard.tex": leaderboard_latex(results),
         "leaderboard.csv": leaderboard_csv(results),
         "details.md": details_markdown(results),

@@ -310,8 +310,24 @@ def _flag_html(msg: str) -> str:
                                'See <a href="#flags-help">What the flags mean</a>.')
 
 
-NAV = (("leaderboard", "Leaderboard"), ("plots", "Plots"), ("s2ap", "S2AP minus base"), ("costs", "Costs"),
+NAV = (("leaderboard", "Leaderboard"), ("plots", "Plots"), ("s2ap", "S2AP minus base"),
+       ("significance", "Intervals and tests"), ("costs", "Costs"),
        ("reference", "Published numbers"), ("flags", "Flags"), ("files", "Result files"))
+
+
+def significance_html(results: list[dict]) -> str:
+    """The intervals and paired-difference tables of the groups whose results stored per-point outcomes."""
+    from benchmark.report.significance import has_outcomes, intervals_table, significance_table
+
+    parts = []
+    for group, rs in group_results(results).items():
+        rs = [r for r in rs if r["cell"]["method"] != "dense"]
+        if has_outcomes(rs):
+            slug = "-".join(group)
+            parts += [f"<h3>{escape(' / '.join(group))}</h3>",
+                      table_html(intervals_table(group, rs), f"intervals-{slug}"),
+                      table_html(significance_table(group, rs), f"tests-{slug}")]
+    return "\n".join(parts)
 
 
 def page(results: list[dict], plots: list, problems: list[str]) -> str:
@@ -348,6 +364,9 @@ def page(results: list[dict], plots: list, problems: list[str]) -> str:
                            [Row([cell(r.attrs["dataset"]), cell(r.attrs["model"]), cell(r.attrs["structure"])]
                                 + r.cells, r.kind, r.attrs) for t in effects for r in t.rows])
             parts.append(_collapsible("s2ap", "S2AP minus base", table_html(merged, "s2ap-table")))
+        tests = significance_html(results)
+        if tests:
+            parts.append(f'<section id="significance"><h2>Intervals and paired tests</h2>{tests}</section>')
         costs = leaderboard_table(results, COST_METRICS, "Costs", extras=False)
         parts.append(_collapsible("costs", "Costs, achieved sparsity and mask robust accuracy",
                                   table_html(costs, "costs-table")))

@@ -64,6 +64,9 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            "lower", 4),
     Metric("seed_distance", "seed distance",
            lambda r: _get(r, "mask", "stability", "cross_seed", "mean_sparsity_aware"), "lower", 4),
+    Metric("search_seed_distance", "search-seed distance",
+           lambda r: _get(r, "mask", "stability", "cross_seed", "within_dense_model", "mean_sparsity_aware"),
+           "lower", 4),
     Metric("sharpness", "sharpness", lambda r: _get(r, "mask", "sharpness", "top_eigenvalue"), "lower", 2),
     Metric("mask_robust", "mask robust (%)", lambda r: _get(r, "mask", "robust_accuracy_after_search"), "higher", 2,
            100, "%"),
@@ -107,9 +110,10 @@ def summarize(results: list[dict], metric: Metric) -> Summary | None:
 
 
 def paired_difference(base: list[dict], variant: list[dict], metric: Metric) -> Summary | None:
-    """Per-seed differences variant - base over the seeds both have (a seed's cells share one dense model)."""
-    b = {seed(r): metric.get(r) for r in base}
-    v = {seed(r): metric.get(r) for r in variant}
+    """Per-seed differences variant - base over the seeds both have (a seed's cells share one dense model; with
+    search seeds, pairs are matched by dense and search seed)."""
+    b = {run(r): metric.get(r) for r in base}
+    v = {run(r): metric.get(r) for r in variant}
     diffs = tuple(metric.scale * (v[s] - b[s]) for s in sorted(set(b) & set(v))
                   if v[s] is not None and b[s] is not None)
     return Summary(diffs) if diffs else None
@@ -117,6 +121,11 @@ def paired_difference(base: list[dict], variant: list[dict], metric: Metric) -> 
 
 def seed(r: dict) -> int:
     return r["cell"]["seed"]
+
+
+def run(r: dict) -> tuple[int, int]:
+    """(dense seed, search seed); the search seed is the dense seed in results without one."""
+    return r["cell"]["seed"], r["cell"].get("search_seed", r["cell"]["seed"])
 
 
 def is_dense(r: dict) -> bool:

@@ -35,7 +35,7 @@ from benchmark.report.stats import (
 
 MISSING = "-"
 DETAIL_METRICS = ("achieved_sparsity", "time_pretrain", "time_search", "time_finetune", "time_evaluate",
-                  "peak_memory", "mask_change", "seed_distance", "sharpness", "mask_robust")
+                  "peak_memory", "mask_change", "seed_distance", "search_seed_distance", "sharpness", "mask_robust")
 EFFECT_METRICS = ("aa", "clean", "mask_change", "seed_distance", "sharpness", "mask_robust")
 
 
@@ -178,7 +178,10 @@ def details_table(group: tuple[str, str, str], results: list[dict]) -> Table:
                + (f" ({', '.join(kinds)})" if kinds else "") + ". Mask change: sparsity-aware Hamming distance "
                "between the masks of consecutive mask-search epochs, mean of the final epochs. Seed distance: "
                "between the final masks of different seeds. Sharpness: top Hessian eigenvalue of the robust "
-               "loss w.r.t. the scores. Mask robust: robust accuracy right after mask search, before finetuning.")
+               "loss w.r.t. the scores. Mask robust: robust accuracy right after mask search, before finetuning."
+               + (" Search-seed distance: between the final masks of different search seeds on the same dense "
+                  "model (mask-search variance alone); seed distance then averages over all pairs of runs."
+                  if METRICS["search_seed_distance"] in metrics else ""))
     return Table(f"{dataset} / {model} / {structure}: details", caption, headers, rows)
 
 

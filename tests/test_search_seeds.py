@@ -1,0 +1,56 @@
+"""Several mask-search seeds on one dense model: cell identity, backward-compatible hashes, and a real run
+whose cross-seed distances separate the within-dense-model pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import ConfigError, SuiteConfig, build, load_suite
+from benchmark.results import read_result
+from benchmark.runner import result_path, run_suite
+from tests.conftest import tiny_suite_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cells_without_search_seeds_keep_their_identity_and_hash() -> None:
+    """The committed digits-smoke results stay up to date: no search seed enters their identity."""
+    suite = load_suite("digits-smoke")
+    cell = suite.cells()[0]
+    assert cell.search_seed is None and cell.run_seed == cell.seed and "search_seed" not in cell.identity()
+    stored = ROOT / "results" / "digits-smoke" / "digits" / "digits_cnn" / f"{cell.key}.json"
+    if stored.is_file():
+        assert json.loads(stored.read_text())["config_hash"] == cell.config_hash()
+
+
+def test_search_seeds_multiply_cells_and_share_the_dense_identity() -> None:
+    suite = build(SuiteConfig, tiny_suite_dict(seeds=[0, 1], search_seeds=[5, 6]))
+    cells = suite.cells()
+    assert [(c.seed, c.search_seed) for c in cells] == [(0, 5), (0, 6), (1, 5), (1, 6)]
+    a, b = cells[0], cells[1]
+    assert a.identity()["search_seed"] == 5 and a.config_hash() != b.config_hash()
+    assert suite.dense_identity(a.seed) == {k: v for k, v in a.identity().items() if k in suite.dense_identity(0)}
+    assert a.key.endswith("-seed0-search5") and b.run_seed == 6
+    for bad in ([-1], [1, 1], [True]):
+        with pytest.raises(ConfigError, match="search_seeds"):
+            build(SuiteConfig, tiny_suite_dict(search_seeds=bad))
+
+
+@pytest.mark.slow
+def test_search_seeds_on_one_dense_model(tmp_path: Path) -> None:
+    suite = build(SuiteConfig, tiny_suite_dict(search_seeds=[0, 1], methods=["hydra", "magnitude"],
+                                               evaluation={**tiny_suite_dict()["evaluation"], "autoattack": "none"}))
+    run_suite(suite, results_dir=tmp_path, progress=False, log=lambda _: None)
+    root = tmp_path / suite.name
+    dense = list((root / "checkpoints").glob("dense-seed0-*.pt"))
+    assert len(dense) == 1  # one dense model for both search seeds
+    hydra = [read_result(result_path(c, root)) for c in suite.cells() if c.method.method == "hydra"]
+    assert [r["cell"]["search_seed"] for r in hydra] == [0, 1] and {r["cell"]["seed"] for r in hydra} == {0}
+    cross = hydra[0]["mask"]["stability"]["cross_seed"]
+    assert cross["within_dense_model"]["n_pairs"] == 1 and "across_dense_models" not in cross
+    assert cross["within_dense_model"]["mean_sparsity_aware"] == cross["mean_sparsity_aware"]
+    assert list(cross["pairs"]) == ["0.0-0.1"]
+    assert all(r["evaluation"]["outcomes"]["n"] == 24 for r in hydra)
