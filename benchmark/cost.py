@@ -134,7 +134,8 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
     """Time one real step of every phase of ``suite`` (its model, batch sizes, attack, objectives, pruners) on
     random inputs of its data set's shape; no data is read. Each step is timed ``repeats`` times after a
     warm-up, and the median is kept."""
-    from benchmark.evaluation import accuracy, pgd_accuracy
+    from benchmark.evaluation import pgd_accuracy
+    from benchmark.outcomes import correct
     from benchmark.runner import finetune_parameters, search_parameters
     from benchmark.training import train_phase
 
@@ -187,7 +188,7 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
     n = min(ev.batch_size, ev.n_examples, 64)
     x, y = torch.rand((n, *shape), generator=gen).to(device), torch.randint(0, classes, (n,), generator=gen).to(device)
     net = model().eval()
-    eval_batch = _timed(lambda: (accuracy(net, x, y, ev.batch_size),
+    eval_batch = _timed(lambda: (correct(net, x, y, ev.batch_size),
                                  pgd_accuracy(net, x, y, suite.threat, ev.pgd_steps, ev.batch_size)), repeats)
     passes = suite.pretrain.batch_size * (suite.threat.steps + 1 + (FORWARD if suite.pretrain.objective == "trades"
                                                                    else 0))

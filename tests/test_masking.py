@@ -20,7 +20,8 @@ from baselines.registry import UnknownNameError
 from benchmark.models import create_model, list_models
 
 INPUTS = {"digits_cnn": (1, 8, 8), "mlp": (1, 8, 8), "tiny_resnet": (3, 32, 32), "resnet18": (3, 32, 32),
-          "preact_resnet18": (3, 32, 32), "vgg16_bn": (3, 32, 32), "wrn_28_4": (3, 32, 32), "wrn_28_10": (3, 32, 32)}
+          "preact_resnet18": (3, 32, 32), "vgg16_bn": (3, 32, 32), "wrn_28_4": (3, 32, 32), "wrn_28_10": (3, 32, 32),
+          "fmnist_cnn": (1, 28, 28)}
 
 
 # wrn_28_10 is wrn_28_4 at 2.5x the width: the same layers, but 36M weights, ~1 GB of memory per test here

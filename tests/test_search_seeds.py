@@ -54,3 +54,18 @@ def test_search_seeds_on_one_dense_model(tmp_path: Path) -> None:
     assert cross["within_dense_model"]["mean_sparsity_aware"] == cross["mean_sparsity_aware"]
     assert list(cross["pairs"]) == ["0.0-0.1"]
     assert all(r["evaluation"]["outcomes"]["n"] == 24 for r in hydra)
+
+
+def test_search_runs_on_one_dense_model_are_not_set_aside_as_duplicates() -> None:
+    from benchmark.report.comparable import set_aside
+
+    def result(search_seed: int) -> dict:
+        return {"suite": "s", "config": {"model": "m"}, "created": "t", "_path": f"r{search_seed}.json",
+                "cell": {"method": "hydra", "label": "hydra", "dataset": "d", "model": "m", "structure": "u",
+                         "sparsity": 0.9, "seed": 0, "search_seed": search_seed},
+                "evaluation": {"eps": "1/10", "n_examples": 10, "autoattack": None}}
+
+    kept, lines = set_aside([result(0), result(1)])
+    assert len(kept) == 2 and lines == []
+    kept, lines = set_aside([result(1), result(1)])
+    assert len(kept) == 1 and "set aside" in lines[0]

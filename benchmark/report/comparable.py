@@ -1,20 +1,20 @@
 """Which results may share a table: the same protocol (everything in a cell's configuration but the method, the
 sparsity and the seed, suite name included). Tables are grouped by protocol, never averaged or paired across
-one; within a protocol a (method label, sparsity, seed) has one result and a label one method configuration,
-and the other files are set aside with the reason."""
+one; within a protocol a (method label, sparsity, seed, search seed) has one result and a label one method
+configuration, and the other files are set aside with the reason."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
-CELL_ONLY = ("method", "sparsity", "seed")  # what varies between the cells of one protocol
+CELL_ONLY = ("method", "sparsity", "seed", "search_seed")  # what varies between the cells of one protocol
 
 
 def protocol(r: dict) -> dict:
     """A result's protocol: its configuration without method, sparsity and seed, with the suite name and the
     setting and attack of record as the result states them (so even a result without a configuration has one)."""
-    config = {k: v for k, v in r["config"].items() if k not in CELL_ONLY}
+    config = {k: v for k, v in (r.get("config") or {}).items() if k not in CELL_ONLY}
     c, ev = r["cell"], r["evaluation"]
     stated = {"suite": r["suite"], "dataset": c["dataset"], "model": c["model"], "structure": c["structure"],
               "eps": ev["eps"], "n_examples": ev["n_examples"],
@@ -34,7 +34,7 @@ def protocol_name(r: dict) -> str:
 
 
 def _method_config(r: dict) -> str:
-    return json.dumps([r["cell"]["method"], r["config"].get("method")], sort_keys=True, default=str)
+    return json.dumps([r["cell"]["method"], (r.get("config") or {}).get("method")], sort_keys=True, default=str)
 
 
 def set_aside(results: list[dict]) -> tuple[list[dict], list[str]]:
@@ -48,7 +48,8 @@ def set_aside(results: list[dict]) -> tuple[list[dict], list[str]]:
         c, pid = r["cell"], protocol_id(r)
         where = r.get("_path", c["label"])
         first = methods.setdefault((pid, c["label"]), r)
-        other = cells.get((pid, c["label"], c["sparsity"], c["seed"]))
+        key = (pid, c["label"], c["sparsity"], c["seed"], c.get("search_seed", c["seed"]))
+        other = cells.get(key)
         if _method_config(first) != _method_config(r):
             lines.append(f"{where}: set aside: label {c['label']!r} stands for another method configuration in "
                          f"{first.get('_path', '?')} under the same protocol; give one of them another label")
@@ -56,7 +57,7 @@ def set_aside(results: list[dict]) -> tuple[list[dict], list[str]]:
             lines.append(f"{where}: set aside: same protocol, method, sparsity and seed as the newer "
                          f"{other.get('_path', '?')} (a second configuration of one cell is not another seed)")
         else:
-            cells[(pid, c["label"], c["sparsity"], c["seed"])] = r
+            cells[key] = r
             kept.append(r)
     order = {id(r): i for i, r in enumerate(results)}
     return sorted(kept, key=lambda r: order[id(r)]), sorted(lines)
