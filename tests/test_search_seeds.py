@@ -69,3 +69,28 @@ def test_search_runs_on_one_dense_model_are_not_set_aside_as_duplicates() -> Non
     assert len(kept) == 2 and lines == []
     kept, lines = set_aside([result(1), result(1)])
     assert len(kept) == 1 and "set aside" in lines[0]
+
+
+def test_the_dense_reference_joins_the_table_of_the_cells_it_started() -> None:
+    """A dense reference's config has no search or finetune phase; it still belongs with its pruned cells, and
+    with no other protocol's."""
+    from benchmark.report.stats import group_results
+
+    shared = {"suite": "s", "dataset": {"name": "d"}, "model": "m", "threat": {"eps": "1/10"},
+              "pretrain": {"epochs": 2}, "structure": "u", "evaluation": {"n_examples": 10}}
+
+    def result(method: str, search_epochs: int | None, pretrain_epochs: int = 2) -> dict:
+        config = {**shared, "pretrain": {"epochs": pretrain_epochs}, "seed": 0, "method": {"method": method},
+                  "sparsity": 0.0 if search_epochs is None else 0.9}
+        if search_epochs is not None:
+            config["search"] = {"epochs": search_epochs}
+        return {"suite": "s", "config": config,
+                "cell": {"method": method, "label": method, "dataset": "d", "model": "m", "structure": "u",
+                         "sparsity": config["sparsity"], "seed": 0},
+                "evaluation": {"eps": "1/10", "n_examples": 10, "autoattack": None}}
+
+    dense = result("dense", None)
+    groups = group_results([result("hydra", 3), result("hydra", 5), dense, result("dense", None, 9)])
+    with_dense = [rs for rs in groups.values() if any(r is dense for r in rs)]
+    assert len(with_dense) == 2 and all(len(rs) == 2 for rs in with_dense)  # both search budgets, one dense model
+    assert len(groups) == 3  # the dense model of another pretraining stands alone

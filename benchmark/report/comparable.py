@@ -11,10 +11,12 @@ import json
 CELL_ONLY = ("method", "sparsity", "seed", "search_seed")  # what varies between the cells of one protocol
 
 
-def protocol(r: dict) -> dict:
-    """A result's protocol: its configuration without method, sparsity and seed, with the suite name and the
-    setting and attack of record as the result states them (so even a result without a configuration has one)."""
-    config = {k: v for k, v in (r.get("config") or {}).items() if k not in CELL_ONLY}
+def protocol(r: dict, keys: set[str] | None = None) -> dict:
+    """A result's protocol: its configuration without method, sparsity and seed (only ``keys`` of it, if
+    given), with the suite name and the setting and attack of record as the result states them (so even a
+    result without a configuration has one)."""
+    config = {k: v for k, v in (r.get("config") or {}).items()
+              if k not in CELL_ONLY and (keys is None or k in keys)}
     c, ev = r["cell"], r["evaluation"]
     stated = {"suite": r["suite"], "dataset": c["dataset"], "model": c["model"], "structure": c["structure"],
               "eps": ev["eps"], "n_examples": ev["n_examples"],
@@ -22,10 +24,17 @@ def protocol(r: dict) -> dict:
     return {"config": config, "stated": stated}
 
 
-def protocol_id(r: dict) -> str:
-    """Eight hex digits naming a result's protocol."""
-    blob = json.dumps(protocol(r), sort_keys=True, separators=(",", ":"), default=str)
+def protocol_id(r: dict, keys: set[str] | None = None) -> str:
+    """Eight hex digits naming a result's protocol (restricted to the configuration ``keys``, if given)."""
+    blob = json.dumps(protocol(r, keys), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def dense_protocol_id(r: dict) -> tuple[str, set[str]]:
+    """A dense reference's protocol and the configuration keys it has (no mask search, no finetuning): a pruned
+    result belongs with it when its protocol restricted to those keys is the same."""
+    keys = set(r.get("config") or {})
+    return protocol_id(r, keys), keys
 
 
 def protocol_name(r: dict) -> str:
