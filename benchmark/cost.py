@@ -31,6 +31,8 @@ from s2ap import build_pruner, split_method
 
 FORWARD = 1 / 3
 
+clock = time.perf_counter  # what step timings are read with (a test clocks CPU time instead)
+
 
 def autoattack_passes(version: str, num_classes: int) -> float:
     """Upper bound of AutoAttack's passes per point, with pyautoattack's settings for the harness's versions."""
@@ -123,9 +125,9 @@ def _timed(run: Callable[[], object], repeats: int) -> float:
     run()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         run()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
