@@ -15,7 +15,7 @@ from benchmark.data import DataSplits, first_n
 from benchmark.evaluation import evaluate
 from benchmark.measure import environment, measure
 from benchmark.progress import Stages
-from benchmark.results import SCHEMA_VERSION, existing_hash, write_result
+from benchmark.results import SCHEMA_VERSION, existing_hash, sparsity_record, write_result
 from benchmark.runner import DenseCache, build_model, file_lock
 from benchmark.training import ATTACK_MODEL_MODE
 
@@ -79,8 +79,7 @@ def evaluate_dense(suite: SuiteConfig, root: Path, data: DataSplits, dense: Dens
             "config_hash": h,
             "pruner_options": None,
             "training": {"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
-            "sparsity": {"target": 0.0, "achieved": report["global"], "n_weights": report["n_weights"],
-                         "n_zero": report["n_zero"], "per_layer": report["per_layer"]},
+            "sparsity": sparsity_record(0.0, report),
             "evaluation": evaluation,
             "mask": None,
             "phases": phases,

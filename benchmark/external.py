@@ -19,7 +19,7 @@ from benchmark.errors import BenchmarkError, ConfigError
 from benchmark.evaluation import evaluate
 from benchmark.measure import environment, measure, resolve_device
 from benchmark.model_files import load_model_file
-from benchmark.results import SCHEMA_VERSION, load_results, write_result
+from benchmark.results import SCHEMA_VERSION, load_results, sparsity_record, write_result
 from benchmark.robustbench_adapter import ZOO_MODEL
 from benchmark.runner import build_model, load_data, suite_dir
 
@@ -96,8 +96,7 @@ def evaluate_checkpoint(path: str | Path, *, method: str, suite: SuiteConfig, sp
         "config": identity,
         "config_hash": config_hash(identity),
         "external": {"checkpoint": str(path), "sha256": sha, "bytes": path.stat().st_size},
-        "sparsity": {"target": target, "achieved": report["global"], "n_weights": report["n_weights"],
-                     "n_zero": report["n_zero"], "per_layer": report["per_layer"]},
+        "sparsity": sparsity_record(target, report),
         "evaluation": evaluation,
         "mask": None,
         "phases": phases,

@@ -41,6 +41,12 @@ __all__ = ["CELL_KEYS", "CHECKSUM_KEY", "REQUIRED", "SCHEMA_VERSION", "write_res
 MAX_BYTES = 64 * 1024 * 1024  # a result is a few hundred kB at most
 
 
+def sparsity_record(target: float, report: dict) -> dict:
+    """The ``sparsity`` entry of a result: the target and what :func:`baselines.sparsity_report` counted."""
+    return {"target": target, "achieved": report["global"], "n_weights": report["n_weights"],
+            "n_zero": report["n_zero"], "per_layer": report["per_layer"]}
+
+
 def write_result(path: Path, result: dict) -> None:
     """Validate ``result``, add its checksum and write it atomically."""
     result = {k: v for k, v in result.items() if k != CHECKSUM_KEY and not k.startswith("_")}

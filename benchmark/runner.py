@@ -39,7 +39,7 @@ from benchmark.model_files import save_model
 from benchmark.models import create_model
 from benchmark.paths import dense_path, mask_path, model_path, result_path, suite_dir, work_dir  # noqa: F401
 from benchmark.progress import Stages
-from benchmark.results import SCHEMA_VERSION, existing_hash, read_result, write_result
+from benchmark.results import SCHEMA_VERSION, existing_hash, read_result, sparsity_record, write_result
 from benchmark.robustbench_adapter import ZOO_MODEL
 from benchmark.threads import oversubscription, resolve_threads, torch_threads
 from benchmark.training import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
@@ -327,8 +327,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         "config_hash": cell.config_hash(),
         "pruner_options": pruner.options(),
         "training": {"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
-        "sparsity": {"target": cell.sparsity, "achieved": report["global"], "n_weights": report["n_weights"],
-                     "n_zero": report["n_zero"], "per_layer": report["per_layer"]},
+        "sparsity": sparsity_record(cell.sparsity, report),
         "evaluation": evaluation,
         "mask": mask_record,
         "phases": phases,
