@@ -109,7 +109,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
     x, y = x.to(device), y.to(device)
     start = time.perf_counter()
     on_stage("clean")
-    clean_correct = correct(model, x, y, cfg.batch_size)
+    pred = predictions(model, x, cfg.batch_size)
+    clean_correct = (pred == y).cpu()
     on_stage(f"PGD-{cfg.pgd_steps}")
     pgd_ok = pgd_correct(model, x, y, threat, cfg.pgd_steps, cfg.batch_size, cfg.seed)
     clean, pgd_acc = (int(v.sum()) / max(len(x), 1) for v in (clean_correct, pgd_ok))
@@ -135,7 +136,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
     robust = out["autoattack"]["robust_accuracy"] if out["autoattack"] else pgd_acc
     if robust > clean:
         flags.append("robust accuracy above clean accuracy: the evaluation is unreliable")
-    out["degenerate"] = degeneracy_flags(predictions(model, x, cfg.batch_size), y, out["autoattack"])
+    out["degenerate"] = degeneracy_flags(pred, y, out["autoattack"])
     out["flags"] = flags + out["degenerate"]
     return out
 
@@ -144,7 +145,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
 def predictions(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
     """Predicted classes of ``x`` (model in eval mode)."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    out = [model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
 
 
 def degeneracy_flags(pred: Tensor, y: Tensor, autoattack_record: dict | None) -> list[str]:
