@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import replace
+from typing import Literal
 
 import torch
 from tabulate import tabulate
@@ -34,10 +36,17 @@ def floor_step(pruner, model: torch.nn.Module):
     return step
 
 
+def attack_only_step(adversarial, robust_loss, optimizer, epoch: int):
+    """Craft the batch's adversarial examples and nothing else: the PGD part of every arm's step."""
+    adversarial()
+    return torch.zeros(())
+
+
 def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: float, device: torch.device,
-                      floor: bool = False) -> float:
-    """Seconds for one mask-search epoch of ``method`` (S2AP active from the first epoch); with ``floor``, the
-    base pruner's step plus one extra forward/backward (:func:`floor_step`)."""
+                      arm: Literal["step", "floor", "attack"] = "step") -> float:
+    """Seconds for one mask-search epoch of ``method`` (S2AP active from the first epoch); ``arm`` "floor" runs
+    the base pruner's step plus one extra forward/backward (:func:`floor_step`), "attack" only the PGD attack
+    of every step (:func:`attack_only_step`)."""
     torch.manual_seed(0)
     model = build_model(suite, data).to(device)
     settings = replace(method.s2ap, warmup_epochs=0)
@@ -47,9 +56,16 @@ def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: 
     params = search_parameters(model, pruner, suite.search.freeze_bn)
     loader = make_loader(data.train, suite.search.batch_size, shuffle=True, seed=0)
     phase = replace(suite.search, epochs=1)
+    if arm == "floor":
+        step = floor_step(pruner, model)
+    elif arm == "attack":
+        step = attack_only_step
+    else:
+        step = pruner.search_step
     start = time.perf_counter()
-    step = floor_step(pruner, model) if floor else pruner.search_step
-    train_phase(model, loader, params, phase, suite.threat, device=device, step=step, progress=False)
+    with warnings.catch_warnings():  # the attack-only arm steps the schedule without an optimizer step
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        train_phase(model, loader, params, phase, suite.threat, device=device, step=step, progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
@@ -58,9 +74,15 @@ def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: 
 def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats: int = 5,
                   sparsity: float = 0.99, device: str = "cpu", overrides: list[str] | None = None,
                   threads: int | None = None, progress: bool = False) -> dict:
-    """Median epoch time of ``base``, ``base+s2ap`` (reused adversarial examples) and ``base+s2ap``
-    (regenerated), alternating their order in every repeat so drifts in machine speed hit all alike; torch
-    uses ``threads`` threads (default: :func:`benchmark.threads.default_threads`)."""
+    """Epoch times of ``base``, the floor, ``base+s2ap`` (reused adversarial examples), ``base+s2ap``
+    (regenerated) and the PGD attack alone, alternating their order in every repeat so drifts in machine speed
+    hit all alike; torch uses ``threads`` threads (default: :func:`benchmark.threads.default_threads`).
+
+    Ratios are paired: each arm's time over the reference arm's in the same repeat, median over repeats (with
+    quartiles). ``extra_pass_in_pgd_iterations`` is what the floor's one extra forward/backward costs in units
+    of one input-gradient PGD iteration, ``(floor - base) / (attack / steps)``;
+    ``floor_if_pass_were_one_iteration`` is the ratio the floor would have if it cost one:
+    ``1 + (attack / steps) / base``."""
     with torch_threads(resolve_threads(threads)) as n:
         return {**_overhead(suite_name, base, repeats, sparsity, device, overrides, progress), "threads": n}
 
@@ -71,13 +93,16 @@ def _overhead(suite_name: str, base: str, repeats: int, sparsity: float, device:
     dev = torch.device(device)
     data = load_data(suite)
     floor_arm = f"{base} + one extra forward/backward (the floor)"
+    attack_arm = f"PGD-{suite.threat.steps} attack alone (no update)"
     arms = {
         base: MethodConfig(base),
         floor_arm: MethodConfig(base),
         f"{base}+s2ap (reuse x_adv)": MethodConfig(f"{base}+s2ap"),
         f"{base}+s2ap (regenerate x_adv)": MethodConfig(
             f"{base}+s2ap", s2ap=replace(MethodConfig(f"{base}+s2ap").s2ap, regenerate_adversarial=True)),
+        attack_arm: MethodConfig(base),
     }
+    kind = {floor_arm: "floor", attack_arm: "attack"}
     times: dict[str, list[float]] = {name: [] for name in arms}
     names = list(arms)
     with Stages("bench s2ap: mask-search epochs", 1 + repeats * len(names), progress) as bar:
@@ -87,9 +112,10 @@ def _overhead(suite_name: str, base: str, repeats: int, sparsity: float, device:
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
                 bar.start(f"{name}, repeat {r + 1}/{repeats}")
-                times[name].append(time_search_epoch(suite, arms[name], data, sparsity, dev, name == floor_arm))
-    base_median = statistics.median(times[base])
-    floor_median = statistics.median(times[floor_arm])
+                times[name].append(time_search_epoch(suite, arms[name], data, sparsity, dev,
+                                                     kind.get(name, "step")))
+    steps = suite.threat.steps
+    base_t, floor_t, attack_t = times[base], times[floor_arm], times[attack_arm]
     return {
         "suite": suite_name,
         "model": suite.model,
@@ -97,17 +123,41 @@ def _overhead(suite_name: str, base: str, repeats: int, sparsity: float, device:
         "sparsity": sparsity,
         "device": str(dev),
         "repeats": repeats,
-        "threat_steps": suite.threat.steps,
+        "threat_steps": steps,
         "median_s_per_epoch": {n: statistics.median(t) for n, t in times.items()},
-        "ratio_to_base": {n: statistics.median(t) / base_median for n, t in times.items()},
-        "ratio_to_floor": {n: statistics.median(t) / floor_median for n, t in times.items()},
+        "ratio_to_base": {n: paired_ratio(t, base_t) for n, t in times.items()},
+        "ratio_to_base_quartiles": {n: quartiles([a / b for a, b in zip(t, base_t)]) for n, t in times.items()},
+        "ratio_to_floor": {n: paired_ratio(t, floor_t) for n, t in times.items()},
+        "extra_pass_in_pgd_iterations": statistics.median(
+            [(f - b) / (a / steps) for f, b, a in zip(floor_t, base_t, attack_t)]),
+        "floor_if_pass_were_one_iteration": statistics.median([1 + a / steps / b for a, b in zip(attack_t, base_t)]),
     }
 
 
+def paired_ratio(times: list[float], reference: list[float]) -> float:
+    """Median over repeats of the ratio of two arms timed in the same repeat (drifts in machine speed between
+    repeats cancel, which they do not in a ratio of medians)."""
+    return statistics.median([t / r for t, r in zip(times, reference)])
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """Lower and upper quartile (both the value itself for one value)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
 def print_overhead(report: dict) -> None:
-    rows = [[name, f"{report['median_s_per_epoch'][name]:.3f}", f"{report['ratio_to_base'][name]:.3f}x",
-             f"{report['ratio_to_floor'][name]:.3f}x"] for name in report["median_s_per_epoch"]]
+    rows = []
+    for name, seconds in report["median_s_per_epoch"].items():
+        low, high = report["ratio_to_base_quartiles"][name]
+        rows.append([name, f"{seconds:.3f}", f"{report['ratio_to_base'][name]:.3f}x", f"{low:.3f}-{high:.3f}x",
+                     f"{report['ratio_to_floor'][name]:.3f}x"])
     print(f"S2AP overhead per mask-search epoch ({report['suite']}: {report['model']} on {report['dataset']}, "
           f"sparsity {report['sparsity']}, PGD-{report['threat_steps']}, {report['device']}, "
-          f"{report['threads']} thread(s), median of {report['repeats']} interleaved repeats)")
-    print(tabulate(rows, headers=["arm", "s / epoch", "ratio to base", "ratio to floor"], tablefmt="github"))
+          f"{report['threads']} thread(s), median of {report['repeats']} interleaved repeats; ratios paired by repeat)")
+    print(tabulate(rows, headers=["arm", "s / epoch", "ratio to base", "quartiles", "ratio to floor"],
+                   tablefmt="github"))
+    print(f"the extra forward/backward costs {report['extra_pass_in_pgd_iterations']:.2f} PGD iterations; were it "
+          f"one, the floor would be {report['floor_if_pass_were_one_iteration']:.3f}x")

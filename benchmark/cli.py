@@ -82,12 +82,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def results_folder(path: str) -> Path:
+    """``path`` as an existing results folder, or a one-line error naming it."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BenchmarkError(f"results folder {root} does not exist; give a suite's results folder, e.g. "
+                             "results/digits-smoke, or run a suite first (s2ap-bench run)")
+    return root
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from benchmark.report import write_report, write_tables
 
-    root = Path(args.results_dir)
-    if not root.is_dir():
-        raise BenchmarkError(f"results folder {root} does not exist; run a suite first (s2ap-bench run)")
+    root = results_folder(args.results_dir)
     written, problems = (write_report if args.command == "report" else write_tables)(root)
     for p in problems:
         print(f"skipped: {p}", file=sys.stderr)
@@ -153,9 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from benchmark.verify import report_lines, verify
 
-    root = Path(args.results_dir)
-    if not root.is_dir():
-        raise BenchmarkError(f"results folder {root} does not exist; give a suite's results folder")
+    root = results_folder(args.results_dir)
     checks = verify(root, patterns=args.cell, n=args.n, seed=args.seed, tolerance=args.tolerance,
                     device=args.device, scratch=Path(args.keep) if args.keep else None,
                     log=lambda line: print(line, file=sys.stderr))
@@ -321,6 +326,15 @@ def main(argv: list[str] | None = None) -> int:
         from benchmark.files import os_error_text
 
         print(f"s2ap-bench: error: {os_error_text(e)}", file=sys.stderr)
+        return 1
+    except (RuntimeError, MemoryError) as e:  # out of memory anywhere else: one line with the fix
+        import torch
+
+        from benchmark.errors import out_of_memory
+
+        if not isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
+            raise
+        print(f"s2ap-bench: error: {out_of_memory(args.command, 'this machine')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("s2ap-bench: interrupted; finished cells are kept, re-run to complete the rest", file=sys.stderr)

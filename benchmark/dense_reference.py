@@ -4,7 +4,6 @@ line beside the pruned cells (benchmark.report reads it like any other result)."
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -13,9 +12,9 @@ from baselines.masking import sparsity_report
 from benchmark.config import SuiteConfig, config_hash, to_dict
 from benchmark.data import DataSplits, first_n
 from benchmark.evaluation import evaluate
-from benchmark.measure import environment, measure
+from benchmark.measure import measure
 from benchmark.progress import Stages
-from benchmark.results import SCHEMA_VERSION, existing_hash, sparsity_record, write_result
+from benchmark.results import existing_hash, result_record, write_result
 from benchmark.runner import DenseCache, build_model, file_lock
 from benchmark.training import ATTACK_MODEL_MODE
 
@@ -70,23 +69,13 @@ def evaluate_dense(suite: SuiteConfig, root: Path, data: DataSplits, dense: Dens
         with Stages(f"evaluate dense seed {seed}", stages, progress) as bar, measure(phases["evaluate"], device):
             evaluation = evaluate(model, x, y, suite.threat, ev, device, on_stage=bar.start)
         report = sparsity_report(model, suite.skip_first_last)
-        result = {
-            "schema_version": SCHEMA_VERSION,
-            "suite": suite.name,
-            "cell": {"method": DENSE, "label": DENSE, "pruner": None, "plugin": None, "dataset": suite.dataset.name,
-                     "model": suite.model, "structure": suite.structure, "sparsity": 0.0, "seed": seed},
-            "config": dense_identity(suite, seed),
-            "config_hash": h,
-            "pruner_options": None,
-            "training": {"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
-            "sparsity": sparsity_record(0.0, report),
-            "evaluation": evaluation,
-            "mask": None,
-            "phases": phases,
-            "history": {},
-            "environment": environment(device),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        result = result_record(
+            suite=suite.name,
+            cell={"method": DENSE, "label": DENSE, "pruner": None, "plugin": None, "dataset": suite.dataset.name,
+                  "model": suite.model, "structure": suite.structure, "sparsity": 0.0, "seed": seed},
+            config=dense_identity(suite, seed), config_hash=h,
+            pruner_options=None, training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
+            report=report, target=0.0, evaluation=evaluation, phases=phases, device=device)
         write_result(out, result)
     aa = evaluation["autoattack"]["robust_accuracy"] if evaluation["autoattack"] else None
     return (f"  dense seed {seed} (reference): clean {evaluation['clean_accuracy']:.3f}  "

@@ -25,3 +25,12 @@ class ResultFileError(BenchmarkError):
 
 class CheckpointError(BenchmarkError):
     """A checkpoint that is missing, corrupt, or not loadable with ``weights_only=True``."""
+
+
+OUT_OF_MEMORY_FIX = ("lower the batch sizes (--set search.batch_size=..., finetune.batch_size=..., "
+                     "evaluation.batch_size=...) or run fewer --workers")
+
+
+def out_of_memory(what: str, device: object) -> BenchmarkError:
+    """The one-line error for running out of (device or host) memory while doing ``what``."""
+    return BenchmarkError(f"{what}: out of memory on {device}; {OUT_OF_MEMORY_FIX}")

@@ -8,7 +8,6 @@ architecture; the sparsity is counted from its weights; its sha256 is part of th
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 from baselines.masking import sparsity_report
@@ -17,9 +16,9 @@ from benchmark.data import first_n
 from benchmark.dense_sources import file_sha256
 from benchmark.errors import BenchmarkError, ConfigError
 from benchmark.evaluation import evaluate
-from benchmark.measure import environment, measure, resolve_device
+from benchmark.measure import measure, resolve_device
 from benchmark.model_files import load_model_file
-from benchmark.results import SCHEMA_VERSION, load_results, sparsity_record, write_result
+from benchmark.results import load_results, result_record, write_result
 from benchmark.robustbench_adapter import ZOO_MODEL
 from benchmark.runner import build_model, load_data, suite_dir
 
@@ -87,23 +86,14 @@ def evaluate_checkpoint(path: str | Path, *, method: str, suite: SuiteConfig, sp
     phases: dict = {"evaluate": {}}
     with measure(phases["evaluate"], device):
         evaluation = evaluate(model.to(device), x, y, suite.threat, suite.evaluation, device)
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "suite": suite.name,
-        "cell": {"method": method, "label": method, "pruner": PRUNER, "plugin": None, "external": True,
-                 "dataset": suite.dataset.name, "model": suite.model, "structure": suite.structure,
-                 "sparsity": target, "seed": 0},
-        "config": identity,
-        "config_hash": config_hash(identity),
-        "external": {"checkpoint": str(path), "sha256": sha, "bytes": path.stat().st_size},
-        "sparsity": sparsity_record(target, report),
-        "evaluation": evaluation,
-        "mask": None,
-        "phases": phases,
-        "history": {},
-        "environment": environment(device),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    result = result_record(
+        suite=suite.name,
+        cell={"method": method, "label": method, "pruner": PRUNER, "plugin": None, "external": True,
+              "dataset": suite.dataset.name, "model": suite.model, "structure": suite.structure,
+              "sparsity": target, "seed": 0},
+        config=identity, config_hash=config_hash(identity),
+        external={"checkpoint": str(path), "sha256": sha, "bytes": path.stat().st_size},
+        report=report, target=target, evaluation=evaluation, phases=phases, device=device)
     out = result_file(root, suite, method, target)
     write_result(out, result)
     return out, result

@@ -29,15 +29,19 @@ Schema (version 1), top-level keys:
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmark.errors import ResultFileError
 from benchmark.files import atomic_write_text
+from benchmark.measure import environment
 from benchmark.result_schema import CELL_KEYS, CHECKSUM_KEY, REQUIRED, SCHEMA_VERSION, check_result, checksum
 
-__all__ = ["CELL_KEYS", "CHECKSUM_KEY", "REQUIRED", "SCHEMA_VERSION", "write_result", "validate_result", "read_result",
-           "result_files", "load_results", "existing_hash"]
+__all__ = ["CELL_KEYS", "CHECKSUM_KEY", "REQUIRED", "SCHEMA_VERSION", "result_record", "write_result",
+           "validate_result", "read_result", "result_files", "load_results", "existing_hash"]
 MAX_BYTES = 64 * 1024 * 1024  # a result is a few hundred kB at most
 
 
@@ -45,6 +49,32 @@ def sparsity_record(target: float, report: dict) -> dict:
     """The ``sparsity`` entry of a result: the target and what :func:`baselines.sparsity_report` counted."""
     return {"target": target, "achieved": report["global"], "n_weights": report["n_weights"],
             "n_zero": report["n_zero"], "per_layer": report["per_layer"]}
+
+
+def result_record(*, suite: str, cell: dict, config: dict, config_hash: str, report: dict, target: float,
+                  evaluation: dict, phases: dict, device: torch.device, mask: dict | None = None,
+                  history: dict | None = None, **entries: Any) -> dict:
+    """One result in the schema's key order, for every producer (a cell, a dense reference, an external model).
+
+    ``report`` is what :func:`baselines.sparsity_report` counted from the evaluated weights and ``target`` the
+    sparsity the result is listed under; ``entries`` (``pruner_options``, ``training``, ``external``) follow
+    ``config_hash``. The environment (packages, git state, device) and the creation time are filled in here.
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "suite": suite,
+        "cell": cell,
+        "config": config,
+        "config_hash": config_hash,
+        **entries,
+        "sparsity": sparsity_record(target, report),
+        "evaluation": evaluation,
+        "mask": mask,
+        "phases": phases,
+        "history": history or {},
+        "environment": environment(device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_result(path: Path, result: dict) -> None:

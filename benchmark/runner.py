@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +30,15 @@ from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.config import Cell, SuiteConfig, config_hash
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
-from benchmark.errors import BenchmarkError, ConfigError
+from benchmark.errors import BenchmarkError, ConfigError, out_of_memory
 from benchmark.evaluation import evaluate, pgd_accuracy
 from benchmark.files import os_error_text
-from benchmark.measure import environment, git_state, measure, resolve_device
+from benchmark.measure import git_state, measure, resolve_device
 from benchmark.model_files import save_model
 from benchmark.models import create_model
 from benchmark.paths import dense_path, mask_path, model_path, result_path, suite_dir, work_dir  # noqa: F401
 from benchmark.progress import Stages
-from benchmark.results import SCHEMA_VERSION, existing_hash, read_result, sparsity_record, write_result
+from benchmark.results import existing_hash, read_result, result_record, write_result
 from benchmark.robustbench_adapter import ZOO_MODEL
 from benchmark.threads import oversubscription, resolve_threads, torch_threads
 from benchmark.training import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
@@ -308,10 +307,9 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         evaluation = evaluate(pruned, x_test, y_test, s.threat, s.evaluation, device, on_stage=bar.start)
 
     base, plugin = split_method(m.method)
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "suite": s.name,
-        "cell": {
+    result = result_record(
+        suite=s.name,
+        cell={
             "method": m.method,
             "label": m.label,
             "pruner": base,
@@ -323,18 +321,10 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             "seed": cell.seed,
             **({} if cell.search_seed is None else {"search_seed": cell.search_seed}),
         },
-        "config": cell.identity(),
-        "config_hash": cell.config_hash(),
-        "pruner_options": pruner.options(),
-        "training": {"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
-        "sparsity": sparsity_record(cell.sparsity, report),
-        "evaluation": evaluation,
-        "mask": mask_record,
-        "phases": phases,
-        "history": history,
-        "environment": environment(device),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        config=cell.identity(), config_hash=cell.config_hash(),
+        pruner_options=pruner.options(), training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
+        report=report, target=cell.sparsity, evaluation=evaluation, mask=mask_record, phases=phases,
+        history=history, device=device)
     if root is not None:
         result["model_file"] = save_model(pruned, model_path(cell, root), root)
     return result, masks
@@ -373,6 +363,8 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
             result, masks = run_cell(cell, data, dense, device, progress, work, root)
         except NonFiniteLossError as e:
             raise BenchmarkError(f"cell {cell.key} stopped: {e} ({work})") from None
+        except (torch.cuda.OutOfMemoryError, MemoryError):
+            raise out_of_memory(f"cell {cell.key} stopped (finished epochs resume from {work})", device) from None
         save_checkpoint(mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
         write_result(out, result)
         shutil.rmtree(work, ignore_errors=True)
@@ -422,6 +414,9 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
         return f"  FAILED {e}"
     except OSError as e:
         return f"  FAILED {os_error_text(e)}"
+    except (torch.cuda.OutOfMemoryError, MemoryError):
+        what = f"dense model of seed {seed}" if index is None else f"cell {suite.cells()[index].key}"
+        return f"  FAILED {out_of_memory(what, suite.device)}"
 
 
 def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,

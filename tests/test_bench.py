@@ -22,10 +22,26 @@ SMALL = ["dataset.options={test_fraction: 0.9}", "search.batch_size=256", "threa
 
 def test_s2ap_overhead_reports_every_arm() -> None:
     report = s2ap_overhead(repeats=1, overrides=SMALL)
-    floor = "hydra + one extra forward/backward (the floor)"
-    assert set(report["ratio_to_base"]) == {"hydra", floor, "hydra+s2ap (reuse x_adv)", "hydra+s2ap (regenerate x_adv)"}
+    floor, attack = "hydra + one extra forward/backward (the floor)", "PGD-2 attack alone (no update)"
+    assert set(report["ratio_to_base"]) == {"hydra", floor, "hydra+s2ap (reuse x_adv)", "hydra+s2ap (regenerate x_adv)",
+                                            attack}
     assert report["ratio_to_base"]["hydra"] == 1.0 and report["ratio_to_floor"][floor] == 1.0
     assert all(t > 0 for t in report["median_s_per_epoch"].values())
+    assert report["ratio_to_base"][attack] < 1  # the attack is part of every step
+    times = report["median_s_per_epoch"]  # one repeat: the paired figures are those of the single times
+    iteration = times[attack] / 2
+    assert report["extra_pass_in_pgd_iterations"] == pytest.approx((times[floor] - times["hydra"]) / iteration)
+    assert report["floor_if_pass_were_one_iteration"] == pytest.approx(1 + iteration / times["hydra"])
+    assert report["ratio_to_base_quartiles"][attack] == (report["ratio_to_base"][attack],) * 2
+
+
+def test_ratios_are_paired_by_repeat() -> None:
+    from benchmark.bench_s2ap import paired_ratio, quartiles
+
+    # the machine runs twice as fast in the second repeat: paired, the arm costs 1.1x in both
+    arm, base = [2.2, 1.1], [2.0, 1.0]
+    assert paired_ratio(arm, base) == pytest.approx(1.1)
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 4.0) and quartiles([1.5]) == (1.5, 1.5)
 
 
 def test_bench_cli(capsys) -> None:

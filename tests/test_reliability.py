@@ -95,6 +95,43 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
 
 
 # -- numerical faults and resumption ------------------------------------------------------------------------
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, MemoryError])
+def test_out_of_memory_is_one_line_with_the_fix_and_keeps_the_last_good_epoch(tmp_path: Path, monkeypatch,
+                                                                               error: type[Exception]) -> None:
+    import benchmark.training as training
+
+    suite = build(SuiteConfig, tiny_suite_dict(name="oom", search={"epochs": 2, "batch_size": 128},
+                                               evaluation=NO_AA))
+    real_loss = training.Objective.loss
+    calls = {"n": 0}
+
+    def exhausted(self, model, x_adv, x, y):
+        calls["n"] += 1
+        if calls["n"] > 12 + 13:  # in the search's 2nd epoch (see the NaN test below)
+            raise error("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_loss(self, model, x_adv, x, y)
+
+    monkeypatch.setattr(training.Objective, "loss", exhausted)
+    with pytest.raises(BenchmarkError, match=r"out of memory on cpu; lower the batch sizes") as info:
+        run_suite(suite, results_dir=tmp_path, progress=False, log=lambda s: None)
+    assert "\n" not in str(info.value) and "1 of 1 cells failed" in str(info.value)
+    kept = work_dir(suite.cells()[0], tmp_path / "oom") / "search.pt"
+    assert kept.exists() and len(load_checkpoint(kept)["history"]) == 1
+    assert not cell_files(tmp_path / "oom" / "digits")
+
+
+def test_out_of_memory_outside_a_cell_is_one_line_at_the_command_line(monkeypatch, capsys) -> None:
+    import benchmark.cli as cli_module
+
+    def exhausted(args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(cli_module, "cmd_bench_s2ap", exhausted)
+    assert cli_module.main(["bench", "s2ap"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory" in err and "lower the batch sizes" in err
+
+
 def test_nan_loss_stops_the_cell_and_keeps_the_last_good_epoch(tmp_path: Path, monkeypatch) -> None:
     import benchmark.training as training
 
