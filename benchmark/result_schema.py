@@ -191,3 +191,6 @@ def _mask(mask: Any, name: str) -> None:
     sharpness = mask.get("sharpness")
     _kind(name, "mask.sharpness", sharpness, (dict,))
     _finite(name, "mask.sharpness.top_eigenvalue", (sharpness or {}).get("top_eigenvalue"))
+    live = (sharpness or {}).get("live_channels")
+    _kind(name, "mask.sharpness.live_channels", live, (dict,))
+    _finite(name, "mask.sharpness.live_channels.top_eigenvalue", (live or {}).get("top_eigenvalue"))

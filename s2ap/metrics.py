@@ -31,6 +31,22 @@ def mask_distance(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, float
     }
 
 
+def live_channel_selectors(pruner: Pruner) -> dict[int, Tensor]:
+    """For each score tensor (by ``id``), 1 where the entry belongs to an output channel that keeps at least one
+    weight under the current mask, 0 where the whole channel is pruned (a dead channel)."""
+    from baselines.masking import iter_score_masks
+
+    selectors: dict[int, Tensor] = {}
+    if pruner.model is None:
+        return selectors
+    with torch.no_grad():
+        for _, sm in iter_score_masks(pruner.model):
+            live = sm.mask().expand(sm.weight_shape).flatten(1).amax(1) > 0
+            shape = (-1, *([1] * (sm.scores.dim() - 1)))
+            selectors[id(sm.scores)] = live.view(shape).expand_as(sm.scores).to(sm.scores.dtype)
+    return selectors
+
+
 def score_sharpness(
     pruner: Pruner,
     loss_fn: Callable[[], Tensor],
@@ -38,11 +54,18 @@ def score_sharpness(
     iterations: int = 20,
     tol: float = 1e-3,
     seed: int = 0,
-) -> dict[str, float]:
+) -> dict:
     """Top eigenvalue of the Hessian of ``loss_fn`` w.r.t. the pruner's scores, by power iteration on
     Hessian-vector products (double backward through the straight-through mask).
 
     ``loss_fn`` must evaluate the robust loss on a fixed batch (fixed adversarial examples, eval-mode model).
+
+    ``live_channels`` holds the same figure restricted to the scores of channels that keep at least one weight
+    (the Hessian projected onto them). A channel whose weights are all pruned outputs a constant, so BatchNorm's
+    running variance for it decays to about 1e-11 during the search; in eval mode a score that would revive one
+    of its weights then meets a gain of about ``1 / sqrt(eps)`` (BatchNorm's eps), and the full figure can
+    be 1e4 times the restricted one. The full figure is the paper's definition; the restricted one measures
+    the curvature of the masks that are actually in use. ``dead_channels`` counts the channels left out.
     """
     params = [p for p in pruner.score_parameters()]
     flags = [p.requires_grad for p in params]
@@ -53,7 +76,8 @@ def score_sharpness(
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         pairs = [(p, g) for p, g in zip(params, grads) if g is not None and g.requires_grad]
         if not pairs:
-            return {"top_eigenvalue": 0.0, "iterations": 0, "converged": True}
+            flat = {"top_eigenvalue": 0.0, "iterations": 0, "converged": True}
+            return {**flat, "live_channels": {**flat, "dead_channels": 0}}
         ps, gs = zip(*pairs)
 
         def hvp(v: list[Tensor]) -> list[Tensor]:
@@ -61,18 +85,35 @@ def score_sharpness(
 
         gen = torch.Generator().manual_seed(seed)
         start = [torch.randn(p.shape, generator=gen).to(p) for p in ps]
-        dominant, it1, ok1 = _power_iteration(hvp, start, iterations, tol)
-        if dominant >= 0:
-            return {"top_eigenvalue": dominant, "iterations": it1, "converged": ok1}
-        # The dominant eigenvalue is negative: the top one is found on the shifted operator H - dominant * I.
-        shifted, it2, ok2 = _power_iteration(
-            lambda v: [h - dominant * x for h, x in zip(hvp(v), v)], start, iterations, tol
-        )
-        return {"top_eigenvalue": shifted + dominant, "iterations": it1 + it2, "converged": ok1 and ok2,
-                "dominant_eigenvalue": dominant}
+        full = _top_eigenvalue(hvp, start, iterations, tol)
+        table = live_channel_selectors(pruner)
+        selectors = [table.get(id(p), torch.ones_like(p)) for p in ps]
+        dead = sum(int((sel.flatten(1).amax(1) if sel.dim() > 1 else sel).eq(0).sum()) for sel in selectors)
+        if dead == 0:
+            live = {k: v for k, v in full.items() if k != "dominant_eigenvalue"}
+        else:
+            def live_hvp(v: list[Tensor]) -> list[Tensor]:
+                return [h * sel for h, sel in zip(hvp([x * sel for x, sel in zip(v, selectors)]), selectors)]
+
+            found = _top_eigenvalue(live_hvp, [x * sel for x, sel in zip(start, selectors)], iterations, tol)
+            live = {k: v for k, v in found.items() if k != "dominant_eigenvalue"}
+        return {**full, "live_channels": {**live, "dead_channels": dead}}
     finally:
         for p, f in zip(params, flags):
             p.requires_grad_(f)
+
+
+def _top_eigenvalue(hvp: Callable[[list[Tensor]], list[Tensor]], start: list[Tensor], iterations: int,
+                    tol: float) -> dict:
+    """Top (largest, not largest in magnitude) eigenvalue of a symmetric operator: power iteration, and where
+    the dominant eigenvalue is negative a second one on the shifted operator ``H - dominant * I``."""
+    dominant, it1, ok1 = _power_iteration(hvp, start, iterations, tol)
+    if dominant >= 0:
+        return {"top_eigenvalue": dominant, "iterations": it1, "converged": ok1}
+    shifted, it2, ok2 = _power_iteration(lambda v: [h - dominant * x for h, x in zip(hvp(v), v)], start,
+                                         iterations, tol)
+    return {"top_eigenvalue": shifted + dominant, "iterations": it1 + it2, "converged": ok1 and ok2,
+            "dominant_eigenvalue": dominant}
 
 
 def _power_iteration(op: Callable[[list[Tensor]], list[Tensor]], start: list[Tensor], iterations: int,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from baselines.masking import current_masks
+from baselines.masking import current_masks, iter_score_masks, raw_weight
 from benchmark.config import ThreatConfig
 from benchmark.models import create_model
 from benchmark.training import Objective
@@ -147,3 +148,61 @@ def test_sharpness_is_the_top_not_the_dominant_eigenvalue() -> None:
     sharp = score_sharpness(pruner, lambda: 0.5 * (c * layer.weight**2).sum(), iterations=300, tol=1e-10)
     assert sharp["dominant_eigenvalue"] == pytest.approx(-4.0, rel=1e-4)
     assert sharp["top_eigenvalue"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_sharpness_of_live_channels_matches_an_explicit_hessian() -> None:
+    """A conv channel with every weight pruned and BatchNorm's running variance collapsed (as after a search)
+    dominates the full score-space Hessian; ``live_channels`` is the Hessian restricted to the other scores.
+    Both are checked against the Hessian of an independent functional model with the straight-through mask
+    written as ``mask + |s| - |s|.detach()``, taken with ``torch.autograd.functional.hessian``."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, bias=False), torch.nn.BatchNorm2d(2), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    bn = model[1]
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.0, 0.1]))
+        bn.running_var.copy_(torch.tensor([1e-11, 0.8]))
+        bn.weight.copy_(torch.tensor([0.9, 1.1]))
+        bn.bias.copy_(torch.tensor([0.5, 0.2]))  # the dead channel outputs 0.5, inside ReLU's linear part
+    pruner = build_pruner("hydra", 0.5)
+    pruner.attach(model)
+    (_, conv_mask), (_, lin_mask) = iter_score_masks(model)
+    with torch.no_grad():  # channel 0 of the conv entirely pruned; the linear layer keeps 2 inputs of each channel
+        conv_scores = torch.cat([0.01 * torch.arange(1.0, 10.0), 1 + torch.arange(1.0, 10.0)])
+        conv_mask.scores.copy_(conv_scores.view(2, 1, 3, 3))
+        lin_mask.scores.copy_(torch.tensor([2.0, -3.0, -0.1, 0.1, 4.0, 5.0, 0.1, -0.1]).repeat(3, 1))
+    x, y = torch.randn(16, 1, 4, 4), torch.randint(0, 3, (16,))
+    model.eval()
+    sharp = score_sharpness(pruner, lambda: F.cross_entropy(model(x), y), iterations=2000, tol=1e-12)
+
+    w_conv = raw_weight(model[0]).detach()
+    w_lin, b_lin = raw_weight(model[4]).detach(), model[4].bias.detach()
+    m_conv = (conv_mask.scores.abs() >= 1).float()
+    m_lin = (lin_mask.scores.abs() >= 2).float()
+
+    def loss(s: torch.Tensor) -> torch.Tensor:
+        s_conv, s_lin = s[:18].view(2, 1, 3, 3), s[18:].view(3, 8)
+        h = F.conv2d(x, w_conv * (m_conv + s_conv.abs() - s_conv.abs().detach()))
+        h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight.detach(), bn.bias.detach(), training=False)
+        return F.cross_entropy(F.linear(F.relu(h).flatten(1), w_lin * (m_lin + s_lin.abs() - s_lin.abs().detach()),
+                                        b_lin), y)
+
+    s0 = torch.cat([conv_mask.scores.detach().flatten(), lin_mask.scores.detach().flatten()])
+    hessian = torch.autograd.functional.hessian(loss, s0)
+    live = torch.ones(42, dtype=torch.bool)
+    live[:9] = False  # the scores of the dead channel 0
+    top = float(torch.linalg.eigvalsh(hessian).max())
+    top_live = float(torch.linalg.eigvalsh(hessian[live][:, live]).max())
+    assert sharp["top_eigenvalue"] == pytest.approx(top, rel=1e-3)
+    assert sharp["live_channels"]["top_eigenvalue"] == pytest.approx(top_live, rel=1e-3)
+    assert sharp["live_channels"]["dead_channels"] == 1
+    assert top > 1e3 * abs(top_live)  # the dead channel's collapsed variance dominates the full figure
+
+
+def test_sharpness_without_dead_channels_is_one_figure() -> None:
+    layer = torch.nn.Linear(3, 2, bias=False)
+    pruner = build_pruner("hydra", 0.5)
+    pruner.attach(layer)
+    sharp = score_sharpness(pruner, lambda: (layer.weight**2).sum(), iterations=50)
+    live = sharp["live_channels"]
+    assert live["dead_channels"] == 0 and live["top_eigenvalue"] == sharp["top_eigenvalue"]

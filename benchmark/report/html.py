@@ -47,7 +47,7 @@ from benchmark.report.tables import (
     summary_text,
 )
 
-PAGE_METRICS = ("clean", "aa", "pgd", "mask_change", "seed_distance", "sharpness")
+PAGE_METRICS = ("clean", "aa", "pgd", "mask_change", "seed_distance", "sharpness", "sharpness_live")
 COST_METRICS = ("mask_robust", "achieved_sparsity", "time_search", "time_finetune", "time_evaluate", "peak_memory")
 FILTERS = ("dataset", "model", "structure", "sparsity")
 

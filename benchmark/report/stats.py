@@ -68,6 +68,8 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            lambda r: _get(r, "mask", "stability", "cross_seed", "within_dense_model", "mean_sparsity_aware"),
            "lower", 4),
     Metric("sharpness", "sharpness", lambda r: _get(r, "mask", "sharpness", "top_eigenvalue"), "lower", 2),
+    Metric("sharpness_live", "sharpness, live channels",
+           lambda r: _get(r, "mask", "sharpness", "live_channels", "top_eigenvalue"), "lower", 2),
     Metric("mask_robust", "mask robust (%)", lambda r: _get(r, "mask", "robust_accuracy_after_search"), "higher", 2,
            100, "%"),
     # pretraining is shared by every cell of a seed: no best is marked for it

@@ -35,8 +35,9 @@ from benchmark.report.stats import (
 
 MISSING = "-"
 DETAIL_METRICS = ("achieved_sparsity", "time_pretrain", "time_search", "time_finetune", "time_evaluate",
-                  "peak_memory", "mask_change", "seed_distance", "search_seed_distance", "sharpness", "mask_robust")
-EFFECT_METRICS = ("aa", "clean", "mask_change", "seed_distance", "sharpness", "mask_robust")
+                  "peak_memory", "mask_change", "seed_distance", "search_seed_distance", "sharpness", "sharpness_live",
+                  "mask_robust")
+EFFECT_METRICS = ("aa", "clean", "mask_change", "seed_distance", "sharpness", "sharpness_live", "mask_robust")
 
 
 @dataclass(frozen=True)
