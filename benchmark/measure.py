@@ -53,13 +53,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def git_state() -> dict:
-    root = Path(__file__).resolve().parent.parent
+def git_state(root: Path | None = None) -> dict:
+    """The commit of the checkout holding this package (or ``root``) and whether its tracked files differ from
+    it. The ``results/`` folder is left out: it holds outputs, and a ``--force`` re-run that overwrites
+    committed results would otherwise mark itself dirty from its first written file on."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=root, capture_output=True, text=True,
+                               timeout=10).stdout.strip() != ""
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit or None, "dirty": dirty if commit else None}

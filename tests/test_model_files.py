@@ -200,6 +200,33 @@ def test_run_warns_before_writing_results_from_a_dirty_tree(tmp_path: Path, monk
     assert any(line.startswith("warning: the git tree has uncommitted changes") for line in lines)
 
 
+def test_dirty_means_changed_code_not_changed_results(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from benchmark.measure import git_state
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cell.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "cell.json").write_text('{"recomputed": true}')  # a --force re-run of a cell
+    (tmp_path / "untracked.py").write_text("")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["dirty"] is True
+
+
 def test_evaluate_rejects_a_bad_method_name(tmp_path: Path) -> None:
     from benchmark.external import check_method_name
 
