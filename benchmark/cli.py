@@ -328,11 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2ap-bench: error: {os_error_text(e)}", file=sys.stderr)
         return 1
     except (RuntimeError, MemoryError) as e:  # out of memory anywhere else: one line with the fix
-        import torch
-
         from benchmark.errors import out_of_memory
+        from benchmark.measure import OUT_OF_MEMORY
 
-        if not isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
+        if not isinstance(e, OUT_OF_MEMORY):
             raise
         print(f"s2ap-bench: error: {out_of_memory(args.command, 'this machine')}", file=sys.stderr)
         return 1

@@ -31,8 +31,6 @@ from s2ap import build_pruner, split_method
 
 FORWARD = 1 / 3
 
-clock = time.perf_counter  # what step timings are read with (a test clocks CPU time instead)
-
 
 def autoattack_passes(version: str, num_classes: int) -> float:
     """Upper bound of AutoAttack's passes per point, with pyautoattack's settings for the harness's versions."""
@@ -120,8 +118,8 @@ def _batches(n_train: int | None, batch_size: int) -> int | None:
     return None if n_train is None else math.ceil(n_train / batch_size)
 
 
-def _timed(run: Callable[[], object], repeats: int) -> float:
-    """Median seconds of ``run`` over ``repeats`` calls, after one untimed warm-up call."""
+def _timed(run: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
+    """Median seconds of ``run`` (read on ``clock``) over ``repeats`` calls, after one untimed warm-up call."""
     run()
     times = []
     for _ in range(repeats):
@@ -132,10 +130,10 @@ def _timed(run: Callable[[], object], repeats: int) -> float:
 
 
 def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str], None] = lambda name: None,
-                  ) -> StepTimes:
+                  clock: Callable[[], float] = time.perf_counter) -> StepTimes:
     """Time one real step of every phase of ``suite`` (its model, batch sizes, attack, objectives, pruners) on
     random inputs of its data set's shape; no data is read. Each step is timed ``repeats`` times after a
-    warm-up, and the median is kept."""
+    warm-up, and the median is kept; ``clock`` reads the time (wall time; a test passes CPU time)."""
     from benchmark.evaluation import pgd_accuracy
     from benchmark.outcomes import correct
     from benchmark.runner import finetune_parameters, search_parameters
@@ -163,7 +161,7 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
         one = replace(phase, epochs=1)
         kwargs = {"step": pruner.search_step} if pruner is not None else {}
         return _timed(lambda: train_phase(net, data, params, one, suite.threat, device=device, progress=False,
-                                          **kwargs), repeats)
+                                          **kwargs), repeats, clock)
 
     on_stage("pretrain step")
     net = model()
@@ -191,7 +189,7 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
     x, y = torch.rand((n, *shape), generator=gen).to(device), torch.randint(0, classes, (n,), generator=gen).to(device)
     net = model().eval()
     eval_batch = _timed(lambda: (correct(net, x, y, ev.batch_size),
-                                 pgd_accuracy(net, x, y, suite.threat, ev.pgd_steps, ev.batch_size)), repeats)
+                                 pgd_accuracy(net, x, y, suite.threat, ev.pgd_steps, ev.batch_size)), repeats, clock)
     passes = suite.pretrain.batch_size * (suite.threat.steps + 1 + (FORWARD if suite.pretrain.objective == "trades"
                                                                    else 0))
     return StepTimes(pretrain, search, finetune, eval_batch / n, pretrain / passes, str(device),

@@ -43,6 +43,9 @@ def measure(record: dict, device: torch.device) -> Iterator[None]:
         record["wall_s"] = time.perf_counter() - start
 
 
+OUT_OF_MEMORY: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError, MemoryError)  # device or host
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

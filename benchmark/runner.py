@@ -33,7 +33,7 @@ from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, m
 from benchmark.errors import BenchmarkError, ConfigError, out_of_memory
 from benchmark.evaluation import evaluate, pgd_accuracy
 from benchmark.files import os_error_text
-from benchmark.measure import git_state, measure, resolve_device
+from benchmark.measure import OUT_OF_MEMORY, git_state, measure, resolve_device
 from benchmark.model_files import save_model
 from benchmark.models import create_model
 from benchmark.paths import dense_path, mask_path, model_path, result_path, suite_dir, work_dir  # noqa: F401
@@ -363,7 +363,7 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
             result, masks = run_cell(cell, data, dense, device, progress, work, root)
         except NonFiniteLossError as e:
             raise BenchmarkError(f"cell {cell.key} stopped: {e} ({work})") from None
-        except (torch.cuda.OutOfMemoryError, MemoryError):
+        except OUT_OF_MEMORY:
             raise out_of_memory(f"cell {cell.key} stopped (finished epochs resume from {work})", device) from None
         save_checkpoint(mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
         write_result(out, result)
@@ -414,7 +414,7 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
         return f"  FAILED {e}"
     except OSError as e:
         return f"  FAILED {os_error_text(e)}"
-    except (torch.cuda.OutOfMemoryError, MemoryError):
+    except OUT_OF_MEMORY:
         what = f"dense model of seed {seed}" if index is None else f"cell {suite.cells()[index].key}"
         return f"  FAILED {out_of_memory(what, suite.device)}"
 

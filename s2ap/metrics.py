@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from baselines.base import Pruner
+from baselines.masking import iter_score_masks
 
 
 def mask_distance(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, float]:
@@ -31,20 +32,21 @@ def mask_distance(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, float
     }
 
 
-def live_channel_selectors(pruner: Pruner) -> dict[int, Tensor]:
+def live_channel_selectors(pruner: Pruner) -> tuple[dict[int, Tensor], int]:
     """For each score tensor (by ``id``), 1 where the entry belongs to an output channel that keeps at least one
-    weight under the current mask, 0 where the whole channel is pruned (a dead channel)."""
-    from baselines.masking import iter_score_masks
-
+    weight under the current mask, 0 where the whole channel is pruned (a dead channel); and the number of
+    dead channels."""
     selectors: dict[int, Tensor] = {}
+    dead = 0
     if pruner.model is None:
-        return selectors
+        return selectors, dead
     with torch.no_grad():
         for _, sm in iter_score_masks(pruner.model):
             live = sm.mask().expand(sm.weight_shape).flatten(1).amax(1) > 0
+            dead += int((~live).sum())
             shape = (-1, *([1] * (sm.scores.dim() - 1)))
             selectors[id(sm.scores)] = live.view(shape).expand_as(sm.scores).to(sm.scores.dtype)
-    return selectors
+    return selectors, dead
 
 
 def score_sharpness(
@@ -86,17 +88,15 @@ def score_sharpness(
         gen = torch.Generator().manual_seed(seed)
         start = [torch.randn(p.shape, generator=gen).to(p) for p in ps]
         full = _top_eigenvalue(hvp, start, iterations, tol)
-        table = live_channel_selectors(pruner)
+        table, dead = live_channel_selectors(pruner)
         selectors = [table.get(id(p), torch.ones_like(p)) for p in ps]
-        dead = sum(int((sel.flatten(1).amax(1) if sel.dim() > 1 else sel).eq(0).sum()) for sel in selectors)
-        if dead == 0:
-            live = {k: v for k, v in full.items() if k != "dominant_eigenvalue"}
-        else:
-            def live_hvp(v: list[Tensor]) -> list[Tensor]:
-                return [h * sel for h, sel in zip(hvp([x * sel for x, sel in zip(v, selectors)]), selectors)]
 
-            found = _top_eigenvalue(live_hvp, [x * sel for x, sel in zip(start, selectors)], iterations, tol)
-            live = {k: v for k, v in found.items() if k != "dominant_eigenvalue"}
+        def live_hvp(v: list[Tensor]) -> list[Tensor]:
+            return [h * sel for h, sel in zip(hvp([x * sel for x, sel in zip(v, selectors)]), selectors)]
+
+        found = full if dead == 0 else _top_eigenvalue(live_hvp, [x * sel for x, sel in zip(start, selectors)],
+                                                       iterations, tol)
+        live = {k: v for k, v in found.items() if k != "dominant_eigenvalue"}
         return {**full, "live_channels": {**live, "dead_channels": dead}}
     finally:
         for p, f in zip(params, flags):
