@@ -194,3 +194,14 @@ def test_default_folder_is_dated_and_named_after_the_gpu() -> None:
 
     out = script.default_out("NVIDIA H200", datetime.date(2026, 12, 1))
     assert out == ROOT / "results" / "gpu" / "2026-12-01-nvidia-h200"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without CUDA")
+def test_cuda_asked_where_there_is_none_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    assert script.main(["--device", "cuda", "--out", str(tmp_path / "gpu")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no CUDA device" in err and "--device cpu --quick" in err
+    assert not (tmp_path / "gpu" / "gpu_check.json").exists() or \
+        json.loads((tmp_path / "gpu" / "gpu_check.json").read_text())["steps"]["environment"]["status"] == "ok"
