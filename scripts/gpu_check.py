@@ -114,10 +114,11 @@ QUICK = Sizes(
 )
 # Seconds per step; they add up to the global default (8 minutes). A step gets its own budget or what is
 # left of the global one, whichever is less.
-BUDGETS = {"environment": 20.0, "training_bf16": 60.0, "training_fp32": 60.0, "gpu_tests": 75.0,
+BUDGETS = {"environment": 20.0, "gpu_tests": 75.0, "training_bf16": 60.0, "training_fp32": 60.0,
            "autoattack": 90.0, "s2ap": 75.0, "cost": 50.0, "profile": 50.0}
 WRITE_RESERVE_S = 3.0  # kept back from the global budget to write the files
 NOTHING_TO_PROFILE = "every goal met: nothing to profile"
+NOT_CHOSEN = "not chosen (--only)"
 
 
 def missing_modules(names: tuple[str, ...]) -> list[str]:
@@ -570,7 +571,7 @@ def profile_targets(goal: dict[str, dict], steps: dict[str, dict]) -> dict[str, 
         if s["status"] == "ok" and s["figures"]["training"]["ratio"] < TARGET_RATIO \
                 and precision not in targets["training"]:
             targets["training"].append(precision)
-    if bf16["status"] != "ok" and "bf16" not in targets["training"]:
+    if bf16["status"] in ("failed", "timed_out") and "bf16" not in targets["training"]:
         targets["training"].append("bf16")  # it failed or ran out of time: the profile may say why
     if goal["no_host_sync_in_mask"]["status"] != "met":
         targets["mask"] = ["hydra", "harp"]
@@ -700,6 +701,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="where the checks run")
     p.add_argument("--quick", action="store_true", help="tiny model and sizes: test the logic (on the CPU)")
     p.add_argument("--out", help="output folder (default: results/gpu/<date>-<gpu name>/)")
+    p.add_argument("--only", help=f"comma-separated steps to run (the environment always runs): {', '.join(BUDGETS)}")
     p.add_argument("--budget", type=float, default=GLOBAL_BUDGET_S, help="global time budget in seconds")
     p.add_argument("--threads", type=int,
                    help="torch CPU threads (default: 1 with --quick, else $OMP_NUM_THREADS or the usable cores)")
@@ -711,6 +713,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget <= WRITE_RESERVE_S or (args.threads is not None and args.threads < 1):
         print(f"gpu_check: error: --budget must exceed {WRITE_RESERVE_S:.0f} s and --threads be >= 1; pass e.g. "
               "--budget 480 --threads 4", file=sys.stderr)
+        return 2
+    chosen = set(BUDGETS) if not args.only else {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = sorted(chosen - set(BUDGETS))
+    if unknown:
+        print(f"gpu_check: error: unknown step(s) {', '.join(unknown)} in --only; choose from {', '.join(BUDGETS)}",
+              file=sys.stderr)
         return 2
     missing = missing_modules(REQUIRED)
     if missing:
@@ -759,22 +767,30 @@ def main(argv: list[str] | None = None) -> int:
         if out is None:
             out = default_out(report["gpu_name"] or dev, datetime.datetime.now(datetime.timezone.utc).date())
             write(report, out)
-        step("training_bf16", child("training_bf16", lambda: training(sizes, dev, threads, bf16=True)))
-        step("training_fp32", child("training_fp32", lambda: training(sizes, dev, threads, bf16=False)))
-        tests = step("gpu_tests", lambda timeout: gpu_tests(timeout, scratch))
-        if tests["status"] == "ok":
-            shutil.copyfile(scratch / "gpu_tests.xml", out / "gpu_tests.xml")
-        step("autoattack", child("autoattack", lambda: autoattack(sizes, dev, threads)))
-        step("s2ap", child("s2ap", lambda: s2ap(sizes, dev, threads)))
-        step("cost", child("cost", lambda: cost(sizes, dev, threads)))
+        runs: dict[str, Callable[[float], dict]] = {
+            "gpu_tests": lambda timeout: gpu_tests(timeout, scratch),
+            "training_bf16": child("training_bf16", lambda: training(sizes, dev, threads, bf16=True)),
+            "training_fp32": child("training_fp32", lambda: training(sizes, dev, threads, bf16=False)),
+            "autoattack": child("autoattack", lambda: autoattack(sizes, dev, threads)),
+            "s2ap": child("s2ap", lambda: s2ap(sizes, dev, threads)),
+            "cost": child("cost", lambda: cost(sizes, dev, threads)),
+        }
+        for name, run in runs.items():
+            if name not in chosen:
+                report["steps"][name] = not_run(name, NOT_CHOSEN)
+                continue
+            entry = step(name, run)
+            if name == "gpu_tests" and entry["status"] == "ok":
+                shutil.copyfile(scratch / "gpu_tests.xml", out / "gpu_tests.xml")
         report["goals"] = goals(report["steps"])
         targets = profile_targets(report["goals"], report["steps"])
-        if targets["training"] or targets["mask"]:
+        if "profile" not in chosen:
+            report["steps"]["profile"] = not_run("profile", NOT_CHOSEN)
+        elif targets["training"] or targets["mask"]:
             step("profile", child("profile", lambda: {**profile(sizes, dev, threads, targets), "targets": targets}))
         else:
-            report["steps"]["profile"] = {"status": "skipped", "seconds": 0.0, "budget_s": BUDGETS["profile"],
-                                          "figures": None, "reason": NOTHING_TO_PROFILE}
-    report["complete"] = all(s["status"] == "ok" or s["reason"] == NOTHING_TO_PROFILE
+            report["steps"]["profile"] = not_run("profile", NOTHING_TO_PROFILE)
+    report["complete"] = all(s["status"] == "ok" or s["reason"] in (NOTHING_TO_PROFILE, NOT_CHOSEN)
                              for s in report["steps"].values())
     finish(report, start)
     write(report, out)
@@ -798,6 +814,10 @@ def preimport() -> None:
     import benchmark.bench.s2ap  # noqa: F401
     import benchmark.bench.speed  # noqa: F401
     import benchmark.run.cost  # noqa: F401
+
+
+def not_run(name: str, reason: str) -> dict:
+    return {"status": "skipped", "seconds": 0.0, "budget_s": BUDGETS[name], "figures": None, "reason": reason}
 
 
 def finish(report: dict, start: float) -> None:
