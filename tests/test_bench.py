@@ -141,3 +141,8 @@ def test_dry_run_estimates_costs_without_the_data(capsys) -> None:
     assert cell_cost(hydra).autoattack == pytest.approx(10_000 * (100 + 900 + 900 + 5000 / 3))
 
 
+
+
+def test_speed_leaves_out_one_workload_but_not_both() -> None:
+    with pytest.raises(ValueError, match="nothing to time"):
+        speed("tiny_resnet", "cpu", skip_training=True, skip_autoattack=True)
