@@ -6,9 +6,9 @@
 
 Steps, in this order, each in its own process with its own time budget (a step that fails or runs out of
 time is recorded with the reason, and the next one runs): the environment (GPU name, driver, torch, CUDA);
-``bench speed`` PGD-10 training in bf16 + channels_last and in fp32 (harness vs bare loop, images/s); the
-``gpu`` tests (``pytest -m gpu``, junit outcomes); AutoAttack standard throughput (points/s, harness vs
-pyautoattack called directly); ``bench s2ap`` (S2AP's overhead per mask-search epoch); the ``cifar10-paper``
+the ``gpu`` tests (``pytest -m gpu``, junit outcomes); ``bench speed`` PGD-10 training in bf16 +
+channels_last and in fp32 (harness vs bare loop, images/s); AutoAttack standard throughput (points/s, harness
+vs pyautoattack called directly); ``bench s2ap`` (S2AP's overhead per mask-search epoch); the ``cifar10-paper``
 ``--dry-run --measure`` estimate of the suite's hours; and, where a goal is missed, a short torch.profiler
 run whose top ops go into the JSON. The goals: ResNet18 PGD-10 training in bf16 >= 8,000 images/s, harness
 >= 0.95x the bare loop, no host synchronisation in the mask's forward/backward. See docs/gpu.md.
@@ -85,15 +85,15 @@ class Sizes:
 # there, i.e. 35 passes/s (11 passes per image: 10 attack steps + the update); the goal on an H100/H200 is
 # 8,000 images/s in bf16 (2,500x), and fp32 is planned at a third of that (2,700 images/s, 30k passes/s).
 # - speed: 2 arms x (1 warm-up + 5 repeats) x 16 batches of 256 = 49,152 images: 6 s at the bf16 goal, 18 s at
-#   the fp32 plan; the 60 s budget covers a GPU 3x slower than planned. 5 interleaved repeats keep the ratio's
-#   noise at about +-2 % (the CPU runs of bench speed).
+#   the fp32 plan; the 60 s budget covers a GPU 3x slower than planned (the ratio is the median of the 5
+#   interleaved repeats).
 # - AutoAttack standard: on a model that is not robust, APGD-CE (100 iterations) breaks almost every point, so
 #   a point costs about 100 passes (benchmark/run/cost.py's bound, 3,567, assumes none is broken); 500 points
 #   x 2 arms x (1 + 2) runs x 100 passes = 300k passes, 10 s at 30k passes/s. Points that survive meet FAB-T
 #   and Square (5,000 queries): the step's budget (90 s) bounds that case.
 # - bench s2ap: 1 warm-up + 5 arms x 3 repeats = 16 mask-search epochs of 5,120 images (bf16, the gpu-speed
-#   suite halved) at about 1.3x a training epoch (the CPU's +S2AP ratios, 1.15x-1.97x): 13 s at the goal, 40 s
-#   at the fp32 plan; 75 s.
+#   suite halved) at about 1.25x a training epoch on average (the arms' CPU ratios to the base: 1, 1.14, 1.15,
+#   1.97 and the attack alone below 1): 13 s at the goal, 38 s at the fp32 plan; 75 s.
 # - cost: measure_steps times about 25 real steps of 128 images (PGD-10) plus each pruner's set-up: seconds.
 # - profile: one warm-up and one profiled epoch of 4 batches per arm (the profiler about doubles the time).
 FULL = Sizes(
@@ -128,8 +128,8 @@ def missing_modules(names: tuple[str, ...]) -> list[str]:
 
 def missing_line(missing: list[str]) -> str:
     return (f"gpu_check: error: missing Python modules: {', '.join(missing)}; this script installs nothing: put "
-            "them into the Python that runs it (on a machine without a package index, carry them as wheels, "
-            "docs/gpu.md)")
+            "them into the Python that runs it (on a machine without a package index they travel as files: make "
+            "gpu-carry, docs/gpu.md)")
 
 
 # -- the steps (each runs in a child process) -------------------------------------------------------------------
@@ -392,6 +392,9 @@ def gpu_tests(timeout: float, scratch: Path) -> dict:
             "command": " ".join(["pytest -m gpu -q", *relative]), "files": relative}
 
 
+OUTCOMES = {"failure": "failed", "error": "error", "skipped": "skipped"}  # junit element -> outcome
+
+
 def parse_junit(path: Path) -> dict:
     """Counts and cases of a pytest junit XML file."""
     root = ET.parse(path).getroot()
@@ -401,10 +404,10 @@ def parse_junit(path: Path) -> dict:
         for case in suite.iter("testcase"):
             outcome, message = "passed", ""
             for child in case:
-                if child.tag in ("failure", "error", "skipped"):
-                    outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-                    message = (child.get("message") or child.text or "").strip().splitlines()[:1]
-                    message = message[0][:300] if message else ""
+                if child.tag in OUTCOMES:
+                    outcome = OUTCOMES[child.tag]
+                    text = (child.get("message") or child.text or "").strip()
+                    message = text.splitlines()[0][:300] if text else ""
                     break
             cases.append({"id": f"{case.get('classname', '')}::{case.get('name', '')}", "outcome": outcome,
                           "seconds": float(case.get("time") or 0.0), "message": message})
