@@ -24,7 +24,7 @@ def test_s2ap_overhead_reports_every_arm() -> None:
     report = s2ap_overhead(repeats=1, overrides=SMALL)
     floor, attack = "hydra + one extra forward/backward (the floor)", "PGD-2 attack alone (no update)"
     assert set(report["ratio_to_base"]) == {"hydra", floor, "hydra+s2ap (reuse x_adv)", "hydra+s2ap (regenerate x_adv)",
-                                            attack}
+                                            "hydra+s2ap (previous-step ascent)", attack}
     assert report["ratio_to_base"]["hydra"] == 1.0 and report["ratio_to_floor"][floor] == 1.0
     assert all(t > 0 for t in report["median_s_per_epoch"].values())
     assert report["ratio_to_base"][attack] < 1  # the attack is part of every step

@@ -75,7 +75,8 @@ def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats
                   sparsity: float = 0.99, device: str = "cpu", overrides: list[str] | None = None,
                   threads: int | None = None, progress: bool = False) -> dict:
     """Epoch times of ``base``, the floor, ``base+s2ap`` (reused adversarial examples), ``base+s2ap``
-    (regenerated) and the PGD attack alone, alternating their order in every repeat so drifts in machine speed
+    (regenerated), ``base+s2ap`` with the previous step's gradient as ascent direction (one forward/backward per
+    step, like the base) and the PGD attack alone, alternating their order in every repeat so drifts in machine speed
     hit all alike; torch uses ``threads`` threads (default: :func:`benchmark.run.threads.default_threads`).
 
     Ratios are paired: each arm's time over the reference arm's in the same repeat, median over repeats (with
@@ -100,6 +101,8 @@ def _overhead(suite_name: str, base: str, repeats: int, sparsity: float, device:
         f"{base}+s2ap (reuse x_adv)": MethodConfig(f"{base}+s2ap"),
         f"{base}+s2ap (regenerate x_adv)": MethodConfig(
             f"{base}+s2ap", s2ap=replace(MethodConfig(f"{base}+s2ap").s2ap, regenerate_adversarial=True)),
+        f"{base}+s2ap (previous-step ascent)": MethodConfig(
+            f"{base}+s2ap", s2ap=replace(MethodConfig(f"{base}+s2ap").s2ap, ascent="previous", batchnorm="perturbed")),
         attack_arm: MethodConfig(base),
     }
     kind = {floor_arm: "floor", attack_arm: "attack"}
