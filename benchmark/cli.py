@@ -25,14 +25,15 @@ def _suite(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import run_suite, suite_dir, write_suite_tables
-    from benchmark.threads import resolve_threads, torch_threads
+    from benchmark.run.suite import run_suite, write_suite_tables
+    from benchmark.run.threads import resolve_threads, torch_threads
+    from benchmark.store.paths import suite_dir
 
     suite = _suite(args)
     root = suite_dir(suite, args.results_dir)
     if args.dry_run:
-        from benchmark.cost import describe, measure_steps
         from benchmark.progress import Stages
+        from benchmark.run.cost import describe, measure_steps
 
         times = None
         if args.measure:
@@ -49,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
                       workers=args.workers, threads=args.threads, tables=False)
         else:
-            from benchmark.slurm import parse_parameters, submit_suite
+            from benchmark.run.slurm import parse_parameters, submit_suite
 
             params = parse_parameters(list(args.slurm or []))
             submit_suite(suite, kind=args.executor, results_dir=args.results_dir, force=args.force,
@@ -104,7 +105,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from benchmark.results import CHECKSUM_KEY, read_result, result_files
+    from benchmark.store.results import CHECKSUM_KEY, read_result, result_files
 
     root = Path(args.results_dir)
     if not root.exists():
@@ -138,7 +139,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.config import load_suite
-    from benchmark.external import evaluate_checkpoint
+    from benchmark.run.external import evaluate_checkpoint
 
     overrides = list(args.set or [])
     for flag, key in ((args.model, "model"), (args.dataset, "dataset.name"), (args.eps, "threat.eps"),
@@ -158,7 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from benchmark.verify import report_lines, verify
+    from benchmark.run.verify import report_lines, verify
 
     root = results_folder(args.results_dir)
     checks = verify(root, patterns=args.cell, n=args.n, seed=args.seed, tolerance=args.tolerance,
@@ -170,7 +171,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_s2ap(args: argparse.Namespace) -> int:
-    from benchmark.bench_s2ap import print_overhead, s2ap_overhead
+    from benchmark.bench.s2ap import print_overhead, s2ap_overhead
 
     report = s2ap_overhead(args.suite, base=args.base, repeats=args.repeats, sparsity=args.sparsity,
                            device=args.device, overrides=list(args.set or []), threads=args.threads,
@@ -180,7 +181,7 @@ def cmd_bench_s2ap(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
-    from benchmark.bench_speed import print_speed, speed
+    from benchmark.bench.speed import print_speed, speed
 
     report = speed(args.model, args.device, batch_size=args.batch_size, batches=args.batches, steps=args.steps,
                    repeats=args.repeats, eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size,
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2ap-bench: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # one line, always
         return e.exit_code
     except OSError as e:  # one the code did not foresee: still one line naming the path and the cause
-        from benchmark.files import os_error_text
+        from benchmark.store.files import os_error_text
 
         print(f"s2ap-bench: error: {os_error_text(e)}", file=sys.stderr)
         return 1

@@ -6,8 +6,7 @@ with a radius per layer relative to the norm of that layer's scores.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.base import Pruner, check_finite
+from baselines.batchnorm import batchnorm_buffers, frozen_batchnorm_stats
 
 TINY = 1e-12
 
@@ -45,30 +45,6 @@ class S2APSettings:
             raise ValueError(f"s2ap gamma must be >= 0, got {self.gamma}")
         if self.warmup_epochs < 0:
             raise ValueError(f"s2ap warmup_epochs must be >= 0, got {self.warmup_epochs}")
-
-
-def batchnorm_buffers(model: nn.Module) -> list[Tensor]:
-    """The running statistics of every BatchNorm layer of ``model`` that tracks them."""
-    return [
-        buf
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
-        if buf is not None
-    ]
-
-
-@contextmanager
-def frozen_batchnorm_stats(model: nn.Module, buffers: list[Tensor] | None = None) -> Iterator[None]:
-    """Run forward passes in train mode without changing BatchNorm running statistics (``buffers``: those of
-    :func:`batchnorm_buffers`, when the caller keeps them)."""
-    buffers = batchnorm_buffers(model) if buffers is None else buffers
-    saved = torch._foreach_mul(buffers, 1) if buffers else []  # one fused copy
-    try:
-        yield
-    finally:
-        if buffers:
-            torch._foreach_copy_(buffers, saved)
 
 
 class S2AP(Pruner):

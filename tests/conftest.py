@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.config import SuiteConfig, build
-from benchmark.results import result_files
+from benchmark.store.results import result_files
 
 TINY_SUITE = {
     "name": "tiny",

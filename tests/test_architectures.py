@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from baselines import get_pruner, sparsity_report
-from benchmark.architectures import count_weights
+from benchmark.data.vision import torchvision
 from benchmark.models import create_model, list_models
-from benchmark.vision import torchvision
+from benchmark.models.architectures import count_weights
 
 ARCHITECTURES = {  # name -> weights in millions (10 classes)
     "resnet18": 11.17,

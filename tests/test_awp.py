@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.masking import current_masks, raw_weight
-from benchmark.awp import awp_step
 from benchmark.config import ConfigError, PhaseConfig, SuiteConfig, ThreatConfig, build, identity_dict
-from benchmark.data import make_loader
+from benchmark.data.datasets import make_loader
 from benchmark.models import create_model
-from benchmark.runner import finetune_parameters
-from benchmark.training import plain_step, train_phase
+from benchmark.run.cells import finetune_parameters
+from benchmark.train.awp import awp_step
+from benchmark.train.loop import plain_step, train_phase
 from s2ap import build_pruner
 from tests.conftest import tiny_suite_dict
 

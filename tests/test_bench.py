@@ -7,14 +7,14 @@ import argparse
 import pytest
 import torch
 
-from benchmark.bench_s2ap import s2ap_overhead
-from benchmark.bench_speed import speed
+from benchmark.bench.s2ap import s2ap_overhead
+from benchmark.bench.speed import speed
 from benchmark.cli import main
 from benchmark.config import PhaseConfig, SuiteConfig, ThreatConfig, build, load_suite
-from benchmark.cost import cell_cost, pretrain_cost
-from benchmark.data import load_dataset, make_loader
+from benchmark.data.datasets import load_dataset, make_loader
 from benchmark.models import create_model
-from benchmark.training import train_phase
+from benchmark.run.cost import cell_cost, pretrain_cost
+from benchmark.train.loop import train_phase
 from tests.conftest import tiny_suite_dict
 
 SMALL = ["dataset.options={test_fraction: 0.9}", "search.batch_size=256", "threat.steps=2"]
@@ -36,7 +36,7 @@ def test_s2ap_overhead_reports_every_arm() -> None:
 
 
 def test_ratios_are_paired_by_repeat() -> None:
-    from benchmark.bench_s2ap import paired_ratio, quartiles
+    from benchmark.bench.s2ap import paired_ratio, quartiles
 
     # the machine runs twice as fast in the second repeat: paired, the arm costs 1.1x in both
     arm, base = [2.2, 1.1], [2.0, 1.0]

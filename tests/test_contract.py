@@ -16,10 +16,10 @@ from torch import nn
 from baselines import PRUNERS, Pruner, sparsity_report
 from baselines.masking import current_masks, keep_count, raw_weight
 from benchmark.config import PhaseConfig, SuiteConfig, ThreatConfig, build
-from benchmark.data import make_loader
+from benchmark.data.datasets import make_loader
 from benchmark.models import create_model
-from benchmark.runner import finetune_parameters, search_parameters
-from benchmark.training import train_phase
+from benchmark.run.cells import finetune_parameters, search_parameters
+from benchmark.train.loop import train_phase
 from s2ap import S2APSettings, build_pruner, list_methods
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.config import SuiteConfig, build
-from benchmark.cost import cell_seconds, dense_seconds, measure_steps
-from benchmark.runner import run_suite
+from benchmark.run.cost import cell_seconds, dense_seconds, measure_steps
+from benchmark.run.suite import run_suite
 from tests.conftest import tiny_suite_dict
 
 FACTOR = 3.0  # the stated accuracy of the estimate: within 3x of the measured time, either way

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from benchmark.config import ConfigError, DataConfig, SuiteConfig, build
-from benchmark.data import (
+from benchmark.data.datasets import (
     NORMALIZATION,
     dataset_info,
     default_workers,
     load_dataset,
     make_loader,
 )
+from benchmark.data.vision import torchvision
 from benchmark.errors import DataError
 from benchmark.models import Normalized, create_model
-from benchmark.vision import torchvision
 from tests.conftest import tiny_suite_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,4 +197,4 @@ def test_only_the_vision_module_imports_torchvision() -> None:
     pattern = re.compile(r"^\s*(import torchvision|from torchvision\b)", re.MULTILINE)
     offenders = [str(p.relative_to(ROOT)) for folder in ("benchmark", "baselines", "s2ap", "tests")
                  for p in (ROOT / folder).rglob("*.py") if pattern.search(p.read_text())]
-    assert offenders == ["benchmark/vision.py"]
+    assert offenders == ["benchmark/data/vision.py"]

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from benchmark.config import ConfigError, SuiteConfig, build
-from benchmark.data import DataSplits
+from benchmark.data.datasets import DataSplits
 from benchmark.errors import CheckpointError
 from benchmark.models import create_model
-from benchmark.results import read_result
-from benchmark.robustbench_adapter import autoattack_shim, checkpoint_path, import_robustbench, load_state_dict
-from benchmark.runner import DenseCache, result_path, run_suite, suite_dir
+from benchmark.models.robustbench import autoattack_shim, checkpoint_path, import_robustbench, load_state_dict
+from benchmark.run.dense import DenseCache
+from benchmark.run.suite import run_suite
+from benchmark.store.paths import result_path, suite_dir
+from benchmark.store.results import read_result
 from tests.conftest import tiny_suite_dict
 
 NO_DATA = DataSplits([], [], [], 10, (3, 32, 32))  # type: ignore[arg-type]  (DenseCache only needs the sizes)
@@ -138,7 +140,7 @@ def test_without_robustbench_the_zoo_import_is_one_line_and_leaves_no_shim() -> 
 def test_zoo_architecture_and_registered_one_agree_on_a_zoo_checkpoint(tmp_path: Path) -> None:
     """HYDRA's own zoo entry (a WideResNet-28-10 with an unused block) loads into robustbench's architecture and,
     offline, into wrn_28_10, and both compute the same function."""
-    from benchmark.robustbench_adapter import zoo_model
+    from benchmark.models.robustbench import zoo_model
 
     import_robustbench()
     from robustbench.model_zoo import model_dicts

@@ -12,9 +12,9 @@ import yaml
 from benchmark.cli import main
 from benchmark.config import SuiteConfig, build
 from benchmark.report import write_tables
-from benchmark.results import read_result, result_files
-from benchmark.runner import run_suite
-from benchmark.threads import default_threads
+from benchmark.run.suite import run_suite
+from benchmark.run.threads import default_threads
+from benchmark.store.results import read_result, result_files
 from tests.conftest import cell_files, tiny_suite_dict
 
 

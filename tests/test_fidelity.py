@@ -22,7 +22,7 @@ from baselines.harp import PUBLIC_START_KEEP
 from baselines.masking import iter_score_masks
 from benchmark.config import ThreatConfig
 from benchmark.models import create_model
-from benchmark.training import Objective
+from benchmark.train.loop import Objective
 from s2ap import S2APSettings, build_pruner
 
 THREAT = ThreatConfig(eps="32/255", step_size="8/255", steps=3)
@@ -229,7 +229,7 @@ def test_trades_runs_clean_and_adversarial_batches_through_batchnorm_separately(
 
 def test_a_collapsed_model_is_flagged_degenerate() -> None:
     from benchmark.config import EvalConfig
-    from benchmark.evaluation import degeneracy_flags, evaluate
+    from benchmark.evaluate.robustness import degeneracy_flags, evaluate
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with torch.no_grad():

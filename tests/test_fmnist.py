@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmark.config import load_suite
-from benchmark.data import IDX_FILES, dataset_info, idx_layout, load_dataset
+from benchmark.data.datasets import IDX_FILES, dataset_info, idx_layout, load_dataset
 from benchmark.errors import DataError
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")

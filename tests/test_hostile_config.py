@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmark.config import SuiteConfig, build, load_suite
+from benchmark.config.yaml_loading import MAX_BYTES, load_yaml
 from benchmark.errors import BenchmarkError, ConfigError
-from benchmark.paths import cell_layout, inside, mask_path, name_problem, result_path, suite_dir, work_dir
-from benchmark.yaml_loading import MAX_BYTES, load_yaml
+from benchmark.store.paths import cell_layout, inside, mask_path, name_problem, result_path, suite_dir, work_dir
 from tests.conftest import tiny_suite_dict
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

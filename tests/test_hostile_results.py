@@ -19,9 +19,10 @@ from benchmark.report.comparable import set_aside
 from benchmark.report.generate import table_texts
 from benchmark.report.html import page
 from benchmark.report.stats import group_results
-from benchmark.result_schema import checksum
-from benchmark.results import load_results, read_result, write_result
-from benchmark.runner import pending_cells, result_path
+from benchmark.run.suite import pending_cells
+from benchmark.store.paths import result_path
+from benchmark.store.results import load_results, read_result, write_result
+from benchmark.store.schema import checksum
 from tests.conftest import tiny_suite_dict
 from tests.test_report import make_result
 

@@ -17,7 +17,8 @@ import yaml
 
 from benchmark.cli import main
 from benchmark.config import SuiteConfig, build
-from benchmark.runner import file_lock, result_path
+from benchmark.run.locks import file_lock
+from benchmark.store.paths import result_path
 from tests.conftest import tiny_suite_dict
 from tests.test_report import make_result, write_suite
 
@@ -114,7 +115,7 @@ def test_disk_full_during_report_keeps_the_previous_page(tmp_path: Path) -> None
 
 
 def test_a_read_only_results_folder_is_one_line_for_table(tmp_path: Path, capsys, monkeypatch) -> None:
-    import benchmark.files as files
+    import benchmark.store.files as files
 
     write_suite(tmp_path, [make_result()])
 

@@ -16,12 +16,12 @@ import torch
 from benchmark.cli import main
 from benchmark.config import SuiteConfig, build
 from benchmark.errors import BenchmarkError, CheckpointError, ConfigError
-from benchmark.model_files import load_model_file
 from benchmark.models import create_model
+from benchmark.models.files import load_model_file
 from benchmark.report.marks import marked
-from benchmark.results import read_result, result_files, write_result
-from benchmark.runner import run_suite
-from benchmark.verify import compare, verify
+from benchmark.run.suite import run_suite
+from benchmark.run.verify import compare, verify
+from benchmark.store.results import read_result, result_files, write_result
 from tests.conftest import cell_files, tiny_suite_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_an_independent_autoattack_on_the_saved_model_agrees(finished: Path, res
     """pyautoattack called directly (not through the harness) on the plainly loaded model and the same points."""
     from pyautoattack import AutoAttack
 
-    from benchmark.data import first_n, load_dataset
+    from benchmark.data.datasets import first_n, load_dataset
 
     model = create_model("digits_cnn", 10, 1)
     model.load_state_dict(torch.load(finished / result["model_file"]["path"], weights_only=True))
@@ -189,7 +189,7 @@ def test_dirty_and_external_rows_are_marked() -> None:
 
 
 def test_run_warns_before_writing_results_from_a_dirty_tree(tmp_path: Path, monkeypatch) -> None:
-    import benchmark.runner as runner
+    import benchmark.run.suite as runner
 
     monkeypatch.setattr(runner, "git_state", lambda: {"commit": "abc", "dirty": True})
     lines: list[str] = []
@@ -228,7 +228,7 @@ def test_dirty_means_changed_code_not_changed_results(tmp_path: Path) -> None:
 
 
 def test_evaluate_rejects_a_bad_method_name(tmp_path: Path) -> None:
-    from benchmark.external import check_method_name
+    from benchmark.run.external import check_method_name
 
     with pytest.raises(ConfigError, match="without '/'"):
         check_method_name("a/b", tmp_path)

@@ -15,11 +15,12 @@ import pytest
 import torch
 import yaml
 
-from benchmark.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.config import SuiteConfig, build
 from benchmark.errors import BenchmarkError, CheckpointError, ResultFileError
-from benchmark.results import read_result
-from benchmark.runner import run_suite, work_dir
+from benchmark.run.suite import run_suite
+from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
+from benchmark.store.paths import work_dir
+from benchmark.store.results import read_result
 from tests.conftest import cell_files, tiny_suite_dict
 
 FOUR_CELLS = dict(name="faults", sparsities=[0.9, 0.99], methods=["hydra", "hydra+s2ap"],
@@ -69,7 +70,7 @@ def test_truncated_checkpoint_names_the_file(tmp_path: Path) -> None:
 
 
 def test_corrupt_result_json_names_the_file(tmp_path: Path) -> None:
-    from benchmark.results import read_result
+    from benchmark.store.results import read_result
 
     p = tmp_path / "r.json"
     p.write_text('{"schema_version": 1, "suite": ')
@@ -98,7 +99,7 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, MemoryError])
 def test_out_of_memory_is_one_line_with_the_fix_and_keeps_the_last_good_epoch(tmp_path: Path, monkeypatch,
                                                                                error: type[Exception]) -> None:
-    import benchmark.training as training
+    import benchmark.train.loop as training
 
     suite = build(SuiteConfig, tiny_suite_dict(name="oom", search={"epochs": 2, "batch_size": 128},
                                                evaluation=NO_AA))
@@ -133,7 +134,7 @@ def test_out_of_memory_outside_a_cell_is_one_line_at_the_command_line(monkeypatc
 
 
 def test_nan_loss_stops_the_cell_and_keeps_the_last_good_epoch(tmp_path: Path, monkeypatch) -> None:
-    import benchmark.training as training
+    import benchmark.train.loop as training
 
     suite = build(SuiteConfig, tiny_suite_dict(name="nan", search={"epochs": 3, "lr": 0.1, "batch_size": 128},
                                                evaluation=NO_AA))
@@ -162,7 +163,7 @@ def test_nan_loss_stops_the_cell_and_keeps_the_last_good_epoch(tmp_path: Path, m
 
 def test_an_interrupted_search_resumes_bit_exactly(tmp_path: Path, monkeypatch) -> None:
     """Stopping after the first search epoch and re-running gives the same masks as an uninterrupted run."""
-    import benchmark.runner as runner
+    import benchmark.run.cells as runner
 
     suite = build(SuiteConfig, tiny_suite_dict(name="resume", methods=["hydra+s2ap"],
                                                search={"epochs": 3, "lr": 0.1, "batch_size": 128},

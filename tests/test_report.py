@@ -23,7 +23,7 @@ from benchmark.report import write_report, write_tables
 from benchmark.report.generate import TABLE_FILES
 from benchmark.report.reference import REFERENCES, comparison_table
 from benchmark.report.tables import accuracy_table, details_table, effect_table, latex_table, markdown_table
-from benchmark.results import load_results, write_result
+from benchmark.store.results import load_results, write_result
 
 
 def make_result(method: str = "hydra", sparsity: float = 0.9, seed: int = 0, clean: float = 0.9,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from baselines.masking import current_masks, iter_score_masks, raw_weight
 from benchmark.config import ThreatConfig
 from benchmark.models import create_model
-from benchmark.training import Objective
+from benchmark.train.loop import Objective
 from s2ap import S2AP, S2APSettings, build_pruner, list_methods, mask_distance, score_sharpness
 
 THREAT = ThreatConfig(eps="32/255", step_size="8/255", steps=3)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from benchmark.config import ConfigError, SuiteConfig, build, load_suite
-from benchmark.results import read_result
-from benchmark.runner import result_path, run_suite
+from benchmark.run.suite import run_suite
+from benchmark.store.paths import result_path
+from benchmark.store.results import read_result
 from tests.conftest import tiny_suite_dict
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from benchmark.config import EvalConfig, ThreatConfig
-from benchmark.evaluation import evaluate
-from benchmark.outcomes import pack, read_outcomes, unpack
+from benchmark.evaluate.outcomes import pack, read_outcomes, unpack
+from benchmark.evaluate.robustness import evaluate
 from benchmark.report.significance import (
     binomial_two_sided,
     bootstrap_mean,

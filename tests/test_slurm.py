@@ -11,10 +11,10 @@ import yaml
 
 from benchmark.cli import main
 from benchmark.config import ConfigError, SuiteConfig, build
-from benchmark.dense_reference import dense_result_path
-from benchmark.results import read_result
-from benchmark.runner import result_path, suite_dir
-from benchmark.slurm import make_executor, parse_parameters
+from benchmark.run.dense_reference import dense_result_path
+from benchmark.run.slurm import make_executor, parse_parameters
+from benchmark.store.paths import result_path, suite_dir
+from benchmark.store.results import read_result
 from tests.conftest import tiny_suite_dict
 
 submitit = pytest.importorskip("submitit")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmark.cli import main
 from benchmark.config import load_suite
-from benchmark.cost import cell_cost, pretrain_cost
+from benchmark.run.cost import cell_cost, pretrain_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 

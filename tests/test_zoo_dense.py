@@ -11,10 +11,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from benchmark.config import ConfigError, SuiteConfig, build
-from benchmark.data import DataSplits
+from benchmark.data.datasets import DataSplits
 from benchmark.errors import CheckpointError
-from benchmark.robustbench_adapter import checkpoint_path, zoo_architecture
-from benchmark.runner import DenseCache, run_cell
+from benchmark.models.robustbench import checkpoint_path, zoo_architecture
+from benchmark.run.cells import run_cell
+from benchmark.run.dense import DenseCache
 from tests.conftest import tiny_suite_dict
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("robustbench") is None, reason="robustbench is not installed")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.files import atomic_write_text
 from benchmark.report.comparable import set_aside
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.significance import significance_markdown
@@ -19,7 +18,8 @@ from benchmark.report.tables import (
     leaderboard_markdown,
     markdown_table,
 )
-from benchmark.results import load_results
+from benchmark.store.files import atomic_write_text
+from benchmark.store.results import load_results
 
 TABLE_FILES = ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "details.md", "details.tex", "reference.md",
                "reference.tex", "reference.csv")

@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from benchmark.files import atomic_write_bytes
 from benchmark.report.stats import (
     METRICS,
     by_cell,
@@ -30,6 +29,7 @@ from benchmark.report.stats import (
     summarize,
 )
 from benchmark.report.tables import slug
+from benchmark.store.files import atomic_write_bytes
 
 FORMATS = ("png", "svg")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",

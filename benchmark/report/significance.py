@@ -1,4 +1,4 @@
-"""Intervals and paired tests on per-example outcomes (``evaluation.outcomes``, see :mod:`benchmark.outcomes`).
+"""Intervals and paired tests on per-example outcomes (``evaluation.outcomes``, see :mod:`benchmark.evaluate.outcomes`).
 
 Every cell is evaluated on the same first n test points, so two cells of the same run (dense seed and search
 seed) compare point by point:
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.outcomes import read_outcomes
+from benchmark.evaluate.outcomes import read_outcomes
 
 Z95 = 1.959963984540054
 BOOTSTRAP_DRAWS = 2000

@@ -19,13 +19,13 @@ from torch import Tensor, nn
 
 from baselines import adversarial_step
 from baselines.masking import attach_score_masks
-from benchmark.bench_speed import direct_autoattack, fit_clean
+from benchmark.bench.speed import direct_autoattack, fit_clean
 from benchmark.config import load_suite
 from benchmark.data import DataSplits, load_dataset
-from benchmark.evaluation import autoattack
+from benchmark.evaluate.robustness import autoattack
 from benchmark.models import create_model
-from benchmark.runner import search_parameters
-from benchmark.training import make_objective, make_optimizer
+from benchmark.run.cells import search_parameters
+from benchmark.train.loop import make_objective, make_optimizer
 from s2ap import S2APSettings, build_pruner
 from tests.benchmarks import twins
 

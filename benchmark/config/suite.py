@@ -1,0 +1,575 @@
+"""Frozen configuration dataclasses, loaded from YAML suites and validated on load.
+
+A bad value raises :class:`~benchmark.errors.ConfigError` with one line naming the field, the value and what
+is allowed; the CLI turns it into exit code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from benchmark.config.records import config_hash, to_dict
+from benchmark.config.yaml_loading import YAMLSyntaxError, check_size, load_yaml, plain_copy, read_yaml_file
+from benchmark.errors import ConfigError
+from benchmark.store.paths import name_problem, relative_folder_problem, sparsity_text
+from s2ap.plugin import S2APSettings
+
+OBJECTIVES = ("pgd-at", "trades")
+SCHEDULES = ("cosine", "constant")
+AUTOATTACK_VERSIONS = ("standard", "fast", "none")
+STRUCTURES = {"unstructured": "weight", "channel": "channel"}
+DEVICES = ("auto", "cpu", "cuda")
+DENSE_SOURCES = ("pretrain", "checkpoint", "robustbench")
+ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
+# Fields added after results were first published enter a config's identity (and hash) only when set away from
+# these defaults, so earlier results stay valid; runtime-only fields never enter it.
+LATE_FIELD_DEFAULTS: dict[str, Any] = {"bf16": False, "channels_last": False, "awp": False, "awp_gamma": 0.005,
+                                         "awp_warmup": 0}
+RUNTIME_FIELDS = ("num_workers",)
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_BATCH = 2**16
+
+
+class FieldError(ConfigError):
+    """Raised inside ``__post_init__``; :func:`build` prefixes the field's full path."""
+
+    def __init__(self, name: str, value: Any, allowed: str) -> None:
+        self.name, self.value, self.allowed = name, value, allowed
+        super().__init__(self._text(name))
+
+    def _text(self, path: str) -> str:
+        return f"config field '{path}': got {_short(self.value)}, {self.allowed}"
+
+    def at(self, prefix: str) -> ConfigError:
+        return ConfigError(self._text(f"{prefix}{self.name}"))
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (worker pools) as the one line it says
+        return ConfigError, (str(self),)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile value never floods an error line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_fraction(value: Any, name: str) -> Fraction:
+    """``"8/255"``, ``0.031`` or ``Fraction`` -> exact ``Fraction`` in [0, 1]."""
+    try:
+        frac = Fraction(str(value)) if not isinstance(value, Fraction) else value
+    except (ValueError, ZeroDivisionError):
+        raise FieldError(name, value, "must be a number or a fraction like '8/255'") from None
+    if not 0 <= frac <= 1:
+        raise FieldError(name, value, "must be in [0, 1] (inputs are scaled to [0, 1])")
+    return frac
+
+
+def _positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+                or (v == 0 and not allow_zero)):
+            raise FieldError(n, v, "must be >= 0" if allow_zero else "must be > 0")
+
+
+def _at_most(obj: Any, limit: int, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) > limit:
+            raise FieldError(n, getattr(obj, n), f"must be at most {limit}")
+
+
+def _choice(obj: Any, name: str, allowed: typing.Iterable[str]) -> None:
+    v = getattr(obj, name)
+    allowed = tuple(allowed)
+    if v not in allowed:
+        close = difflib.get_close_matches(str(v), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise FieldError(name, v, f"must be one of {', '.join(allowed)}{hint}")
+
+
+@dataclass(frozen=True)
+class ThreatConfig:
+    """L-inf threat model for training attacks and evaluation. Fractions are kept exact ("8/255")."""
+
+    eps: str = "8/255"
+    step_size: str = "2/255"
+    steps: int = 10
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", str(parse_fraction(self.eps, "eps")))
+        object.__setattr__(self, "step_size", str(parse_fraction(self.step_size, "step_size")))
+        _positive(self, "steps")
+
+    @property
+    def eps_value(self) -> float:
+        return float(Fraction(self.eps))
+
+    @property
+    def step_value(self) -> float:
+        return float(Fraction(self.step_size))
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One training phase (pretrain, mask search or finetune): optimiser, schedule and objective."""
+
+    epochs: int = 10
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    batch_size: int = 128
+    objective: str = "pgd-at"
+    trades_beta: float = 6.0
+    freeze_bn: bool = False
+    bf16: bool = False  # bf16 autocast of the model's forward passes in training (evaluation stays fp32)
+    channels_last: bool = False  # channels-last memory format for the model and its inputs in training
+    awp: bool = False  # adversarial weight perturbation (benchmark.train.awp) on the trained weights
+    awp_gamma: float = 0.005  # AWP radius relative to each layer's weight norm
+    awp_warmup: int = 0  # epochs of the phase run without AWP first
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", allow_zero=True)
+        _positive(self, "lr", "batch_size", "trades_beta")
+        _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", allow_zero=True)
+        _at_most(self, MAX_BATCH, "batch_size")
+        _choice(self, "schedule", SCHEDULES)
+        _choice(self, "objective", OBJECTIVES)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol: AutoAttack version, number of test points, PGD steps, sharpness batch."""
+
+    n_examples: int = 1000
+    autoattack: str = "standard"
+    pgd_steps: int = 20
+    batch_size: int = 500
+    seed: int = 0
+    sharpness_examples: int = 128
+    sharpness_iterations: int = 20
+
+    def __post_init__(self) -> None:
+        _positive(self, "n_examples", "pgd_steps", "batch_size", "sharpness_examples", "sharpness_iterations")
+        _positive(self, "seed", allow_zero=True)
+        _at_most(self, MAX_BATCH, "batch_size", "sharpness_examples")
+        _at_most(self, MAX_SEED, "seed")
+        _choice(self, "autoattack", AUTOATTACK_VERSIONS)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A registered data set and how it is split (train / validation / test)."""
+
+    name: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    val_fraction: float = 0.15
+    split_seed: int = 0
+    options: dict = field(default_factory=dict)
+    num_workers: int | None = None  # loader processes; None: 0 on CPU, up to 8 on CUDA (not part of results)
+
+    def __post_init__(self) -> None:
+        from benchmark.data import DATASETS
+
+        _choice(self, "name", DATASETS.names())
+        if not 0 <= self.val_fraction < 1:
+            raise FieldError("val_fraction", self.val_fraction, "must be in [0, 1)")
+        _positive(self, "split_seed", allow_zero=True)
+        _at_most(self, MAX_SEED, "split_seed")
+        if self.num_workers is not None:
+            _positive(self, "num_workers", allow_zero=True)
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Where the robust dense model comes from: the suite's own adversarial pretraining (``pretrain``), a local
+    checkpoint file (``checkpoint``: ``path``), or a RobustBench model-zoo entry (``robustbench``: the file
+    ``<robustbench_dir>/<dataset>/<robustbench_threat>/<robustbench_name>.pt``, read offline)."""
+
+    source: str = "pretrain"
+    path: str | None = None
+    robustbench_name: str | None = None
+    robustbench_dir: str = "models"
+    robustbench_threat: str = "Linf"
+
+    def __post_init__(self) -> None:
+        _choice(self, "source", DENSE_SOURCES)
+        _choice(self, "robustbench_threat", ROBUSTBENCH_THREATS)
+        if self.source == "checkpoint" and not self.path:
+            raise FieldError("path", self.path, "set it to a checkpoint file when dense.source is 'checkpoint'")
+        if self.source == "robustbench" and not self.robustbench_name:
+            raise FieldError("robustbench_name", self.robustbench_name,
+                             "set it to a model-zoo name (e.g. 'Carmon2019Unlabeled') when dense.source is "
+                             "'robustbench'")
+        if self.robustbench_name is not None and name_problem(self.robustbench_name):
+            raise FieldError("robustbench_name", self.robustbench_name, name_problem(self.robustbench_name))
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A pruner (``"hydra"``, or ``"hydra+s2ap"`` for the plug-in) with its options."""
+
+    method: str
+    label: str | None = None
+    options: dict = field(default_factory=dict)
+    s2ap: S2APSettings = field(default_factory=S2APSettings)
+
+    def __post_init__(self) -> None:
+        from s2ap import check_method
+
+        try:
+            check_method(self.method)
+        except ValueError as e:
+            raise FieldError("method", self.method, str(e)) from None
+        if self.label is None:
+            object.__setattr__(self, "label", self.method)
+        if name_problem(self.label):
+            raise FieldError("label", self.label, name_problem(self.label))
+
+    @property
+    def uses_s2ap(self) -> bool:
+        from s2ap import split_method
+
+        return split_method(self.method)[1]
+
+    def identity(self) -> dict:
+        """What defines this method's results (the S2AP settings only where the plug-in is used)."""
+        out: dict[str, Any] = {"method": self.method, "options": dict(sorted(self.options.items()))}
+        if self.uses_s2ap:
+            out["s2ap"] = dataclasses.asdict(self.s2ap)
+        return out
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """A suite: methods x model x data set x sparsities x seeds, with budgets and the attack protocol."""
+
+    name: str
+    methods: tuple[MethodConfig, ...]
+    description: str = ""
+    dataset: DataConfig = field(default_factory=DataConfig)
+    model: str = "digits_cnn"
+    structure: str = "unstructured"
+    skip_first_last: bool = False
+    sparsities: tuple[float, ...] = (0.9, 0.95, 0.99)
+    seeds: tuple[int, ...] = (0,)
+    # Mask-search seeds run on each dense seed's model (mask search, finetuning); empty: the dense seed itself.
+    search_seeds: tuple[int, ...] = ()
+    threat: ThreatConfig = field(default_factory=ThreatConfig)
+    pretrain: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=100, lr=0.1))
+    search: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=20, lr=0.1))
+    finetune: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=100, lr=0.01))
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "auto"
+    results_dir: str = "results"
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    normalize: bool = False  # a Normalize layer with the data set's mean/std in front of the model
+
+    def __post_init__(self) -> None:
+        from benchmark.data import NORMALIZATION
+        from benchmark.models import MODELS
+        from benchmark.models.robustbench import ROBUSTBENCH_DATASETS, ZOO_MODEL
+
+        if name_problem(self.name):
+            raise FieldError("name", self.name, name_problem(self.name))
+        if relative_folder_problem(self.results_dir):
+            raise FieldError("results_dir", self.results_dir, relative_folder_problem(self.results_dir))
+        _choice(self, "model", [*MODELS.names(), ZOO_MODEL])
+        if self.model == ZOO_MODEL and (self.dense.source != "robustbench" or self.normalize):
+            raise FieldError("model", ZOO_MODEL, "means the architecture of the dense.robustbench_name entry: set "
+                             "dense.source: robustbench (and normalize: false, the entry normalises itself)")
+        _choice(self, "structure", STRUCTURES)
+        _choice(self, "device", DEVICES)
+        if not self.methods:
+            raise FieldError("methods", [], "list at least one method")
+        if not self.sparsities:
+            raise FieldError("sparsities", [], "list at least one sparsity")
+        for s in self.sparsities:
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+                raise FieldError("sparsities", s, "each sparsity must be a number in (0, 1), e.g. 0.9")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED
+                                 for s in self.seeds):
+            raise FieldError("seeds", list(self.seeds), f"must be a non-empty list of integers in [0, {MAX_SEED}]")
+        if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in self.search_seeds) \
+                or len(set(self.search_seeds)) != len(self.search_seeds):
+            raise FieldError("search_seeds", list(self.search_seeds), f"must be distinct integers in [0, {MAX_SEED}] "
+                             "(or empty: each dense seed searches with its own seed)")
+        for name in ("sparsities", "seeds"):
+            values = list(getattr(self, name))
+            if len(set(values)) != len(values):
+                raise FieldError(name, values, "must not list a value twice (each cell has one result file)")
+        if self.search.awp:
+            raise FieldError("search.awp", True, "AWP perturbs trained weights and the mask search trains none; "
+                             "set finetune.awp (or pretrain.awp) instead")
+        labels = [m.label for m in self.methods]
+        if len({lab.casefold() for lab in labels}) != len(labels):
+            raise FieldError("methods", labels, "method labels must be unique, also ignoring case (set 'label' to "
+                             "tell them apart)")
+        if self.normalize and self.dataset.name not in NORMALIZATION:
+            raise FieldError("normalize", True, f"no mean/std is known for data set {self.dataset.name!r} "
+                             f"(known: {', '.join(NORMALIZATION)}); set normalize: false")
+        if self.dense.source == "robustbench" and self.dataset.name not in ROBUSTBENCH_DATASETS:
+            raise FieldError("dense.source", "robustbench", f"RobustBench has no models for data set "
+                             f"{self.dataset.name!r} (it has {', '.join(ROBUSTBENCH_DATASETS)})")
+        from benchmark.config.preflight import check_suite
+
+        check_suite(self)
+
+    @property
+    def granularity(self) -> str:
+        return STRUCTURES[self.structure]
+
+    def cells(self) -> list[Cell]:
+        """Every (method, sparsity, seed[, search seed]) cell, in run order (seed-major so dense models are
+        reused)."""
+        searches: tuple[int | None, ...] = self.search_seeds or (None,)
+        return [Cell(self, m, sp, seed, t) for seed in self.seeds for t in searches for sp in self.sparsities
+                for m in self.methods]
+
+    def dense_identity(self, seed: int) -> dict:
+        """What defines the dense robust model of a seed (its checkpoint is reused by every cell)."""
+        out = {
+            "dataset": identity_dict(self.dataset),
+            "model": self.model,
+            "threat": to_dict(self.threat),
+            "pretrain": identity_dict(self.pretrain),
+            "seed": seed,
+        }
+        if self.normalize:
+            out["normalize"] = True
+        if self.dense.source != "pretrain":
+            out["dense"] = to_dict(self.dense)
+        return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One result: a method at one sparsity and seed, in a suite."""
+
+    suite: SuiteConfig
+    method: MethodConfig
+    sparsity: float
+    seed: int  # the dense model's seed
+    search_seed: int | None = None  # None: mask search and finetuning use ``seed`` (results before search seeds)
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of this cell's mask search and finetuning."""
+        return self.seed if self.search_seed is None else self.search_seed
+
+    def identity(self) -> dict:
+        s = self.suite
+        extra = {} if self.search_seed is None else {"search_seed": self.search_seed}
+        return {
+            "suite": s.name,
+            **s.dense_identity(self.seed),
+            "structure": s.structure,
+            "skip_first_last": s.skip_first_last,
+            "method": self.method.identity(),
+            "sparsity": self.sparsity,
+            "search": identity_dict(s.search),
+            "finetune": identity_dict(s.finetune),
+            "evaluation": to_dict(s.evaluation),
+            **extra,
+        }
+
+    def config_hash(self) -> str:
+        return config_hash(self.identity())
+
+    @property
+    def key(self) -> str:
+        """File-name stem: ``<method label>/<structure>-s<sparsity>-seed<seed>[-search<search seed>]``."""
+        search = "" if self.search_seed is None else f"-search{self.search_seed}"
+        return (f"{self.method.label}/{self.suite.structure}-s{sparsity_text(self.sparsity)}-seed{self.seed}"
+                f"{search}")
+
+
+def identity_dict(obj: Any) -> dict:
+    """``to_dict`` of a config section without runtime-only fields, and without late fields at their default."""
+    out = to_dict(obj)
+    for name in RUNTIME_FIELDS:
+        out.pop(name, None)
+    for name, default in LATE_FIELD_DEFAULTS.items():
+        if name in out and out[name] == default:
+            del out[name]
+    return out
+
+
+# -- building dataclasses from plain data, with field paths in every error ----------------------------------
+def build(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking unknown keys, types and values."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': expected a mapping, got {_short(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(fields)}"
+            raise ConfigError(f"config field '{prefix}{_short(str(key))[1:-1]}' is not known{hint}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    try:
+        return cls(**kwargs)
+    except FieldError as e:
+        raise e.at(prefix) from None
+    except TypeError as e:  # a missing required field
+        missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': missing {missing or e}") from None
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if hint is MethodConfig and isinstance(value, str):
+            value = {"method": value}
+        if hint is S2APSettings:
+            try:
+                return build(hint, value, path + ".")
+            except ValueError as e:  # S2APSettings validates itself
+                if isinstance(e, ConfigError):
+                    raise
+                raise ConfigError(f"config field '{path}': {e}") from None
+        return build(hint, value, path + ".")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a mapping")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be an integer")
+        if abs(value) >= 2**63:
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be below 2**63")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a finite number")
+        return number
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a string")
+        return str(value)
+    return value
+
+
+# -- suites: packaged presets or YAML files, with dotted overrides --------------------------------------------
+def packaged_suites() -> list[str]:
+    folder = resources.files("benchmark") / "suites"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_suite_mapping(name_or_path: str) -> dict:
+    """The raw mapping of a packaged suite name or a YAML file path (safe YAML, bounded in size and aliases)."""
+    path = Path(name_or_path)
+    what = f"suite {_short(name_or_path)}"
+    try:
+        is_file, exists = path.is_file(), path.exists()
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"{what}: cannot read it ({e.strerror or e})") from None
+    if path.suffix in (".yaml", ".yml") or exists:
+        if not is_file:
+            raise ConfigError(f"suite file {_short(str(path))} does not exist; give a YAML path or one of "
+                              f"{', '.join(packaged_suites())}")
+        data = read_yaml_file(path, what)
+    else:
+        names = packaged_suites()
+        if name_or_path not in names:
+            close = difflib.get_close_matches(name_or_path, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown suite {_short(name_or_path)}.{hint} Known: {', '.join(names)}")
+        data = load_yaml((resources.files("benchmark") / "suites" / f"{name_or_path}.yaml").read_text(), what)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as bounded YAML) to a copy of a raw suite mapping."""
+    check_size(data, "the suite")
+    data = plain_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {_short(item)} must look like 'search.epochs=3'")
+        key, raw = item.split("=", 1)
+        try:
+            value = load_yaml(raw, f"override {_short(item)}")
+        except YAMLSyntaxError:
+            value = raw
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(target, dict):
+                break
+            target = target.setdefault(part, {})
+        if not isinstance(target, dict) or not parts[-1]:
+            raise ConfigError(f"override {_short(item)}: '{key.strip()}' does not name a field inside a section")
+        target[parts[-1]] = value
+    check_size(data, "the suite with its overrides")
+    return data
+
+
+def select_methods(data: dict, names: list[str]) -> dict:
+    """Keep the suite's own entries for ``names`` (matched by label, then by method name), in that order, so a
+    subset runs exactly the cells of the full suite; a name the suite lacks is added with default settings."""
+    entries = data.get("methods") or []
+    if not isinstance(entries, list):
+        return data
+
+    def key(entry: Any) -> tuple[str, str]:
+        if isinstance(entry, dict):
+            method = str(entry.get("method", ""))
+            return str(entry.get("label") or method), method
+        return str(entry), str(entry)
+
+    chosen = []
+    for name in names:
+        match = [e for e in entries if key(e)[0] == name] or [e for e in entries if key(e)[1] == name]
+        chosen.append(match[0] if match else name)
+    return {**data, "methods": chosen}
+
+
+def load_suite(name_or_path: str = "digits-smoke", overrides: list[str] | None = None,
+               methods: list[str] | None = None) -> SuiteConfig:
+    """Load and validate a suite from a packaged name or a YAML path, with ``key=value`` overrides; ``methods``
+    picks a subset of the suite's methods (see :func:`select_methods`)."""
+    data = apply_overrides(read_suite_mapping(name_or_path), overrides or [])
+    if methods:
+        data = select_methods(data, methods)
+    return build(SuiteConfig, data)

@@ -1,0 +1,244 @@
+"""One cell of a suite: the dense model of its seed, the pruner's mask search, finetuning, evaluation and
+the result record (:func:`run_cell`), with the helpers that set each phase up."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from baselines.base import Pruner
+from baselines.masking import iter_score_masks, sparsity_report
+from benchmark.config import Cell, SuiteConfig
+from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
+from benchmark.evaluate.robustness import evaluate, pgd_accuracy
+from benchmark.measure import measure
+from benchmark.models import create_model
+from benchmark.models.files import save_model
+from benchmark.models.robustbench import ZOO_MODEL
+from benchmark.progress import Stages
+from benchmark.store.paths import model_path
+from benchmark.store.results import result_record
+from benchmark.train.loop import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
+from s2ap import build_pruner, mask_distance, score_sharpness, split_method
+
+if TYPE_CHECKING:
+    from benchmark.run.dense import DenseCache
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_data(suite: SuiteConfig) -> DataSplits:
+    d = suite.dataset
+    return load_dataset(d.name, data_dir=d.data_dir, download=d.download, val_fraction=d.val_fraction,
+                        split_seed=d.split_seed, **d.options)
+
+
+def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
+    if suite.model == ZOO_MODEL:  # the RobustBench entry's own architecture
+        from benchmark.models.robustbench import zoo_architecture
+
+        return zoo_architecture(suite.dense.robustbench_name or "", suite.dataset.name, suite.dense.robustbench_threat)
+    return create_model(suite.model, data.num_classes, data.input_shape[0],
+                        normalize=suite.dataset.name if suite.normalize else None)
+
+
+def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list[nn.Parameter]:
+    """Freeze the weights; train the scores (and rates), plus BatchNorm unless ``freeze_bn``."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = pruner.score_parameters() + pruner.rate_parameters()
+    if not freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                params += [p for p in m.parameters(recurse=False)]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def finetune_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """All weights, biases and BatchNorm parameters; scores and rates stay frozen."""
+    frozen = {id(p) for _, sm in iter_score_masks(model) for p in sm.parameters()}
+    params = [p for p in model.parameters() if id(p) not in frozen]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConfig, n: int,
+                            device: torch.device) -> Callable[[], torch.Tensor]:
+    """A loss closure on a fixed batch of validation points and their adversarial examples (eval mode)."""
+    source = data.val if len(data.val) else data.train  # type: ignore[arg-type]
+    x, y = first_n(source, n)
+    x, y = x.to(device), y.to(device)
+    objective = make_objective(suite.search, suite.threat)
+    rng = torch.get_rng_state()
+    torch.manual_seed(suite.evaluation.seed)
+    x_adv = objective.perturb(model, x, y)
+    torch.set_rng_state(rng)
+
+    def loss() -> torch.Tensor:
+        model.eval()
+        return objective.loss(model, x_adv, x, y)
+
+    return loss
+
+
+def start_pruner(pruner: Pruner, model: nn.Module, data: DataSplits, suite: SuiteConfig, seed: int,
+                 device: torch.device) -> None:
+    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode
+    (training batches on ``device``, drawn only as the pruner asks for them), then ``attach(model)``."""
+    loader = make_loader(data.train, suite.search.batch_size, shuffle=True, seed=seed)
+    batches = ((x.to(device), y.to(device)) for x, y in loader)
+    model.eval()
+    pruner.prepare(model, batches)
+    pruner.attach(model)
+
+
+def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
+    """A short hash of the final masks: equal fingerprints mean identical masks."""
+    h = hashlib.sha256()
+    for name in sorted(masks):
+        h.update(name.encode())
+        h.update(masks[name].to(torch.uint8).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.device, progress: bool = True,
+             work: Path | None = None, root: Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Prune, finetune and evaluate one cell; returns its result record (schema in benchmark.store.results) and
+    its final masks. With ``work``, each epoch is checkpointed there and an interrupted cell resumes; with
+    ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.store.paths.model_path`)."""
+    s, m = cell.suite, cell.method
+    dense_state, pretrain_record = dense.get(cell.seed)
+    seed_everything(cell.run_seed)
+    model = build_model(s, data)
+    model.load_state_dict(dense_state)
+    model.to(device)
+    pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=s.granularity,
+                          skip_first_last=s.skip_first_last, seed=cell.run_seed, **m.options)
+    start_pruner(pruner, model, data, s, cell.run_seed, device)
+    phases: dict = {"pretrain": {**pretrain_record, "shared_across_cells": True}}
+    history: dict = {}
+    mask_record = None
+    tag = f"{m.label} s={cell.sparsity:g} seed={cell.seed}" + ("" if cell.search_seed is None
+                                                                else f" search={cell.search_seed}")
+
+    def epoch_checkpoint(phase: str, extra: tuple[Callable[[], dict], Callable[[dict], None]] | None = None):
+        if work is None:
+            return None
+        if extra is None:
+            return EpochCheckpoint(work / f"{phase}.pt")
+        return EpochCheckpoint(work / f"{phase}.pt", *extra)
+
+    if pruner.needs_search and s.search.epochs > 0:
+        params = search_parameters(model, pruner, s.search.freeze_bn)
+        loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.run_seed,
+                             **loader_settings(s.dataset, device))
+        distances: list[dict] = []
+        previous = {"masks": pruner.masks()}
+
+        def end_epoch(epoch: int) -> dict:
+            log = dict(pruner.end_search_epoch(epoch))
+            now = pruner.masks()
+            d = mask_distance(previous["masks"], now)
+            previous["masks"] = now
+            distances.append(d)
+            log["mask_change"] = d["normalized"]
+            log["mask_change_sparsity_aware"] = d["sparsity_aware"]
+            return log
+
+        def get_extra() -> dict:
+            return {"pruner": pruner.extra_state(), "distances": list(distances)}
+
+        def set_extra(state: dict) -> None:
+            pruner.load_extra_state(state["pruner"])
+            distances[:] = state["distances"]
+            previous["masks"] = pruner.masks()
+
+        phases["search"] = {"epochs": s.search.epochs}
+        with measure(phases["search"], device):
+            history["search"] = train_phase(model, loader, params, s.search, s.threat, device=device,
+                                            step=pruner.search_step, on_epoch_end=end_epoch,
+                                            desc=f"search {tag}", progress=progress,
+                                            checkpoint=epoch_checkpoint("search", (get_extra, set_extra)))
+        phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / s.search.epochs
+        x_eval, y_eval = first_n(data.test, s.evaluation.n_examples)
+        sharpness = None
+        with Stages(f"after search {tag}", 1 + pruner.has_scores, progress) as bar:
+            if pruner.has_scores:
+                bar.start("sharpness")
+                batch_loss = fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device)
+                sharpness = score_sharpness(pruner, batch_loss, iterations=s.evaluation.sharpness_iterations,
+                                            seed=s.evaluation.seed)
+            bar.start(f"PGD-{s.evaluation.pgd_steps} of the searched mask")
+            robust_after_search = pgd_accuracy(model, x_eval.to(device), y_eval.to(device), s.threat,
+                                               s.evaluation.pgd_steps, s.evaluation.batch_size, s.evaluation.seed)
+        last = distances[-5:]
+        mask_record = {
+            "robust_accuracy_after_search": robust_after_search,
+            "robust_accuracy_after_search_attack": f"pgd-{s.evaluation.pgd_steps}",
+            "stability": {
+                "per_epoch_normalized": [d["normalized"] for d in distances],
+                "per_epoch_sparsity_aware": [d["sparsity_aware"] for d in distances],
+                "final_epochs_mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for d in last])),
+                "final_epochs_window": len(last),
+            },
+            "sharpness": sharpness,
+        }
+
+    pruner.freeze()
+    masks = pruner.masks()
+    if mask_record is not None:
+        mask_record["final_masks_sha"] = masks_fingerprint(masks)
+    if s.finetune.epochs > 0:
+        params = finetune_parameters(model)
+        loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
+                             **loader_settings(s.dataset, device))
+        phases["finetune"] = {"epochs": s.finetune.epochs}
+        with measure(phases["finetune"], device):
+            history["finetune"] = train_phase(model, loader, params, s.finetune, s.threat, device=device,
+                                              desc=f"finetune {tag}", progress=progress,
+                                              checkpoint=epoch_checkpoint("finetune"))
+
+    pruned = pruner.export().to(device)
+    report = sparsity_report(pruned)
+    x_test, y_test = first_n(data.test, s.evaluation.n_examples)
+    phases["evaluate"] = {}
+    stages = 2 + (s.evaluation.autoattack != "none")
+    with Stages(f"evaluate {tag}", stages, progress) as bar, measure(phases["evaluate"], device):
+        evaluation = evaluate(pruned, x_test, y_test, s.threat, s.evaluation, device, on_stage=bar.start)
+
+    base, plugin = split_method(m.method)
+    result = result_record(
+        suite=s.name,
+        cell={
+            "method": m.method,
+            "label": m.label,
+            "pruner": base,
+            "plugin": "s2ap" if plugin else None,
+            "dataset": s.dataset.name,
+            "model": s.model,
+            "structure": s.structure,
+            "sparsity": cell.sparsity,
+            "seed": cell.seed,
+            **({} if cell.search_seed is None else {"search_seed": cell.search_seed}),
+        },
+        config=cell.identity(), config_hash=cell.config_hash(),
+        pruner_options=pruner.options(), training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
+        report=report, target=cell.sparsity, evaluation=evaluation, mask=mask_record, phases=phases,
+        history=history, device=device)
+    if root is not None:
+        result["model_file"] = save_model(pruned, model_path(cell, root), root)
+    return result, masks

@@ -1,0 +1,305 @@
+"""Cost estimates for a suite before running it (``s2ap-bench run SUITE --dry-run``), without reading any data.
+
+Without a measurement the unit is a *pass*: one image through the model forward and backward; a forward-only
+image counts 1/3 (a backward costs about two forwards). With ``--measure`` (:func:`measure_steps`) one real
+step of every phase is timed on this machine, on random inputs of the data set's shape: a pretrain batch, a
+mask-search batch of every method (S2AP active), a finetune batch, the clean + PGD evaluation of a batch; the
+estimate is then steps x seconds per step. AutoAttack (and the sharpness iterations) are counted as passes at
+the measured seconds per pass, an upper bound: every point is assumed to survive every attack (in practice
+points leave the attack once broken). Tested against a measured run: within a factor of 3 (tests/test_cost.py).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from baselines.base import get_pruner
+from benchmark.config import Cell, PhaseConfig, SuiteConfig
+from benchmark.data import dataset_info
+from benchmark.measure import resolve_device
+from benchmark.models import create_model
+from benchmark.models.robustbench import ZOO_MODEL, zoo_architecture
+from s2ap import build_pruner, split_method
+
+FORWARD = 1 / 3
+
+
+def autoattack_passes(version: str, num_classes: int) -> float:
+    """Upper bound of AutoAttack's passes per point, with pyautoattack's settings for the harness's versions."""
+    targets = max(1, min(9, num_classes - 1))
+    if version == "standard":  # APGD-CE 1 restart, APGD-T and FAB-T over 9 targets, Square 5000 queries
+        return 100 + targets * 100 + targets * 100 + 5000 * FORWARD
+    if version == "fast":  # custom mode: APGD-CE keeps 5 restarts, APGD-T 9 targets
+        return 5 * 100 + targets * 100
+    return 0.0
+
+
+def _training_passes(phase: PhaseConfig, steps: int, n_train: int) -> float:
+    per_image = steps + 1 + (FORWARD if phase.objective == "trades" else 0)
+    return phase.epochs * n_train * per_image
+
+
+@dataclass(frozen=True)
+class CellCost:
+    search: float | None
+    finetune: float | None
+    evaluation: float
+    autoattack: float
+
+    @property
+    def total(self) -> float | None:
+        if self.search is None or self.finetune is None:
+            return None
+        return self.search + self.finetune + self.evaluation
+
+
+def _n_train(suite: SuiteConfig) -> int | None:
+    info = dataset_info(suite.dataset.name, suite.dataset.options)
+    if info.n_train is None:
+        return None
+    return info.n_train - int(round(suite.dataset.val_fraction * info.n_train))
+
+
+def cell_cost(cell: Cell) -> CellCost:
+    """Passes of one cell: mask search (S2AP's extra pass included), finetune, and evaluation."""
+    s = cell.suite
+    info = dataset_info(s.dataset.name, s.dataset.options)
+    n_train = _n_train(s)
+    steps = s.threat.steps
+    base, plugin = split_method(cell.method.method)
+    search: float | None = 0.0
+    if get_pruner(base).needs_search and n_train is not None:
+        search = _training_passes(s.search, steps, n_train)
+        if plugin:
+            st = cell.method.s2ap
+            extra = (steps + 1) if st.regenerate_adversarial else 1
+            search += max(0, s.search.epochs - st.warmup_epochs) * n_train * extra
+    elif n_train is None:
+        search = None
+    finetune = _training_passes(s.finetune, steps, n_train) if n_train is not None else None
+    ev = s.evaluation
+    n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
+    aa = n_eval * autoattack_passes(ev.autoattack, info.num_classes or 10)
+    evaluation = n_eval * (2 * FORWARD + 2 * ev.pgd_steps) + aa  # clean, PGD after search and at the end
+    evaluation += ev.sharpness_examples * (steps + 2 * ev.sharpness_iterations)
+    return CellCost(search, finetune, evaluation, aa)
+
+
+def pretrain_cost(suite: SuiteConfig) -> float | None:
+    """Passes of one seed's dense pretraining (0 when the dense model is loaded)."""
+    if suite.dense.source != "pretrain":
+        return 0.0
+    n_train = _n_train(suite)
+    return None if n_train is None else _training_passes(suite.pretrain, suite.threat.steps, n_train)
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Seconds of one real step of each phase on this machine (median of the timed steps)."""
+
+    pretrain: float  # one pretrain batch: attack + update
+    search: dict[str, float]  # one mask-search batch, by method label (S2AP active)
+    finetune: float  # one finetune batch
+    eval_point: float  # clean + PGD-k accuracy of one test point
+    pass_s: float  # one forward + backward pass of one image (AutoAttack and sharpness, as upper bounds)
+    device: str
+    threads: int
+
+
+def _batches(n_train: int | None, batch_size: int) -> int | None:
+    return None if n_train is None else math.ceil(n_train / batch_size)
+
+
+def _timed(run: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
+    """Median seconds of ``run`` (read on ``clock``) over ``repeats`` calls, after one untimed warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        run()
+        times.append(clock() - start)
+    return statistics.median(times)
+
+
+def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str], None] = lambda name: None,
+                  clock: Callable[[], float] = time.perf_counter) -> StepTimes:
+    """Time one real step of every phase of ``suite`` (its model, batch sizes, attack, objectives, pruners) on
+    random inputs of its data set's shape; no data is read. Each step is timed ``repeats`` times after a
+    warm-up, and the median is kept; ``clock`` reads the time (wall time; a test passes CPU time)."""
+    from benchmark.evaluate.outcomes import correct
+    from benchmark.evaluate.robustness import pgd_accuracy
+    from benchmark.run.cells import finetune_parameters, search_parameters
+    from benchmark.train.loop import train_phase
+
+    info = dataset_info(suite.dataset.name, suite.dataset.options)
+    shape, classes = info.input_shape or (3, 32, 32), info.num_classes or 10
+    device = resolve_device(suite.device)
+    gen = torch.Generator().manual_seed(0)
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        if suite.model == ZOO_MODEL:  # the RobustBench entry's own architecture
+            return zoo_architecture(suite.dense.robustbench_name or "", suite.dataset.name,
+                                    suite.dense.robustbench_threat).to(device)
+        return create_model(suite.model, classes, shape[0],
+                            normalize=suite.dataset.name if suite.normalize else None).to(device)
+
+    def loader(batch_size: int) -> DataLoader:
+        x = torch.rand((batch_size, *shape), generator=gen)
+        return DataLoader(TensorDataset(x, torch.randint(0, classes, (batch_size,), generator=gen)), batch_size)
+
+    def step(net: torch.nn.Module, params: list, phase: PhaseConfig, pruner=None) -> float:
+        data = loader(phase.batch_size)
+        one = replace(phase, epochs=1)
+        kwargs = {"step": pruner.search_step} if pruner is not None else {}
+        return _timed(lambda: train_phase(net, data, params, one, suite.threat, device=device, progress=False,
+                                          **kwargs), repeats, clock)
+
+    on_stage("pretrain step")
+    net = model()
+    pretrain = step(net, list(net.parameters()), suite.pretrain)
+    search: dict[str, float] = {}
+    finetune = 0.0
+    for m in suite.methods:
+        on_stage(f"search step {m.label}")
+        net = model()
+        pruner = build_pruner(m.method, suite.sparsities[0], s2ap=replace(m.s2ap, warmup_epochs=0),
+                              granularity=suite.granularity, skip_first_last=suite.skip_first_last, **m.options)
+        data = loader(suite.search.batch_size)
+        net.eval()
+        pruner.prepare(net, ((x.to(device), y.to(device)) for x, y in data))
+        pruner.attach(net)
+        search[m.label] = step(net, search_parameters(net, pruner, suite.search.freeze_bn), suite.search, pruner) \
+            if pruner.needs_search else 0.0
+        if not finetune:
+            pruner.freeze()
+            on_stage("finetune step")
+            finetune = step(net, finetune_parameters(net), suite.finetune)
+    on_stage("evaluation step")
+    ev = suite.evaluation
+    n = min(ev.batch_size, ev.n_examples, 64)
+    x, y = torch.rand((n, *shape), generator=gen).to(device), torch.randint(0, classes, (n,), generator=gen).to(device)
+    net = model().eval()
+    eval_batch = _timed(lambda: (correct(net, x, y, ev.batch_size),
+                                 pgd_accuracy(net, x, y, suite.threat, ev.pgd_steps, ev.batch_size)), repeats, clock)
+    passes = suite.pretrain.batch_size * (suite.threat.steps + 1 + (FORWARD if suite.pretrain.objective == "trades"
+                                                                   else 0))
+    return StepTimes(pretrain, search, finetune, eval_batch / n, pretrain / passes, str(device),
+                     torch.get_num_threads())
+
+
+def cell_seconds(cell: Cell, t: StepTimes) -> dict[str, float | None]:
+    """Estimated seconds of a cell per phase (search, finetune, evaluate) from measured step times."""
+    s = cell.suite
+    n_train, ev = _n_train(s), s.evaluation
+    info = dataset_info(s.dataset.name, s.dataset.options)
+    n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
+    search_batches, finetune_batches = _batches(n_train, s.search.batch_size), _batches(n_train, s.finetune.batch_size)
+    needs_search = get_pruner(split_method(cell.method.method)[0]).needs_search
+    search = 0.0 if not needs_search or not s.search.epochs else (
+        None if search_batches is None else s.search.epochs * search_batches * t.search[cell.method.label])
+    finetune = None if finetune_batches is None else s.finetune.epochs * finetune_batches * t.finetune
+    evaluate = n_eval * t.eval_point * (2 if needs_search else 1) + cell_cost(cell).autoattack * t.pass_s
+    if needs_search and get_pruner(split_method(cell.method.method)[0]).has_scores:
+        evaluate += ev.sharpness_examples * (s.threat.steps + 2 * ev.sharpness_iterations) * t.pass_s
+    return {"search": search, "finetune": finetune, "evaluate": evaluate}
+
+
+def dense_seconds(suite: SuiteConfig, t: StepTimes) -> tuple[float | None, float]:
+    """Estimated seconds of a seed's dense pretraining (0 when loaded) and of its reference evaluation."""
+    ev = suite.evaluation
+    info = dataset_info(suite.dataset.name, suite.dataset.options)
+    n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
+    evaluate = n_eval * (t.eval_point + autoattack_passes(ev.autoattack, info.num_classes or 10) * t.pass_s)
+    if suite.dense.source != "pretrain":
+        return 0.0, evaluate
+    batches = _batches(_n_train(suite), suite.pretrain.batch_size)
+    return (None if batches is None else suite.pretrain.epochs * batches * t.pretrain), evaluate
+
+
+def _hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.3g} min" if seconds >= 60 \
+        else f"{seconds:.3g} s"
+
+
+def _fmt(passes: float | None, rate: float | None = None) -> str:
+    return "? passes" if passes is None else f"{passes:.3g} passes"
+
+
+def _recorded_seconds(path: Path) -> float | None:
+    """Wall seconds a finished result recorded for its own phases (search, finetune, evaluate)."""
+    from benchmark.errors import ResultFileError
+    from benchmark.store.results import read_result
+
+    try:
+        phases = read_result(path)["phases"]
+    except ResultFileError:
+        return None
+    return sum(p.get("wall_s", 0.0) for k, p in phases.items() if k != "pretrain" and isinstance(p, dict))
+
+
+def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | None = None) -> list[str]:
+    """Dry-run lines: each cell with its hash and either "done" (its result under ``root`` is up to date) or
+    its cost, each seed's dense model and reference, and the total of what is left to run."""
+    from benchmark.config import config_hash
+    from benchmark.run.dense_reference import dense_identity, dense_result_path
+    from benchmark.store.paths import result_path
+    from benchmark.store.results import existing_hash
+
+    lines = []
+    total: float | None = 0.0
+    done = 0
+    for cell in suite.cells():
+        path = result_path(cell, root) if root is not None else None
+        if path is not None and existing_hash(path) == cell.config_hash():
+            done += 1
+            took = _recorded_seconds(path)
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  done" + (f" (took {_hours(took)})" if took else ""))
+            continue
+        if times is not None:
+            sec = cell_seconds(cell, times)
+            cost = None if None in sec.values() else sum(sec.values())  # type: ignore[arg-type]
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  ~{_hours(cost)} (search {_hours(sec['search'])}, "
+                         f"finetune {_hours(sec['finetune'])}, evaluation <= {_hours(sec['evaluate'])})")
+        else:
+            c = cell_cost(cell)
+            cost = c.total
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  {_fmt(c.total)} (search {_fmt(c.search)}, finetune "
+                         f"{_fmt(c.finetune)}, evaluation <= {_fmt(c.evaluation)} of which AutoAttack "
+                         f"{c.autoattack:.3g})")
+        total = None if total is None or cost is None else total + cost
+    pending_refs = [seed for seed in suite.seeds if root is None or existing_hash(dense_result_path(suite, root, seed))
+                    != config_hash(dense_identity(suite, seed))]
+    if times is not None:
+        pre, ref = dense_seconds(suite, times)
+        dense_total = None if pre is None else (pre + ref) * len(pending_refs)
+        what = f"pretrain {_hours(pre)} + " if suite.dense.source == "pretrain" else ""
+        lines.append(f"dense model and its reference evaluation, once per seed ({len(pending_refs)} of "
+                     f"{len(suite.seeds)} to run): {what}evaluation <= {_hours(ref)} each")
+    else:
+        pre = pretrain_cost(suite)
+        dense_total = None if pre is None else pre * len(pending_refs)
+        if suite.dense.source == "pretrain":
+            lines.append(f"dense pretrain, once per seed ({len(suite.seeds)} seeds): {_fmt(pre)} each")
+        else:
+            lines.append(f"dense model loaded from {suite.dense.source} (no pretraining)")
+    total = None if total is None or dense_total is None else total + dense_total
+    lines.append(f"{done} of {len(suite.cells())} cells done" + (f" under {root}" if root is not None else ""))
+    if times is not None:
+        lines.append(f"total left ~{_hours(total)} on {times.device} with {times.threads} thread(s) (AutoAttack "
+                     "counted as if no point were broken: an upper bound)")
+    else:
+        lines.append(f"total left <= {_fmt(total)}  (add --measure for the time on this machine)")
+    if _n_train(suite) is None:
+        lines.append(f"data set {suite.dataset.name!r}: its size is only known once loaded; training passes unknown")
+    return lines

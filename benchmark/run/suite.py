@@ -1,0 +1,244 @@
+"""Runs suites: dense robust pretraining (once per seed, reused), then per cell mask search, finetuning,
+evaluation and one result file. Cells whose result exists with the same config hash are skipped.
+
+Every training phase checkpoints each epoch, so a killed run resumes where it stopped; a lock per cell lets
+several runner processes share one results folder without running a cell twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from baselines.base import NonFiniteLossError
+from benchmark.config import Cell, SuiteConfig
+from benchmark.data import DataSplits
+from benchmark.errors import BenchmarkError, ConfigError, out_of_memory
+from benchmark.measure import OUT_OF_MEMORY, git_state, resolve_device
+from benchmark.run.cells import load_data, run_cell
+from benchmark.run.dense import DenseCache
+from benchmark.run.locks import file_lock, locked_elsewhere
+from benchmark.run.threads import oversubscription, resolve_threads, torch_threads
+from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
+from benchmark.store.files import os_error_text
+from benchmark.store.paths import mask_path, result_path, suite_dir, work_dir
+from benchmark.store.results import existing_hash, read_result, write_result
+from s2ap import mask_distance
+
+
+def pending_cells(suite: SuiteConfig, root: Path, force: bool = False) -> list[Cell]:
+    """Cells without a valid result of the same config hash (all cells with ``force``)."""
+    return [c for c in suite.cells() if force or existing_hash(result_path(c, root)) != c.config_hash()]
+
+
+def execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, device: torch.device,
+                 progress: bool, force: bool = False) -> str:
+    """Run one cell under its lock and write its result and masks; returns a one-line summary.
+
+    A cell locked by another process running the same config, or finished meanwhile, is skipped; locked by
+    another config, it fails (this config was not run). A non-finite loss stops the cell with
+    :class:`BenchmarkError`; its last good epoch checkpoint stays for inspection and resumption.
+    """
+    try:
+        return _execute_cell(cell, root, data, dense, device, progress, force)
+    except OSError as e:
+        raise BenchmarkError(f"cell {cell.key}: {os_error_text(e)}") from None
+
+
+def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, device: torch.device,
+                  progress: bool, force: bool) -> str:
+    out = result_path(cell, root)
+    lock = out.with_name(out.name + ".lock")
+    with file_lock(lock, wait=False, note=cell.config_hash()) as taken:
+        if not taken:
+            return locked_elsewhere(cell, lock)
+        if not force and existing_hash(out) == cell.config_hash():
+            return f"  {cell.key}: finished by another process"
+        work = work_dir(cell, root)
+        try:
+            result, masks = run_cell(cell, data, dense, device, progress, work, root)
+        except NonFiniteLossError as e:
+            raise BenchmarkError(f"cell {cell.key} stopped: {e} ({work})") from None
+        except OUT_OF_MEMORY:
+            raise out_of_memory(f"cell {cell.key} stopped (finished epochs resume from {work})", device) from None
+        save_checkpoint(mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
+        write_result(out, result)
+        shutil.rmtree(work, ignore_errors=True)
+    ev = result["evaluation"]
+    aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
+    return (f"  {cell.key}: clean {ev['clean_accuracy']:.3f}  AA {'-' if aa is None else f'{aa:.3f}'}  "
+            f"sparsity {result['sparsity']['achieved']:.4f}")
+
+
+def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None, threads: int,
+              force: bool, reference: bool = False) -> str:
+    """Work of one process-pool task: a seed's dense model (``seed``; evaluated as the dense reference too
+    with ``reference``) or a cell (``index`` into the cells). Errors come back as the same one-line ``FAILED``
+    messages as in a single process."""
+    try:
+        torch.set_num_threads(threads)
+        device = resolve_device(suite.device)
+        data = load_data(suite)
+        dense = DenseCache(suite, Path(root), data, device, progress=False)
+        if index is None:
+            if reference:
+                from benchmark.run.dense_reference import evaluate_dense
+
+                return evaluate_dense(suite, Path(root), data, dense, device, seed, False, force)  # type: ignore[arg-type]
+            dense.get(seed)  # type: ignore[arg-type]
+            return f"  dense seed {seed}: ready"
+        cell = suite.cells()[index]
+        return execute_cell(cell, Path(root), data, dense, device, progress=False, force=force)
+    except BenchmarkError as e:
+        return f"  FAILED {e}"
+    except OSError as e:
+        return f"  FAILED {os_error_text(e)}"
+    except OUT_OF_MEMORY:
+        what = f"dense model of seed {seed}" if index is None else f"cell {suite.cells()[index].key}"
+        return f"  FAILED {out_of_memory(what, suite.device)}"
+
+
+def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,
+              progress: bool = True, workers: int = 1, threads: int | None = None, tables: bool = True,
+              log: Callable[[str], None] = print) -> list[Path]:
+    """Run every cell of ``suite`` that has no up-to-date result, and each seed's dense reference; returns
+    the paths of the cells' results.
+
+    ``workers > 1`` runs cells in a process pool. Each worker uses ``threads`` torch threads (default:
+    :func:`benchmark.run.threads.default_threads`, so that workers x threads <= cores); the count is recorded in
+    every result. Finished cells are written as they complete; a failed cell is reported and the others still
+    run. With ``tables`` the leaderboard tables are (re)written at the end, as ``s2ap-bench run`` does.
+    """
+    if workers < 1:
+        raise BenchmarkError(f"workers must be >= 1, got {workers}")
+    threads = resolve_threads(threads, workers)
+    warning = oversubscription(threads, workers)
+    if warning:
+        log(warning)
+    root = suite_dir(suite, results_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"config field 'results_dir': {root} is not writable ({e.strerror}); "
+                          "pass --results-dir with a writable folder") from None
+    from benchmark.run.dense_reference import evaluate_dense, pending_dense_seeds
+
+    device = resolve_device(suite.device)
+    cells = suite.cells()
+    todo = pending_cells(suite, root, force)
+    references = pending_dense_seeds(suite, root, DenseCache(suite, root, None, device, False),  # type: ignore[arg-type]
+                                     {c.seed for c in todo}, force)
+    log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
+        f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
+    if (todo or references) and git_state()["dirty"]:
+        log("warning: the git tree has uncommitted changes; the new results record dirty: true and are marked "
+            "as such in the tables and page (commit first for results others can reproduce)")
+    lines: list[str] = []
+    if (todo or references) and (workers == 1 or len(todo) + len(references) == 1):
+        with torch_threads(threads):
+            data = load_data(suite)
+            dense = DenseCache(suite, root, data, device, progress)
+            for seed in references:
+                try:
+                    log(evaluate_dense(suite, root, data, dense, device, seed, progress, force))
+                except BenchmarkError as e:  # as in a worker: reported, and the seed's cells fail with it
+                    log(f"  FAILED {e}")
+            for cell in tqdm(todo, desc=suite.name, disable=not progress):
+                try:
+                    lines.append(execute_cell(cell, root, data, dense, device, progress, force))
+                except BenchmarkError as e:
+                    lines.append(f"  FAILED {e}")
+                log(lines[-1])
+    elif todo or references:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            seeds = sorted({c.seed for c in todo} | set(references))
+            for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
+                                                    s in references) for s in seeds]):
+                log(future.result())  # a failed pretraining fails its cells too, with the same line
+            futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force)
+                       for c in todo]
+            for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name, disable=not progress):
+                lines.append(future.result())
+                log(lines[-1])
+    annotate_cross_seed(suite, root)
+    if tables:
+        write_suite_tables(root, log)
+    failed = [line.strip() for line in lines if line.strip().startswith("FAILED")]
+    if failed:
+        raise BenchmarkError(f"{len(failed)} of {len(todo)} cells failed (first: {failed[0][7:]}); "
+                             "finished cells are kept, fix the cause and re-run to complete the rest")
+    return [result_path(c, root) for c in cells]
+
+
+def write_suite_tables(root: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Regenerate the leaderboard tables of a suite's results folder (if it has results and is writable);
+    corrupt result files are reported through ``log`` and skipped. Returns the files written."""
+    from benchmark.report import write_tables
+
+    if not (root.is_dir() and any(root.rglob("*.json")) and os.access(root, os.W_OK)):
+        return []
+    written, problems = write_tables(root)
+    for p in problems:
+        log(f"skipped: {p}")
+    log(f"tables written: {', '.join(str(p) for p in written)}")
+    return written
+
+
+def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
+    """Store, in each score-based cell's result, the Hamming distances between its final masks and those of
+    the other runs of the same method and sparsity (``mask.stability.cross_seed``). With search seeds, the
+    pairs that share a dense model are also summarised apart (``within_dense_model``: mask-search variance
+    alone) from those that do not (``across_dense_models``)."""
+    groups: dict[tuple[str, float], list[Cell]] = {}
+    for c in suite.cells():
+        groups.setdefault((c.method.label, c.sparsity), []).append(c)
+    for group in groups.values():
+        done = [c for c in group
+                if mask_path(c, root).exists() and existing_hash(result_path(c, root)) == c.config_hash()]
+        if len(done) < 2:
+            continue
+        masks = {(c.seed, c.search_seed): load_checkpoint(mask_path(c, root)) for c in done}
+        pairs = {}
+        for a, b in itertools.combinations(sorted(masks, key=lambda k: (k[0], -1 if k[1] is None else k[1])), 2):
+            pairs[(a, b)] = mask_distance({k: v.float() for k, v in masks[a].items()},
+                                          {k: v.float() for k, v in masks[b].items()})
+        for c in done:
+            path = result_path(c, root)
+            result = read_result(path)
+            if result.get("mask") is None:
+                continue
+            me = (c.seed, c.search_seed)
+            mine = [(a, b, d) for (a, b), d in pairs.items() if me in (a, b)]
+            record = {
+                "pairs": {f"{_run_name(a)}-{_run_name(b)}": d["sparsity_aware"] for a, b, d in mine},
+                "mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for _, _, d in mine])),
+                "mean_normalized": float(np.mean([d["normalized"] for _, _, d in mine])),
+                "n_seeds": len(masks),
+            }
+            if suite.search_seeds:
+                for name, same in (("within_dense_model", True), ("across_dense_models", False)):
+                    part = [d for a, b, d in mine if (a[0] == b[0]) == same]
+                    if part:
+                        record[name] = {"mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for d in part])),
+                                        "mean_normalized": float(np.mean([d["normalized"] for d in part])),
+                                        "n_pairs": len(part)}
+            result["mask"]["stability"]["cross_seed"] = record
+            write_result(path, result)
+
+
+def _run_name(run: tuple[int, int | None]) -> str:
+    """``<dense seed>`` or ``<dense seed>.<search seed>``."""
+    return str(run[0]) if run[1] is None else f"{run[0]}.{run[1]}"

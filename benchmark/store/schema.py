@@ -1,0 +1,196 @@
+"""What a result file must hold before any table, plot or run trusts it: types, ranges and a checksum.
+
+Everything the report and the runner read from a result is checked here, so a file that is valid JSON but
+malformed (a wrong type, a missing key, a ``null`` label, an accuracy of 7.0) is named and skipped, never a
+traceback. The checksum (SHA-256 of the file's content without the checksum itself) is written with every
+result; a file whose figures were edited afterwards no longer matches it. Files written before checksums
+existed have none: they are accepted, and ``s2ap-bench validate`` says they are unchecked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from benchmark.errors import ResultFileError
+from benchmark.store.paths import name_problem
+
+SCHEMA_VERSION = 1
+CHECKSUM_KEY = "checksum"
+MAX_DEPTH = 32
+REQUIRED = {
+    "schema_version": int,
+    "suite": str,
+    "cell": dict,
+    "config": dict,
+    "config_hash": str,
+    "sparsity": dict,
+    "evaluation": dict,
+    "phases": dict,
+    "environment": dict,
+}
+CELL_KEYS = ("method", "label", "dataset", "model", "structure", "sparsity", "seed")
+FIX = "delete it and re-run the cell"
+
+
+def checksum(data: dict) -> str:
+    """``sha256:<hex>`` of the result's content (keys sorted, the checksum and ``_`` keys left out)."""
+    body = {k: v for k, v in data.items() if k != CHECKSUM_KEY and not k.startswith("_")}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _bad(name: str, what: str) -> ResultFileError:
+    return ResultFileError(f"{name}: {what}; {FIX}")
+
+
+def depth(data: Any) -> int:
+    """How deeply lists and objects nest in ``data`` (iterative, so any depth is measured safely)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= MAX_DEPTH:
+                stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _fraction(name: str, where: str, value: Any, *, optional: bool = False) -> None:
+    """A finite number in [0, 1] (an accuracy or a sparsity), or None where ``optional``."""
+    if value is None and optional:
+        return
+    if not _number(value) or not 0 <= value <= 1:
+        raise _bad(name, f"'{where}' is {str(value)[:40]}, expected a number in [0, 1]")
+
+
+def _finite(name: str, where: str, value: Any) -> None:
+    if value is not None and not _number(value):
+        raise _bad(name, f"'{where}' is {str(value)[:40]}, expected a finite number")
+
+
+def _kind(name: str, where: str, value: Any, kinds: tuple[type, ...], optional: bool = True) -> None:
+    if (value is None and optional) or (isinstance(value, kinds) and not isinstance(value, bool)):
+        return
+    expected = " or ".join(k.__name__ for k in kinds) + (" or null" if optional else "")
+    raise _bad(name, f"'{where}' is a {type(value).__name__}, expected {expected}")
+
+
+def _strings(name: str, where: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise _bad(name, f"'{where}' should be a list of strings")
+
+
+def check_result(data: Any, name: str = "result") -> dict:
+    """Check schema, types and ranges of a result; raise :class:`ResultFileError` naming the file and the problem."""
+    if not isinstance(data, dict):
+        raise _bad(name, "not a JSON object")
+    if depth(data) > MAX_DEPTH:
+        raise _bad(name, f"nested more than {MAX_DEPTH} levels deep")
+    for key, typ in REQUIRED.items():
+        if key not in data:
+            raise _bad(name, f"missing '{key}'")
+        if not isinstance(data[key], typ) or isinstance(data[key], bool):
+            raise _bad(name, f"'{key}' should be {typ.__name__}")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise ResultFileError(f"{name}: schema version {data['schema_version']} is not {SCHEMA_VERSION}; "
+                              "re-run with this version")
+    _cell(data["cell"], name)
+    _sparsity(data["sparsity"], name)
+    _evaluation(data["evaluation"], name)
+    _mask(data.get("mask"), name)
+    for phase, record in data["phases"].items():
+        _kind(name, f"phases.{phase}", record, (dict,))
+        for key in ("wall_s", "peak_memory_mb"):
+            _finite(name, f"phases.{phase}.{key}", (record or {}).get(key))
+    options = data.get("pruner_options")
+    _kind(name, "pruner_options", options, (dict,))
+    s2ap = (options or {}).get("s2ap")
+    _kind(name, "pruner_options.s2ap", s2ap, (dict,))
+    _kind(name, "pruner_options.s2ap.warmup_epochs", (s2ap or {}).get("warmup_epochs"), (int,))
+    _kind(name, "created", data.get("created"), (str,))
+    stored = data.get(CHECKSUM_KEY)
+    if stored is not None:
+        if not isinstance(stored, str) or stored != checksum(data):
+            raise ResultFileError(f"{name}: its content does not match its checksum (edited after it was "
+                                  f"written?); {FIX}")
+    return data
+
+
+def _cell(cell: dict, name: str) -> None:
+    for key in CELL_KEYS:
+        if key not in cell:
+            raise _bad(name, f"cell lacks '{key}'")
+    for key in ("label", "dataset", "model", "structure"):
+        if name_problem(cell[key]):
+            raise _bad(name, f"'cell.{key}' is {str(cell[key])[:40]!r}, expected a name")
+    _kind(name, "cell.method", cell["method"], (str,), optional=False)
+    for key in ("pruner", "plugin"):
+        _kind(name, f"cell.{key}", cell.get(key), (str,))
+    sparsity = cell["sparsity"]
+    if not _number(sparsity) or not 0 <= sparsity < 1:
+        raise _bad(name, f"'cell.sparsity' is {str(sparsity)[:40]}, expected a number in [0, 1)")
+    if isinstance(cell["seed"], bool) or not isinstance(cell["seed"], int) or not 0 <= cell["seed"] < 2**63:
+        raise _bad(name, f"'cell.seed' is {str(cell['seed'])[:40]}, expected an integer >= 0")
+
+
+def _sparsity(sp: dict, name: str) -> None:
+    _fraction(name, "sparsity.target", sp.get("target"), optional=True)
+    _fraction(name, "sparsity.achieved", sp.get("achieved"), optional=True)
+    per_layer = sp.get("per_layer")
+    _kind(name, "sparsity.per_layer", per_layer, (dict,))
+    for layer, record in (per_layer or {}).items():
+        _kind(name, f"sparsity.per_layer.{layer}", record, (dict,), optional=False)
+        _fraction(name, f"sparsity.per_layer.{layer}.sparsity", record.get("sparsity"))
+
+
+def _evaluation(ev: dict, name: str) -> None:
+    for key in ("clean_accuracy", "n_examples", "eps"):
+        if key not in ev:
+            raise _bad(name, f"evaluation lacks '{key}'")
+    _fraction(name, "evaluation.clean_accuracy", ev["clean_accuracy"])
+    n = ev["n_examples"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise _bad(name, f"'evaluation.n_examples' is {str(n)[:40]}, expected an integer >= 0")
+    _kind(name, "evaluation.eps", ev["eps"], (str,), optional=False)
+    _kind(name, "evaluation.norm", ev.get("norm"), (str,))
+    _strings(name, "evaluation.flags", ev.get("flags"))
+    pgd = ev.get("pgd")
+    _kind(name, "evaluation.pgd", pgd, (dict,))
+    _fraction(name, "evaluation.pgd.accuracy", (pgd or {}).get("accuracy"), optional=True)
+    aa = ev.get("autoattack")
+    _kind(name, "evaluation.autoattack", aa, (dict,))
+    if aa:
+        _fraction(name, "evaluation.autoattack.robust_accuracy", aa.get("robust_accuracy"))
+        _strings(name, "evaluation.autoattack.flags", aa.get("flags"))
+        _strings(name, "evaluation.autoattack.attacks", aa.get("attacks"))
+
+
+def _mask(mask: Any, name: str) -> None:
+    _kind(name, "mask", mask, (dict,))
+    if not mask:
+        return
+    _fraction(name, "mask.robust_accuracy_after_search", mask.get("robust_accuracy_after_search"), optional=True)
+    stability = mask.get("stability")
+    _kind(name, "mask.stability", stability, (dict,))
+    for key, values in (stability or {}).items():
+        if key.startswith("per_epoch"):
+            if not isinstance(values, list) or not all(_number(v) for v in values):
+                raise _bad(name, f"'mask.stability.{key}' should be a list of finite numbers")
+    _finite(name, "mask.stability.final_epochs_mean_sparsity_aware",
+            (stability or {}).get("final_epochs_mean_sparsity_aware"))
+    cross = (stability or {}).get("cross_seed")
+    _kind(name, "mask.stability.cross_seed", cross, (dict,))
+    _finite(name, "mask.stability.cross_seed.mean_sparsity_aware", (cross or {}).get("mean_sparsity_aware"))
+    sharpness = mask.get("sharpness")
+    _kind(name, "mask.sharpness", sharpness, (dict,))
+    _finite(name, "mask.sharpness.top_eigenvalue", (sharpness or {}).get("top_eigenvalue"))
+    live = (sharpness or {}).get("live_channels")
+    _kind(name, "mask.sharpness.live_channels", live, (dict,))
+    _finite(name, "mask.sharpness.live_channels.top_eigenvalue", (live or {}).get("top_eigenvalue"))
