@@ -110,6 +110,25 @@ def test_the_readme_quick_start_is_two_commands_and_ci_runs_its_test_command() -
     assert re.search(r"^make test\b", ci, re.M) and re.search(r"^make docs\b", ci, re.M)
 
 
+def generated_table(suite: str) -> str:
+    """The first leaderboard of a committed suite as ``s2ap-bench table`` wrote it: protocol, legend, table."""
+    text = (ROOT / "results" / suite / "leaderboard.md").read_text()
+    found = re.search(r"^Protocol: .*?\n\n.*?\n\n(?:\|.*\n)+", text, re.M)
+    assert found, f"results/{suite}/leaderboard.md has no leaderboard table"
+    return found.group(0)
+
+
+SHOWN = {"README": (README, "digits-smoke"), "digits-smoke page": (DOCS / "suites" / "digits-smoke.md", "digits-smoke"),
+         "fmnist page": (DOCS / "suites" / "fmnist.md", "fmnist")}
+
+
+@pytest.mark.parametrize("page, suite", list(SHOWN.values()), ids=list(SHOWN))
+def test_the_leaderboards_shown_are_the_committed_ones(page: Path, suite: str) -> None:
+    """Each leaderboard the README and the suite pages show is, to the byte, the one generated from the
+    committed results: recomputed results make this fail until the page (and its reading) is updated."""
+    assert generated_table(suite) in page.read_text(), f"{page.name}: copy the table of results/{suite}/leaderboard.md"
+
+
 @pytest.fixture
 def served(site: Path) -> Iterator[str]:
     """The built site over HTTP on a free local port (as a reader's browser gets it from a web server)."""
