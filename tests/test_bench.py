@@ -35,6 +35,13 @@ def test_s2ap_overhead_reports_every_arm() -> None:
     assert report["ratio_to_base_quartiles"][attack] == (report["ratio_to_base"][attack],) * 2
 
 
+def test_the_cpu_clock_is_an_option_and_is_recorded() -> None:
+    report = s2ap_overhead(repeats=1, overrides=SMALL, clock="cpu", threads=1)
+    assert report["clock"] == "cpu" and all(t > 0 for t in report["median_s_per_epoch"].values())
+    with pytest.raises(ValueError, match="clock"):
+        s2ap_overhead(repeats=1, overrides=SMALL, clock="gpu")
+
+
 def test_ratios_are_paired_by_repeat() -> None:
     from benchmark.bench.s2ap import paired_ratio, quartiles
 
