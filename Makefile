@@ -9,7 +9,7 @@ SMOKE_DIR ?= build/smoke
 BENCH_BASELINE ?= tests/benchmarks/baseline/cpu-2core.json
 BENCH_ARGS ?= --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=min:40%
 
-.PHONY: smoke digits test test-quick test-slow lint bench
+.PHONY: smoke digits test test-quick test-slow lint docs bench
 
 $(BIN)/s2ap-bench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test-slow: $(BIN)/s2ap-bench
 
 lint: $(BIN)/s2ap-bench
 	$(BIN)/ruff check .
+
+# The documentation site (mkdocs.yml, docs/) into build/site/; --strict: a broken link or anchor fails it
+docs: $(BIN)/s2ap-bench
+	$(BIN)/mkdocs build --strict -d build/site
 
 # Hot-path benchmarks (tests/benchmarks, not part of `make test`), one thread, each beside a bare-PyTorch twin
 bench: $(BIN)/s2ap-bench

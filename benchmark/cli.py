@@ -175,7 +175,7 @@ def cmd_bench_s2ap(args: argparse.Namespace) -> int:
 
     report = s2ap_overhead(args.suite, base=args.base, repeats=args.repeats, sparsity=args.sparsity,
                            device=args.device, overrides=list(args.set or []), threads=args.threads,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, clock=args.clock)
     print_overhead(report)
     return 0
 
@@ -250,6 +250,8 @@ def parser() -> argparse.ArgumentParser:
                                             "in every repeat; prints the medians and the ratios to the base.")
     b_s2ap.add_argument("--suite", default="digits-smoke", help="suite whose data, model and budgets are used")
     b_s2ap.add_argument("--base", default="hydra", help="score-based pruner to compare with its +s2ap variant")
+    b_s2ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall clock, or the process's CPU time (steadier on a shared machine, with --threads 1)")
     b_s2ap.add_argument("--repeats", type=int, default=5, help="timed epochs per arm (after one warm-up epoch)")
     b_s2ap.add_argument("--sparsity", type=float, default=0.99, help="target sparsity of the masks searched")
     b_s2ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the epochs run")

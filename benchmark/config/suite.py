@@ -33,7 +33,7 @@ ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
 # Fields added after results were first published enter a config's identity (and hash) only when set away from
 # these defaults, so earlier results stay valid; runtime-only fields never enter it.
 LATE_FIELD_DEFAULTS: dict[str, Any] = {"bf16": False, "channels_last": False, "awp": False, "awp_gamma": 0.005,
-                                         "awp_warmup": 0}
+                                         "awp_warmup": 0, "sam": False, "sam_rho": 0.005}
 RUNTIME_FIELDS = ("num_workers",)
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_BATCH = 2**16
@@ -138,12 +138,16 @@ class PhaseConfig:
     channels_last: bool = False  # channels-last memory format for the model and its inputs in training
     awp: bool = False  # adversarial weight perturbation (benchmark.train.awp) on the trained weights
     awp_gamma: float = 0.005  # AWP radius relative to each layer's weight norm
-    awp_warmup: int = 0  # epochs of the phase run without AWP first
+    awp_warmup: int = 0  # epochs of the phase run without AWP (or SAM) first
+    sam: bool = False  # SAM on the trained weights (benchmark.train.awp, one global ball)
+    sam_rho: float = 0.005  # SAM radius relative to the norm of all the trained weights together
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", allow_zero=True)
         _positive(self, "lr", "batch_size", "trades_beta")
-        _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", allow_zero=True)
+        _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", "sam_rho", allow_zero=True)
+        if self.awp and self.sam:
+            raise FieldError("sam", True, "AWP and SAM both perturb the weights: turn one of them off")
         _at_most(self, MAX_BATCH, "batch_size")
         _choice(self, "schedule", SCHEDULES)
         _choice(self, "objective", OBJECTIVES)
@@ -249,7 +253,7 @@ class MethodConfig:
         """What defines this method's results (the S2AP settings only where the plug-in is used)."""
         out: dict[str, Any] = {"method": self.method, "options": dict(sorted(self.options.items()))}
         if self.uses_s2ap:
-            out["s2ap"] = dataclasses.asdict(self.s2ap)
+            out["s2ap"] = self.s2ap.identity()
         return out
 
 
@@ -311,9 +315,10 @@ class SuiteConfig:
             values = list(getattr(self, name))
             if len(set(values)) != len(values):
                 raise FieldError(name, values, "must not list a value twice (each cell has one result file)")
-        if self.search.awp:
-            raise FieldError("search.awp", True, "AWP perturbs trained weights and the mask search trains none; "
-                             "set finetune.awp (or pretrain.awp) instead")
+        for name in ("awp", "sam"):
+            if getattr(self.search, name):
+                raise FieldError(f"search.{name}", True, f"{name.upper()} perturbs trained weights and the mask "
+                                 f"search trains none; set finetune.{name} (or pretrain.{name}) instead")
         labels = [m.label for m in self.methods]
         if len({lab.casefold() for lab in labels}) != len(labels):
             raise FieldError("methods", labels, "method labels must be unique, also ignoring case (set 'label' to "

@@ -88,11 +88,12 @@ def train_phase(
     With ``checkpoint``, the state is saved after every epoch and a stored state is resumed from. With
     ``phase.awp`` the plain step becomes an adversarial-weight-perturbation step (:mod:`benchmark.train.awp`).
     """
-    if phase.awp:
+    if phase.awp or phase.sam:
         if step is not plain_step:
-            raise ValueError("awp applies to phases that train the weights (pretrain, finetune), not to a pruner's "
-                             "mask-search step")
-        step = awp_step(model, phase.awp_gamma, phase.awp_warmup)
+            raise ValueError("awp and sam apply to phases that train the weights (pretrain, finetune), not to a "
+                             "pruner's mask-search step")
+        step = (awp_step(model, phase.awp_gamma, phase.awp_warmup) if phase.awp
+                else awp_step(model, phase.sam_rho, phase.awp_warmup, scope="global"))
     objective = make_objective(phase, threat)
     optimizer, scheduler = make_optimizer(params, phase, len(loader))
     history: list[dict] = []
