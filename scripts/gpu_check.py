@@ -91,9 +91,10 @@ class Sizes:
 #   a point costs about 100 passes (benchmark/run/cost.py's bound, 3,567, assumes none is broken); 500 points
 #   x 2 arms x (1 + 2) runs x 100 passes = 300k passes, 10 s at 30k passes/s. Points that survive meet FAB-T
 #   and Square (5,000 queries): the step's budget (90 s) bounds that case.
-# - bench s2ap: 1 warm-up + 5 arms x 3 repeats = 16 mask-search epochs of 5,120 images (bf16, the gpu-speed
-#   suite halved) at about 1.25x a training epoch on average (the arms' CPU ratios to the base: 1, 1.14, 1.15,
-#   1.97 and the attack alone below 1): 13 s at the goal, 38 s at the fp32 plan; 75 s.
+# - bench s2ap: 1 warm-up + 6 arms x 3 repeats = 19 mask-search epochs of 5,120 images (bf16, the gpu-speed
+#   suite halved) at about 1.2x a training epoch on average (the arms' CPU ratios to the base: 1, 1.14, 1.15,
+#   1.97, the previous-step ascent about 1, the attack alone below 1): 15 s at the goal, 43 s at the fp32 plan;
+#   75 s.
 # - cost: measure_steps times about 25 real steps of 128 images (PGD-10) plus each pruner's set-up: seconds.
 # - profile: one warm-up and one profiled epoch of 4 batches per arm (the profiler about doubles the time).
 FULL = Sizes(
@@ -211,11 +212,11 @@ def autoattack(sizes: Sizes, device: str, threads: int | None) -> dict:
 
 
 def s2ap(sizes: Sizes, device: str, threads: int | None) -> dict:
-    """``bench s2ap``: seconds per mask-search epoch of HYDRA, the floor, HYDRA+S2AP (two ways), the attack."""
+    """``bench s2ap``: seconds per mask-search epoch of HYDRA, the floor, HYDRA+S2AP's arms, the attack alone."""
     from benchmark.bench.s2ap import s2ap_overhead
 
     report = s2ap_overhead(sizes.s2ap_suite, base="hydra", repeats=sizes.s2ap_repeats, sparsity=0.99,
-                           device=device, overrides=list(sizes.s2ap_overrides), threads=threads)
+                           device=device, overrides=list(sizes.s2ap_overrides), threads=threads, clock="wall")
     return {**report, "overrides": list(sizes.s2ap_overrides)}
 
 
