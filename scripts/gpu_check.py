@@ -90,11 +90,11 @@ class Sizes:
 # - AutoAttack standard: on a model that is not robust, APGD-CE (100 iterations) breaks almost every point, so
 #   a point costs about 100 passes (benchmark/run/cost.py's bound, 3,567, assumes none is broken); 500 points
 #   x 2 arms x (1 + 2) runs x 100 passes = 300k passes, 10 s at 30k passes/s. Points that survive meet FAB-T
-#   and Square (5,000 queries): the step's budget (90 s) bounds that case.
+#   and Square (5,000 queries): the step's budget (85 s) bounds that case.
 # - bench s2ap: 1 warm-up + 6 arms x 3 repeats = 19 mask-search epochs of 5,120 images (bf16, the gpu-speed
 #   suite halved) at about 1.2x a training epoch on average (the arms' CPU ratios to the base: 1, 1.14, 1.15,
 #   1.97, the previous-step ascent about 1, the attack alone below 1): 15 s at the goal, 43 s at the fp32 plan;
-#   75 s.
+#   70 s.
 # - cost: measure_steps times about 25 real steps of 128 images (PGD-10) plus each pruner's set-up: seconds.
 # - profile: one warm-up and one profiled epoch of 4 batches per arm (the profiler about doubles the time).
 FULL = Sizes(
@@ -115,8 +115,8 @@ QUICK = Sizes(
 )
 # Seconds per step; they add up to the global default (8 minutes). A step gets its own budget or what is
 # left of the global one, whichever is less.
-BUDGETS = {"environment": 20.0, "gpu_tests": 75.0, "training_bf16": 60.0, "training_fp32": 60.0,
-           "autoattack": 90.0, "s2ap": 75.0, "cost": 50.0, "profile": 50.0}
+BUDGETS = {"environment": 30.0, "gpu_tests": 75.0, "training_bf16": 60.0, "training_fp32": 60.0,
+           "autoattack": 85.0, "s2ap": 70.0, "cost": 50.0, "profile": 50.0}
 WRITE_RESERVE_S = 3.0  # kept back from the global budget to write the files
 NOTHING_TO_PROFILE = "every goal met: nothing to profile"
 NOT_CHOSEN = "not chosen (--only)"
@@ -730,8 +730,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sys.path.insert(0, str(ROOT))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    if args.device == "cpu":
-        preimport()
+    try:
+        preimport(args.device)
+    except RuntimeError as e:
+        print(f"gpu_check: error: {e}; run the steps by hand (docs/gpu.md lists their commands)", file=sys.stderr)
+        return 2
     sizes = QUICK if args.quick else FULL
     start = time.monotonic()
     deadline = start + args.budget
@@ -806,18 +809,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report["complete"] and not failed_tests else 1
 
 
-def preimport() -> None:
-    """Import torch and the benchmark once, before the steps fork, so that no step pays for it again (the
-    first optimizer alone imports torch._dynamo: seconds). Only for the CPU: on CUDA the parent stays free of
-    torch, since a process forked after the CUDA driver was touched (an import may ask for the device count)
-    cannot use CUDA; each step then imports what it needs itself."""
-    import torch  # noqa: F401
-    import torch._dynamo  # noqa: F401
-    import torch.profiler  # noqa: F401
+def preimport(device: str) -> None:
+    """Import torch and the benchmark once, before the steps fork, so that no step pays for it again. A
+    process forked after CUDA was initialised cannot use CUDA: importing torch and the benchmark does not
+    touch it (checked below); on the CPU also torch._dynamo (the first optimizer imports it: seconds) and
+    torch.profiler, which on CUDA each step imports itself (their imports are not known to leave CUDA alone)."""
+    import torch
 
     import benchmark.bench.s2ap  # noqa: F401
     import benchmark.bench.speed  # noqa: F401
     import benchmark.run.cost  # noqa: F401
+
+    if device == "cpu":
+        import torch._dynamo  # noqa: F401
+        import torch.profiler  # noqa: F401
+    if torch.cuda.is_initialized():
+        raise RuntimeError("importing torch initialised CUDA in the parent: forked steps could not use it")
 
 
 def not_run(name: str, reason: str) -> dict:
