@@ -446,3 +446,29 @@ def power_markdown(results: list[dict]) -> str:
         if table.rows:
             parts += [f"## {table.title}\n", table.caption + "\n", markdown_table(table) + "\n"]
     return "\n" + "\n".join(parts) if parts else ""
+
+
+FIGURES = {"clean": "evaluation.clean_accuracy", "autoattack": "evaluation.autoattack.robust_accuracy",
+           "pgd": "evaluation.pgd.accuracy"}  # where each outcome's accuracy sits in a result
+
+
+def effects_beside_noise(results: list[dict], cell: dict, spread: dict[str, float | None]) -> list[str]:
+    """One line per seed-level difference of the results folder that involves the cell of ``cell`` (its method
+    at its sparsity), with the noise measured on that cell for the same figure beside it (``spread``: dotted
+    figure path -> max - min over the noise settings)."""
+    from benchmark.report.stats import fmt_sparsity, group_results
+
+    label, sp = cell["cell"]["label"], cell["cell"]["sparsity"]
+    lines = []
+    for _, rs in group_results(results).items():
+        if not any(r.get("_path") == cell.get("_path") for r in rs):
+            continue
+        rows = [r for r in comparison_rows([r for r in rs if r["cell"]["method"] != "dense"])
+                if r.sparsity == sp and label in (r.a, r.b)]
+        for r in rows:
+            c, noise = r.comparison, spread.get(FIGURES[r.metric])
+            interval = f" [{_pp(c.t.low)}, {_pp(c.t.high)}]" if c.t else ""
+            lines.append(f"{r.a} - {r.b} at {fmt_sparsity(sp)}, {METRIC_TITLES[r.metric]}: {_pp(c.mean)} pp"
+                         f"{interval}, {r.verdict}; noise of this cell's {METRIC_TITLES[r.metric]}: "
+                         + ("not measured" if noise is None else f"{100 * noise:.1f} pp"))
+    return lines
