@@ -405,11 +405,11 @@ def power_table(group: tuple[str, str, str], results: list[dict]):
                         filter_attrs(group, row.sparsity)))
     title = " / ".join(group)
     caption = (f"{title}: seed-level power of each paired difference: two-sided paired t-test over seeds at "
-               f"{ALPHA:.0%} with {POWER:.0%} power, the observed sd of the per-seed differences taken as the true "
-               "one (a pilot's estimate: with 3 seeds it is rough). Detectable: the smallest true difference found "
-               "with 80 % probability by this many seeds. Seeds for d: the fewest seeds that find a true d. Each "
-               "for one test at 5 %; under Holm the most significant test of a family of m is held to 5 %/m, "
-               "which needs more seeds.")
+               f"{100 * ALPHA:g} % with {100 * POWER:g} % power, the observed sd of the per-seed differences taken "
+               "as the true one (a pilot's estimate: with 3 seeds it is rough). Detectable: the smallest true "
+               "difference found with 80 % probability by this many seeds. Seeds for d: the fewest seeds that find "
+               "a true d. Each for one test at 5 %; under Holm the most significant test of a family of m is held "
+               "to 5 %/m, which needs more seeds.")
     return Table(f"{title}: seed-level power", caption, headers, rows)
 
 
