@@ -28,6 +28,7 @@ from benchmark.report.significance import (
     holm,
     mcnemar_exact,
     paired_t,
+    pilot_seeds,
     power_table,
     sign_flip_p,
     significance_markdown,
@@ -251,3 +252,10 @@ def test_power_table_gives_the_detectable_difference_and_the_seeds_needed() -> N
     assert texts[8] == f"{100 * minimum_detectable_difference(sd, 3):.1f}"
     assert texts[9:] == [str(seeds_needed(sd, 0.01)), str(seeds_needed(sd, 0.02))]
     assert all(r.cells[4][0].text != "clean" or r.cells[9][0].text == "2" for r in table.rows)  # no spread: 2
+
+
+def test_pilot_seeds_come_from_the_pilot_spread() -> None:
+    found = {(row.a, row.b, row.metric): n for _, row, n in pilot_seeds(_suite(), 0.01, power=0.9)}
+    sd = statistics.stdev([0.100, 0.104, 0.096])
+    assert found[("hydra+s2ap", "hydra", "autoattack")] == seeds_needed(sd, 0.01, power=0.9)
+    assert found[("hydra+s2ap", "hydra", "clean")] == 2 and len(found) == 4  # no spread: the fewest a t-test takes

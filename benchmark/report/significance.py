@@ -472,3 +472,17 @@ def effects_beside_noise(results: list[dict], cell: dict, spread: dict[str, floa
                          f"{interval}, {r.verdict}; noise of this cell's {METRIC_TITLES[r.metric]}: "
                          + ("not measured" if noise is None else f"{100 * noise:.1f} pp"))
     return lines
+
+
+def pilot_seeds(results: list[dict], difference: float, power: float = POWER,
+                alpha: float = ALPHA) -> list[tuple[tuple[str, ...], Tested, int | None]]:
+    """For every seed-level comparison of a pilot's results (group, row): the seeds a true ``difference``
+    (a fraction: 0.01 is 1 point) needs at ``power`` and level ``alpha``, from the pilot's per-seed spread; None
+    where more than :data:`benchmark.report.power.MAX_SEEDS` would be needed. Rows of one seed are left out."""
+    out = []
+    for group, rs in _groups_with_outcomes(results):
+        for row in comparison_rows(rs):
+            t = row.comparison.t
+            if t is not None:
+                out.append((group, row, seeds_needed(t.sd, difference, power, alpha) if t.sd > 0 else 2))
+    return out
