@@ -159,15 +159,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from benchmark.run.verify import report_lines, verify
+    from benchmark.run.noise import DEFAULT_SETTINGS, parse_setting
+    from benchmark.run.verify import SHOWN, report_lines, verify, within_noise
 
     root = results_folder(args.results_dir)
+    if args.threads is not None and args.threads < 1:
+        raise BenchmarkError(f"--threads {args.threads}: give at least 1 thread, or leave it out to use the recorded "
+                             "count")
+    noise = None if args.noise is None else [parse_setting(s) for s in args.noise or DEFAULT_SETTINGS]
     checks = verify(root, patterns=args.cell, n=args.n, seed=args.seed, tolerance=args.tolerance,
-                    device=args.device, scratch=Path(args.keep) if args.keep else None,
-                    log=lambda line: print(line, file=sys.stderr))
+                    device=args.device, scratch=Path(args.keep) if args.keep else None, threads=args.threads,
+                    noise=noise, log=lambda line: print(line, file=sys.stderr))
     for line in report_lines(checks, args.tolerance):
         print(line)
-    return 1 if any(c.differences for c in checks) else 0
+    if noise:
+        from benchmark.report.generate import comparable_results
+        from benchmark.report.significance import effects_beside_noise
+
+        results, _ = comparable_results(root)
+        for c in checks:
+            cell = next(r for r in results if r.get("_path") == c.name)
+            spread = {path: c.noise.spread(path) for _, path in SHOWN}  # type: ignore[union-attr]
+            for line in effects_beside_noise(results, cell, spread):
+                print(f"{c.name}: {line}")
+    return 1 if any(c.differences and not within_noise(c) for c in checks) else 0
 
 
 def cmd_bench_s2ap(args: argparse.Namespace) -> int:
@@ -310,6 +325,12 @@ def parser() -> argparse.ArgumentParser:
                      help="largest absolute difference allowed on a number (default 1e-6; other values must be equal)")
     ver.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default cpu")
     ver.add_argument("--keep", metavar="DIR", help="keep the recomputed results in DIR (default: a temporary folder)")
+    ver.add_argument("--threads", type=int, help="torch threads for the recomputation (default: the recorded count)")
+    ver.add_argument("--noise", nargs="*", metavar="SETTING",
+                     help="measure the numerical noise: recompute each cell in a child process under every SETTING "
+                          "(native, capability=default|avx2|avx512, threads=N, or both joined by a comma; default: "
+                          "native capability=avx2 capability=default), report the spread of every figure beside the "
+                          "folder's effects, and judge differences against it; the first setting is the one compared")
     ver.set_defaults(func=cmd_verify)
 
     val = sub.add_parser("validate", help="check result files against the schema, or a suite file")
