@@ -18,6 +18,7 @@ from benchmark.store.distances import ENCODING, pack_distances, unpack_distances
 
 TOLERANCE = 1e-5  # float32 rounding of a perturbation exactly at eps
 WEAKER_LIMIT = 0.03  # flag a result when FMN is weaker than AutoAttack on more than this fraction of points
+FLAG_PREFIX = "min-norm:"
 
 
 def consistency(distances: np.ndarray, autoattack_correct: np.ndarray | None, eps: float, norm: str) -> dict | None:
@@ -37,9 +38,10 @@ def consistency_flags(record: dict | None) -> list[str]:
     check = (record or {}).get("consistency")
     if not check or check["fmn_weaker_fraction"] <= WEAKER_LIMIT:
         return []
-    return [f"min-norm: FMN finds a distance above eps on {check['fmn_weaker']} of the "
-            f"{check['autoattack_broken']} points AutoAttack misclassifies at eps ({100 * check['fmn_weaker_fraction']:.1f} % of "
-            f"all points, limit {100 * WEAKER_LIMIT:.0f} %): the security curve overstates robustness near eps"]
+    share = 100 * check["fmn_weaker_fraction"]
+    return [f"{FLAG_PREFIX} FMN finds a distance above eps on {check['fmn_weaker']} of the "
+            f"{check['autoattack_broken']} points AutoAttack misclassifies at eps ({share:.1f} % of all points, "
+            f"limit {100 * WEAKER_LIMIT:.0f} %): the security curve overstates robustness near eps"]
 
 
 def min_norm_record(model: nn.Module, x: Tensor, y: Tensor, cfg: EvalConfig, eps: float,
