@@ -21,7 +21,7 @@ import torch
 from benchmark.config import Cell, SuiteConfig, config_hash
 from benchmark.config.suite import MIN_NORM_FIELDS
 from benchmark.data import DataSplits, first_n
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, ResultFileError
 from benchmark.evaluate.min_norm import FLAG_PREFIX, consistency_flags, min_norm_record
 from benchmark.evaluate.outcomes import correct, read_outcomes
 from benchmark.measure import environment, resolve_device
@@ -36,6 +36,18 @@ from benchmark.store.results import read_result, write_result
 def _without_min_norm(identity: dict) -> dict:
     ev = {k: v for k, v in identity.get("evaluation", {}).items() if k not in MIN_NORM_FIELDS}
     return {**identity, "evaluation": ev}
+
+
+def derivable(cell: Cell, root: Path) -> bool:
+    """Whether the cell's stored result differs from its config in the minimum-norm fields only and names a
+    saved model: then an evaluation-only recompute makes its result (``s2ap-bench run`` does so by itself)."""
+    path = result_path(cell, root)
+    try:
+        old = read_result(path)
+    except ResultFileError:
+        return False
+    return (old["config_hash"] != cell.config_hash() and bool(old.get("model_file"))
+            and _without_min_norm(old["config"]) == _without_min_norm(cell.identity()))
 
 
 def recompute_cell(cell: Cell, root: Path, data: DataSplits, device: torch.device) -> str:

@@ -26,6 +26,7 @@ from benchmark.errors import BenchmarkError, ConfigError, out_of_memory
 from benchmark.measure import OUT_OF_MEMORY, git_state, resolve_device
 from benchmark.run.cells import load_data, run_cell
 from benchmark.run.dense import DenseCache
+from benchmark.run.evaluation_only import derivable, recompute_cell
 from benchmark.run.locks import file_lock, locked_elsewhere
 from benchmark.run.threads import oversubscription, resolve_threads, torch_threads
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
@@ -63,6 +64,8 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
             return locked_elsewhere(cell, lock)
         if not force and existing_hash(out) == cell.config_hash():
             return f"  {cell.key}: finished by another process"
+        if not force and derivable(cell, root):  # only the min-norm evaluation changed: the saved model is enough
+            return recompute_cell(cell, root, data, device)
         work = work_dir(cell, root)
         try:
             result, masks = run_cell(cell, data, dense, device, progress, work, root)
