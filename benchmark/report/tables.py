@@ -243,6 +243,9 @@ FLAG_HELP = (
     ("Square Attack has decreased the robust accuracy", "the black-box Square attack broke points the gradient "
      "attacks did not, a sign of gradient masking; the robust accuracy of record already counts those points."),
     ("robust accuracy above clean accuracy", "impossible for a sound evaluation: the robust figure is unreliable."),
+    ("min-norm", "the minimum-norm attack (FMN) found a distance above eps for more than 3 % of the test points on "
+     "points AutoAttack breaks at eps: FMN is weaker than AutoAttack there, so the security curve overstates "
+     "robustness near eps (AutoAttack's accuracy at eps stays the figure of record; see docs/security-curves.md)."),
 )
 
 
