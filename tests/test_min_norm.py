@@ -263,12 +263,14 @@ def test_evaluation_only_keeps_every_training_figure(tmp_path) -> None:
     from benchmark.run.suite import pending_cells, run_suite
     from benchmark.store.results import read_result
 
-    plain = build(SuiteConfig, tiny_suite_dict())
+    methods = ["hydra", "hydra+s2ap"]
+    plain = build(SuiteConfig, tiny_suite_dict(methods=methods))
     run_suite(plain, results_dir=tmp_path, progress=False, log=lambda s: None, tables=False)
     root = tmp_path / "tiny"
     path = cell_files(root)[0]
     before = read_result(path)
-    on = build(SuiteConfig, tiny_suite_dict(evaluation={**tiny_suite_dict()["evaluation"], "min_norm": "fmn"}))
+    evaluation = {**tiny_suite_dict()["evaluation"], "min_norm": "fmn"}
+    on = build(SuiteConfig, tiny_suite_dict(methods=methods, evaluation=evaluation))
     assert pending_cells(on, root) == on.cells()
     lines: list[str] = []
     assert recompute_suite(on, root, lines.append) == 0, lines
@@ -282,12 +284,27 @@ def test_evaluation_only_keeps_every_training_figure(tmp_path) -> None:
     kept = {k: v for k, v in after["evaluation"].items() if k not in ("min_norm", "flags")}
     assert kept == {k: v for k, v in before["evaluation"].items() if k != "flags"}
     assert after["evaluation"]["min_norm"]["n"] == before["evaluation"]["n_examples"]
+    # the report: the curves, the median-distance column and the paired test
+    from benchmark.report.generate import write_report
+
+    written, problems = write_report(root)
+    assert not problems and any(p.name.endswith("security-curves.svg") for p in written)
+    assert "median distance" in (root / "leaderboard.md").read_text()
+    assert "minimum-norm distances, S2AP vs base" in (root / "details.md").read_text()
+    assert "security-curves" in (root / "index.html").read_text()
+    # a plain run takes the same path by itself: nothing is retrained
+    steps30 = build(SuiteConfig, tiny_suite_dict(methods=methods, evaluation={**evaluation, "min_norm_steps": 30}))
+    logs: list[str] = []
+    run_suite(steps30, results_dir=tmp_path, progress=False, log=logs.append, tables=False)
+    assert sum("min-norm recomputed" in line for line in logs) == 2, logs
+    third = read_result(path)
+    assert third["history"] == before["history"] and third["evaluation"]["min_norm"]["steps"] == 30
+    assert third["derived_from"]["config_hash"] == after["config_hash"]
     # a model file that is not the one the result names is refused
     model = root / before["model_file"]["path"]
     raw = model.read_bytes()
     model.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
-    again = build(SuiteConfig, tiny_suite_dict(evaluation={**tiny_suite_dict()["evaluation"], "min_norm": "fmn",
-                                                            "min_norm_steps": 20}))
+    again = build(SuiteConfig, tiny_suite_dict(methods=methods, evaluation={**evaluation, "min_norm_steps": 20}))
     lines = []
     assert recompute_suite(again, root, lines.append) == 1
-    assert "sha256" in lines[-1]
+    assert any("sha256" in line for line in lines)
