@@ -142,7 +142,7 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     cells = suite.cells()
     todo = pending_cells(suite, root, force)
     references = pending_dense_seeds(suite, root, DenseCache(suite, root, None, device, False),  # type: ignore[arg-type]
-                                     {c.seed for c in todo}, force)
+                                     {c.seed for c in todo if force or not derivable(c, root)}, force)
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
         f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
     if (todo or references) and git_state()["dirty"]:
@@ -167,7 +167,8 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     elif todo or references:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            seeds = sorted({c.seed for c in todo} | set(references))
+            # a cell recomputed evaluation-only needs no dense model
+            seeds = sorted({c.seed for c in todo if force or not derivable(c, root)} | set(references))
             for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
                                                     s in references) for s in seeds]):
                 log(future.result())  # a failed pretraining fails its cells too, with the same line
