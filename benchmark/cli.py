@@ -44,6 +44,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(line)
         print(f"{len(suite.cells())} cells -> {root}")
         return 0
+    if args.evaluation_only:
+        from benchmark.run.evaluation_only import recompute_suite
+
+        with torch_threads(resolve_threads(args.threads, 1)):
+            failed = recompute_suite(suite, root)
+        write_suite_tables(root, print)
+        if failed:
+            raise BenchmarkError(f"{failed} of {len(suite.cells())} cells could not be recomputed evaluation-only "
+                                 "(see FAILED lines above)")
+        return 0
     failure: BenchmarkError | None = None
     try:
         if args.executor == "local":
@@ -229,6 +239,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
     run.add_argument("--dry-run", action="store_true",
                      help="list the cells (done ones marked) with their estimated cost and exit (reads no data)")
+    run.add_argument("--evaluation-only", action="store_true",
+                     help="recompute only the minimum-norm evaluation (evaluation.min_norm*) of cells with a result, "
+                          "from each cell's saved model; every other figure is kept")
     run.add_argument("--measure", action="store_true",
                      help="with --dry-run: time one real step of each phase here and estimate the time left")
     run.add_argument("--executor", choices=["local", "slurm", "local-submitit"], default="local",

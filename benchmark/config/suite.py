@@ -26,6 +26,8 @@ from s2ap.plugin import S2APSettings
 OBJECTIVES = ("pgd-at", "trades")
 SCHEDULES = ("cosine", "constant")
 AUTOATTACK_VERSIONS = ("standard", "fast", "none")
+MIN_NORM_ATTACKS = ("none", "fmn")
+MIN_NORM_NORMS = ("Linf", "L2")
 STRUCTURES = {"unstructured": "weight", "channel": "channel"}
 DEVICES = ("auto", "cpu", "cuda")
 DENSE_SOURCES = ("pretrain", "checkpoint", "robustbench")
@@ -33,7 +35,10 @@ ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
 # Fields added after results were first published enter a config's identity (and hash) only when set away from
 # these defaults, so earlier results stay valid; runtime-only fields never enter it.
 LATE_FIELD_DEFAULTS: dict[str, Any] = {"bf16": False, "channels_last": False, "awp": False, "awp_gamma": 0.005,
-                                         "awp_warmup": 0, "sam": False, "sam_rho": 0.005}
+                                         "awp_warmup": 0, "sam": False, "sam_rho": 0.005, "min_norm": "none",
+                                         "min_norm_norm": "Linf", "min_norm_steps": 100, "min_norm_step_size": 1.0}
+# The evaluation fields of the minimum-norm attack (an evaluation-only recompute may change just these).
+MIN_NORM_FIELDS = ("min_norm", "min_norm_norm", "min_norm_steps", "min_norm_step_size")
 RUNTIME_FIELDS = ("num_workers",)
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_BATCH = 2**16
@@ -155,7 +160,9 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation protocol: AutoAttack version, number of test points, PGD steps, sharpness batch."""
+    """Evaluation protocol: AutoAttack version, number of test points, PGD steps, sharpness batch, and the
+    optional minimum-norm attack (``min_norm: fmn``: each point's smallest adversarial distance, FMN with
+    ``min_norm_steps`` steps of initial size ``min_norm_step_size`` in ``min_norm_norm``)."""
 
     n_examples: int = 1000
     autoattack: str = "standard"
@@ -164,9 +171,17 @@ class EvalConfig:
     seed: int = 0
     sharpness_examples: int = 128
     sharpness_iterations: int = 20
+    min_norm: str = "none"
+    min_norm_norm: str = "Linf"
+    min_norm_steps: int = 100
+    min_norm_step_size: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive(self, "n_examples", "pgd_steps", "batch_size", "sharpness_examples", "sharpness_iterations")
+        _positive(self, "n_examples", "pgd_steps", "batch_size", "sharpness_examples", "sharpness_iterations",
+                  "min_norm_steps", "min_norm_step_size")
+        _choice(self, "min_norm", MIN_NORM_ATTACKS)
+        _choice(self, "min_norm_norm", MIN_NORM_NORMS)
+        _at_most(self, 100_000, "min_norm_steps")
         _positive(self, "seed", allow_zero=True)
         _at_most(self, MAX_BATCH, "batch_size", "sharpness_examples")
         _at_most(self, MAX_SEED, "seed")
@@ -387,7 +402,7 @@ class Cell:
             "sparsity": self.sparsity,
             "search": identity_dict(s.search),
             "finetune": identity_dict(s.finetune),
-            "evaluation": to_dict(s.evaluation),
+            "evaluation": identity_dict(s.evaluation),
             **extra,
         }
 

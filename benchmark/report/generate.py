@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmark.report.comparable import set_aside
 from benchmark.report.reference import comparison_table, published_table
+from benchmark.report.security import min_norm_markdown
 from benchmark.report.significance import power_markdown, significance_markdown
 from benchmark.report.tables import (
     HEADER,
@@ -57,7 +58,7 @@ def table_texts(results: list[dict]) -> dict[str, str]:
         "leaderboard.md": leaderboard_markdown(results) + significance_markdown(results),
         "leaderboard.tex": leaderboard_latex(results),
         "leaderboard.csv": leaderboard_csv(results),
-        "details.md": details_markdown(results) + power_markdown(results),
+        "details.md": details_markdown(results) + power_markdown(results) + min_norm_markdown(results),
         "details.tex": leaderboard_latex(results, details=True),
         "reference.md": reference_markdown(results),
         "reference.tex": reference_latex(results),

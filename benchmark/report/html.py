@@ -164,6 +164,8 @@ PLOT_CAPTIONS = {
     "mask-stability": "Sparsity-aware Hamming distance between masks of consecutive mask-search epochs, mean "
                       "± std over seeds (band): base dashed, +S2AP solid.",
     "per-layer-sparsity": "Achieved sparsity of each prunable layer, counted from the exported weights.",
+    "security-curves": "Security curves: robust accuracy vs perturbation radius from each point's minimum-norm "
+                       "(FMN) distance, mean ± std over seeds (band), 0 to 2 x eps; markers: AutoAttack at eps.",
 }
 
 

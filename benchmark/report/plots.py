@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from benchmark.report.security import method_curve, min_norm_settings, radii, with_distances
 from benchmark.report.stats import (
     METRICS,
     by_cell,
@@ -236,6 +237,54 @@ def per_layer_sparsity(group: tuple[str, str, str], results: list[dict]) -> Figu
     return fig
 
 
+def security_curves(group: tuple[str, str, str], results: list[dict]) -> Figure | None:
+    """Robust accuracy vs perturbation radius from the per-point minimum-norm distances, mean ± std over seeds
+    (band), one panel per sparsity; the threat model's eps and AutoAttack's accuracy there are marked."""
+    rs = with_distances(results)
+    if not rs:
+        return None
+    grid, norm = radii(rs), min_norm_settings(rs[0])["norm"]
+    cells, order, styles = by_cell(rs), method_order(results), method_styles(results)
+    sps = [sp for sp in sparsities(rs) if any(cells.get((lab, sp)) for lab in order)]
+    fig, axes = _panels(len(sps))
+    dense = method_curve(dense_results(rs), grid)
+    eps = float(rs[0]["evaluation"]["eps_float"])
+    for ax, sp in zip(axes, sps):
+        for lab in order:
+            curve = method_curve(cells.get((lab, sp), []), grid)
+            if curve is None:
+                continue
+            st = styles[lab]
+            ax.plot(grid, 100 * curve.mean, label=lab, color=st["color"], linestyle=st["linestyle"], linewidth=1.2)
+            if curve.n > 1:
+                ax.fill_between(grid, 100 * (curve.mean - curve.std), 100 * (curve.mean + curve.std),
+                                color=st["color"], alpha=0.12, linewidth=0)
+            aa = summarize(cells.get((lab, sp), []), METRICS["aa"])
+            if aa is not None and norm == "Linf":
+                ax.plot([eps], [aa.mean], color=st["color"], marker=st["marker"], linestyle="",
+                        markerfacecolor=st["markerfacecolor"], markeredgecolor=st["markeredgecolor"],
+                        markersize=st["markersize"])
+        if dense is not None:
+            ax.plot(grid, 100 * dense.mean, color="black", linestyle=":", linewidth=1.2, label="dense (unpruned)")
+        if norm == "Linf":
+            ax.axvline(eps, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"sparsity {fmt_sparsity(sp)}")
+        ax.set_xlabel(f"perturbation radius ({norm})")
+        ax.set_xlim(0, grid[-1])
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("robust accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if norm == "Linf":
+        handles.append(Line2D([], [], color="grey", marker="o", linestyle=":", label="threat eps; marker: AutoAttack"))
+        labels.append("threat eps; marker: AutoAttack")
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+    attack = min_norm_settings(rs[0])
+    fig.suptitle(f"Security curves: robust accuracy vs radius from FMN's per-point minimum distances\n"
+                 f"{' / '.join(group)}; {_subtitle(rs).split(';')[0]}; FMN {attack['steps']} steps "
+                 f"({attack['library']} {attack['library_version']})")
+    return fig
+
+
 def count(n: int) -> str:
     """A weight count in a few characters: 288, 5.1k, 11M."""
     for div, unit in ((1e6, "M"), (1e3, "k")):
@@ -249,6 +298,7 @@ PLOTS: dict[str, Callable[[tuple[str, str, str], list[dict]], Figure | None]] = 
     "clean-vs-robust": clean_vs_robust,
     "mask-stability": mask_stability,
     "per-layer-sparsity": per_layer_sparsity,
+    "security-curves": security_curves,
 }
 
 

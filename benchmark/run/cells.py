@@ -216,7 +216,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     report = sparsity_report(pruned)
     x_test, y_test = first_n(data.test, s.evaluation.n_examples)
     phases["evaluate"] = {}
-    stages = 2 + (s.evaluation.autoattack != "none")
+    stages = 2 + (s.evaluation.autoattack != "none") + (s.evaluation.min_norm != "none")
     with Stages(f"evaluate {tag}", stages, progress) as bar, measure(phases["evaluate"], device):
         evaluation = evaluate(pruned, x_test, y_test, s.threat, s.evaluation, device, on_stage=bar.start)
 

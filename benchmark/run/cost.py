@@ -253,6 +253,7 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
     its cost, each seed's dense model and reference, and the total of what is left to run."""
     from benchmark.config import config_hash
     from benchmark.run.dense_reference import dense_identity, dense_result_path
+    from benchmark.run.evaluation_only import derivable
     from benchmark.store.paths import result_path
     from benchmark.store.results import existing_hash
 
@@ -265,6 +266,10 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
             done += 1
             took = _recorded_seconds(path)
             lines.append(f"{cell.key}  [{cell.config_hash()}]  done" + (f" (took {_hours(took)})" if took else ""))
+            continue
+        if path is not None and derivable(cell, root):  # type: ignore[arg-type]
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  evaluation only: min-norm distances from the saved "
+                         "model (seconds to minutes)")
             continue
         if times is not None:
             sec = cell_seconds(cell, times)

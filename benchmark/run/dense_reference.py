@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from baselines.masking import sparsity_report
-from benchmark.config import SuiteConfig, config_hash, to_dict
+from benchmark.config import SuiteConfig, config_hash
+from benchmark.config.suite import MIN_NORM_FIELDS, identity_dict
 from benchmark.data import DataSplits, first_n
 from benchmark.evaluate.robustness import evaluate
 from benchmark.measure import measure
@@ -24,9 +25,12 @@ DENSE = "dense"
 
 
 def dense_identity(suite: SuiteConfig, seed: int) -> dict:
-    """What defines a seed's dense reference: its dense model and the evaluation protocol."""
+    """What defines a seed's dense reference: its dense model and the evaluation protocol. The minimum-norm
+    fields are left out: the dense model is not kept, so a reference evaluated before them stays valid (and has
+    no distances); one evaluated with ``min_norm`` on has them."""
+    evaluation = {k: v for k, v in identity_dict(suite.evaluation).items() if k not in MIN_NORM_FIELDS}
     return {"suite": suite.name, **suite.dense_identity(seed), "structure": suite.structure,
-            "method": {"method": DENSE}, "evaluation": to_dict(suite.evaluation)}
+            "method": {"method": DENSE}, "evaluation": evaluation}
 
 
 def dense_result_path(suite: SuiteConfig, root: Path, seed: int) -> Path:
@@ -67,7 +71,7 @@ def evaluate_dense(suite: SuiteConfig, root: Path, data: DataSplits, dense: Dens
         ev = suite.evaluation
         x, y = first_n(data.test, ev.n_examples)
         phases: dict = {"pretrain": {**pretrain_record, "shared_across_cells": True}, "evaluate": {}}
-        stages = 2 + (ev.autoattack != "none")
+        stages = 2 + (ev.autoattack != "none") + (ev.min_norm != "none")
         with Stages(f"evaluate dense seed {seed}", stages, progress) as bar, measure(phases["evaluate"], device):
             evaluation = evaluate(model, x, y, suite.threat, ev, device, on_stage=bar.start)
         report = sparsity_report(model, suite.skip_first_last)

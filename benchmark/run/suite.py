@@ -26,6 +26,7 @@ from benchmark.errors import BenchmarkError, ConfigError, out_of_memory
 from benchmark.measure import OUT_OF_MEMORY, git_state, resolve_device
 from benchmark.run.cells import load_data, run_cell
 from benchmark.run.dense import DenseCache
+from benchmark.run.evaluation_only import derivable, recompute_cell
 from benchmark.run.locks import file_lock, locked_elsewhere
 from benchmark.run.threads import oversubscription, resolve_threads, torch_threads
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
@@ -63,6 +64,8 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
             return locked_elsewhere(cell, lock)
         if not force and existing_hash(out) == cell.config_hash():
             return f"  {cell.key}: finished by another process"
+        if not force and derivable(cell, root):  # only the min-norm evaluation changed: the saved model is enough
+            return recompute_cell(cell, root, data, device)
         work = work_dir(cell, root)
         try:
             result, masks = run_cell(cell, data, dense, device, progress, work, root)
@@ -139,7 +142,7 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     cells = suite.cells()
     todo = pending_cells(suite, root, force)
     references = pending_dense_seeds(suite, root, DenseCache(suite, root, None, device, False),  # type: ignore[arg-type]
-                                     {c.seed for c in todo}, force)
+                                     {c.seed for c in todo if force or not derivable(c, root)}, force)
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
         f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
     if (todo or references) and git_state()["dirty"]:
@@ -164,7 +167,8 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     elif todo or references:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            seeds = sorted({c.seed for c in todo} | set(references))
+            # a cell recomputed evaluation-only needs no dense model
+            seeds = sorted({c.seed for c in todo if force or not derivable(c, root)} | set(references))
             for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
                                                     s in references) for s in seeds]):
                 log(future.result())  # a failed pretraining fails its cells too, with the same line

@@ -29,7 +29,7 @@ from benchmark.run.noise import Noise, Setting, recompute_in_child
 from benchmark.store.results import load_results, read_result
 
 NOT_COMPARED = {"wall_s", "peak_memory_mb", "peak_memory_kind", "s_per_epoch", "time_s", "reused_checkpoint",
-                "shared_across_cells", "environment", "created", "_path", "cross_seed", "checksum"}
+                "shared_across_cells", "environment", "created", "_path", "cross_seed", "checksum", "derived_from"}
 SHOWN = (("clean", "evaluation.clean_accuracy"), ("PGD", "evaluation.pgd.accuracy"),
          ("AA", "evaluation.autoattack.robust_accuracy"), ("sparsity", "sparsity.achieved"))
 
