@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, ConfigError
 
 
 def _suite(args: argparse.Namespace):
@@ -22,6 +22,21 @@ def _suite(args: argparse.Namespace):
         overrides.append(f"device={args.device}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if getattr(args, "methods", None) else None
     return load_suite(args.suite, overrides, methods)
+
+
+def print_pilot_seeds(pilot: Path, points: float) -> None:
+    """The seeds a target difference (in points) needs, from a pilot's results (``run --dry-run``)."""
+    from benchmark.report.significance import pilot_seed_lines
+    from benchmark.store.results import load_results
+
+    if not 0 < points < 100:
+        raise ConfigError(f"--target-difference {points}: give the difference in accuracy points, in (0, 100)")
+    if not pilot.is_dir():
+        raise ConfigError(f"--pilot {pilot}: no such results folder; give a folder with results of this protocol")
+    results, _ = load_results(pilot)
+    print(f"pilot: {pilot} ({len(results)} results)")
+    for line in pilot_seed_lines(results, points / 100):
+        print(line)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -43,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in describe(suite, times, root):
             print(line)
         print(f"{len(suite.cells())} cells -> {root}")
+        if args.target_difference is not None:
+            print_pilot_seeds(Path(args.pilot) if args.pilot else root, args.target_difference)
         return 0
     if args.evaluation_only:
         from benchmark.run.evaluation_only import recompute_suite
@@ -239,6 +256,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
     run.add_argument("--dry-run", action="store_true",
                      help="list the cells (done ones marked) with their estimated cost and exit (reads no data)")
+    run.add_argument("--target-difference", type=float, metavar="POINTS",
+                     help="with --dry-run: the seeds each seed-level comparison needs to detect this many accuracy "
+                          "points at 80 %% power, from the per-seed spread of a pilot's results")
+    run.add_argument("--pilot", metavar="DIR",
+                     help="with --target-difference: the pilot's results folder (default: the suite's own)")
     run.add_argument("--evaluation-only", action="store_true",
                      help="recompute only the minimum-norm evaluation (evaluation.min_norm*) of cells with a result, "
                           "from each cell's saved model; every other figure is kept")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,3 +260,23 @@ def test_pilot_seeds_come_from_the_pilot_spread() -> None:
     sd = statistics.stdev([0.100, 0.104, 0.096])
     assert found[("hydra+s2ap", "hydra", "autoattack")] == seeds_needed(sd, 0.01, power=0.9)
     assert found[("hydra+s2ap", "hydra", "clean")] == 2 and len(found) == 4  # no spread: the fewest a t-test takes
+
+
+def test_dry_run_sizes_seeds_for_a_target_difference_from_a_pilot(tmp_path, capsys) -> None:
+    """``run --dry-run --target-difference`` prints, per seed-level comparison of the pilot, what seeds_needed
+    gives for the pilot's per-seed spread; a bad target or pilot is one line, exit 2."""
+    from benchmark.cli import main
+    from benchmark.report.significance import pilot_seeds
+    from benchmark.store.results import load_results
+
+    pilot = Path(__file__).resolve().parents[1] / "results" / "fmnist"
+    results, _ = load_results(pilot)
+    expected = pilot_seeds(results, 0.01)
+    assert main(["run", "fmnist", "--dry-run", "--set", "evaluation.min_norm=none", "--target-difference", "1",
+                 "--pilot", str(pilot)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(expected)} comparisons" in out
+    group, row, n = next(e for e in expected if e[2] is not None)
+    assert f"{row.a} vs {row.b} at " in out and f": {n} seeds (pilot: 3)" in out
+    assert main(["run", "fmnist", "--dry-run", "--target-difference", "0"]) == 2
+    assert main(["run", "fmnist", "--dry-run", "--target-difference", "1", "--pilot", str(tmp_path / "no")]) == 2

@@ -486,3 +486,21 @@ def pilot_seeds(results: list[dict], difference: float, power: float = POWER,
             if t is not None:
                 out.append((group, row, seeds_needed(t.sd, difference, power, alpha) if t.sd > 0 else 2))
     return out
+
+
+def pilot_seed_lines(results: list[dict], difference: float, power: float = POWER, alpha: float = ALPHA) -> list[str]:
+    """What ``run --dry-run --target-difference`` prints: per seed-level comparison of a pilot's results, the seeds
+    a true ``difference`` (a fraction) needs, from the pilot's per-seed spread."""
+    from benchmark.report.stats import fmt_sparsity
+
+    found = pilot_seeds(results, difference, power, alpha)
+    if not found:
+        return [f"no seed-level comparison in the pilot (it needs at least 2 seeds of paired cells) to size seeds "
+                f"for a {100 * difference:g}-point difference"]
+    lines = [f"seeds a true {100 * difference:g}-point difference needs ({100 * power:g} % power, two-sided "
+             f"{100 * alpha:g} %, one test; from the pilot's per-seed spread, {len(found)} comparisons):"]
+    for group, row, n in found:
+        needed = "more than 100,000" if n is None else str(n)
+        lines.append(f"  {' / '.join(group)}: {row.a} vs {row.b} at {fmt_sparsity(row.sparsity)}, "
+                     f"{METRIC_TITLES[row.metric]}: {needed} seeds (pilot: {row.comparison.seeds})")
+    return lines
