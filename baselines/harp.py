@@ -264,6 +264,10 @@ class Harp(Pruner):
             self.gamma = (epoch + 2) * self.gamma_hw
         return {"size_loss": hw, "size_fraction": fraction, "gamma_hw": self.gamma}
 
+    def target_met(self) -> bool:
+        """The size loss has reached 0 (the public code's ``reach_hw``; its ``model_best`` waits for it)."""
+        return self.gamma_frozen
+
     def extra_state(self) -> dict:
         return {"gamma": self.gamma, "gamma_frozen": self.gamma_frozen}
 

@@ -94,7 +94,8 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
                 from benchmark.run.dense_reference import evaluate_dense
 
                 return evaluate_dense(suite, Path(root), data, dense, device, seed, False, force)  # type: ignore[arg-type]
-            dense.get(seed)  # type: ignore[arg-type]
+            for pretrain in suite.pretrains():  # each recipe's own dense model
+                dense.get(seed, pretrain)  # type: ignore[arg-type]
             return f"  dense seed {seed}: ready"
         cell = suite.cells()[index]
         return execute_cell(cell, Path(root), data, dense, device, progress=False, force=force)
