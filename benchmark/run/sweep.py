@@ -168,6 +168,7 @@ def sweep_record(suite: SuiteConfig, stage: SuiteConfig, sweep: Sweep,
         entries.append({"method": label, "sparsity": sparsity, "selected": best.value,
                         "selected_mean": best.mean, "curve": [p.record() for p in points]})
     return {"version": RECORD_VERSION, "suite": suite.name, "stage_suite": stage.name, "field": sweep.key,
+            "group": [suite.dataset.name, suite.model, suite.structure],
             "grid": list(sweep.values), "seeds": list(sweep.seeds),
             "score": f"PGD-{stage.evaluation.pgd_steps} robust accuracy on the first (up to) "
                      f"{stage.evaluation.n_examples} points of the validation split, mean over seeds; the test points "
