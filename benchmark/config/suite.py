@@ -518,7 +518,7 @@ def resolve_recipes(recipes: dict) -> dict:
         try:
             base, plugin = split_method(str(pruner))
             get_pruner(base)
-        except ValueError as e:
+        except (ValueError, LookupError) as e:
             raise ConfigError(f"config field '{where}': {e}") from None
         if plugin:
             raise ConfigError(f"config field '{where}': recipes are keyed by the base pruner ({base!r}); its +s2ap "
