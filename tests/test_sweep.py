@@ -151,3 +151,18 @@ def test_grid_and_sweep_errors(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert main(["sweep", str(path), "--dry-run", "--set-grid", "s2ap.gamma=[0.01,0.1]"]) == 0
     out = capsys.readouterr().out
     assert "selection stage tiny-sweep: 2 cells" in out and "hydra+s2ap-gamma0.1/" in out
+
+
+def test_a_follower_takes_the_value_selected_for_its_leader() -> None:
+    s = build(SuiteConfig, tiny_suite_dict(
+        methods=["hydra", "hydra+s2ap", {"method": "hydra+s2ap", "label": "hydra+s2ap+awp",
+                                          "phases": {"finetune": {"awp": True}}}],
+        sweep={"grid": {"s2ap.gamma": GRID}, "follow": {"hydra+s2ap+awp": "hydra+s2ap"}}))
+    sweep = sweep_of(s)
+    assert sweep.methods == ("hydra+s2ap",)  # the follower is not swept
+    (part,) = final_suites(s, sweep, {("hydra+s2ap", 0.9): 0.5})
+    gammas = {m.label: m.s2ap.gamma for m in part.methods if m.uses_s2ap}
+    assert gammas == {"hydra+s2ap": 0.5, "hydra+s2ap+awp": 0.5}
+    with pytest.raises(ConfigError, match="sweep.follow"):
+        build(SuiteConfig, {**tiny_suite_dict(methods=["hydra+s2ap"]),
+                            "sweep": {"grid": {"s2ap.gamma": GRID}, "follow": {"hydra+s2ap": "hydra"}}})

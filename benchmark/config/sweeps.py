@@ -13,18 +13,21 @@ from s2ap.plugin import S2APSettings
 if TYPE_CHECKING:
     from benchmark.config.suite import SuiteConfig
 
-SWEEP_KEYS = ("grid", "seeds", "methods")
+SWEEP_KEYS = ("grid", "seeds", "methods", "follow")
 GRID_PREFIX = "s2ap."
 
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-    """One grid axis (an S2AP field and its values), the seeds of the sweep and the ``+s2ap`` labels it tunes."""
+    """One grid axis (an S2AP field and its values), the seeds of the sweep, the ``+s2ap`` labels it tunes, and
+    the ``+s2ap`` labels that take the value selected for another (``follow``: an AWP arm whose mask search is the
+    plain arm's, so it is not swept again)."""
 
     field: str
     values: tuple[Any, ...]
     seeds: tuple[int, ...]
     methods: tuple[str, ...]
+    follow: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -82,8 +85,16 @@ def sweep_of(suite: SuiteConfig) -> Sweep:
         raise ConfigError(f"config field 'sweep.seeds': got {str(seeds)[:80]}, must be a list of distinct "
                           "integers >= 0")
     arms = [m.label for m in suite.methods if m.uses_s2ap]
-    methods = block.get("methods", arms)
-    if not isinstance(methods, list) or not methods or any(m not in arms for m in methods):
+    follow = block.get("follow", {})
+    if not isinstance(follow, dict) or any(k not in arms or v not in arms or k == v for k, v in follow.items()):
+        raise ConfigError(f"config field 'sweep.follow': got {str(follow)[:80]}, must map +s2ap methods to other "
+                          f"+s2ap methods whose selected value they take ({', '.join(arms) or 'none'})")
+    methods = block.get("methods", [a for a in arms if a not in follow])
+    if not isinstance(methods, list) or not methods or any(m not in arms or m in follow for m in methods):
         raise ConfigError(f"config field 'sweep.methods': got {str(methods)[:80]}, must list some of the suite's "
-                          f"+s2ap methods ({', '.join(arms) or 'none'})")
-    return Sweep(name, tuple(values), tuple(seeds), tuple(methods))  # type: ignore[arg-type]
+                          f"+s2ap methods ({', '.join(arms) or 'none'}), none of them a follower")
+    if any(v not in methods for v in follow.values()):
+        raise ConfigError(f"config field 'sweep.follow': got {str(follow)[:80]}, each must follow a swept method "
+                          f"({', '.join(methods)})")
+    return Sweep(name, tuple(values), tuple(seeds), tuple(methods),  # type: ignore[arg-type]
+                 tuple(sorted(follow.items())))

@@ -7,7 +7,8 @@
    seeds (the first in grid order among equals). The whole curve (mean, standard deviation and a 95 % t-interval
    per value) and the choice go into a sweep record (``<results>/<suite>/sweep/<suite>-<field>.json``).
 3. **Test stage**: the suite itself, with each swept method at its selected value per sparsity, evaluated as the
-   suite says (AutoAttack on the test points); its other methods run as usual.
+   suite says (AutoAttack on the test points); a method listed in ``follow`` takes the value selected for the one
+   it follows (e.g. an AWP-finetuned arm whose mask search is the plain arm's); its other methods run as usual.
 """
 
 from __future__ import annotations
@@ -144,12 +145,13 @@ def select(points: list[Point]) -> Point:
 
 
 def final_suites(suite: SuiteConfig, sweep: Sweep, chosen: dict[tuple[str, float], Any]) -> list[SuiteConfig]:
-    """The test stage: one suite per sparsity, each swept method at its selected value there."""
+    """The test stage: one suite per sparsity, each swept method (and each follower) at its selected value."""
+    leader = {**{m: m for m in sweep.methods}, **dict(sweep.follow)}
     out = []
     for sparsity in suite.sparsities:
-        methods = tuple(dataclasses.replace(m, s2ap=dataclasses.replace(m.s2ap, **{sweep.field:
-                                                                                   chosen[(m.label, sparsity)]}))
-                        if m.label in sweep.methods else m for m in suite.methods)  # type: ignore[index]
+        methods = tuple(dataclasses.replace(m, s2ap=dataclasses.replace(
+            m.s2ap, **{sweep.field: chosen[(leader[m.label], sparsity)]}))  # type: ignore[index]
+                        if m.label in leader else m for m in suite.methods)
         out.append(dataclasses.replace(suite, sparsities=(sparsity,), methods=methods))
     return out
 
@@ -170,6 +172,7 @@ def sweep_record(suite: SuiteConfig, stage: SuiteConfig, sweep: Sweep,
     return {"version": RECORD_VERSION, "suite": suite.name, "stage_suite": stage.name, "field": sweep.key,
             "group": [suite.dataset.name, suite.model, suite.structure],
             "grid": list(sweep.values), "seeds": list(sweep.seeds),
+            "follow": dict(sweep.follow),
             "score": f"PGD-{stage.evaluation.pgd_steps} robust accuracy on the first (up to) "
                      f"{stage.evaluation.n_examples} points of the validation split, mean over seeds; the test points "
                      "are never read",
