@@ -226,3 +226,20 @@ def test_the_packaged_protocol_suite_loads() -> None:
     sweep = sweep_of(s)
     assert sweep.key == "s2ap.gamma" and {0.005, 0.01, 0.02, 0.05, 0.1} <= set(sweep.values)
     assert math.isclose(min(sweep.values), 0.005)
+
+
+def test_the_best_epoch_rule_reads_the_base_pruners_target_under_s2ap() -> None:
+    from benchmark.models import create_model
+    from benchmark.run.best import own_target_met
+
+    for method in ("harp", "harp+s2ap"):
+        pruner = build_pruner(method, 0.9)
+        pruner.attach(create_model("mlp", 10, 1))
+        met = own_target_met(pruner)
+        assert met() is False  # the size loss has not been seen at 0 yet
+        with torch.no_grad():
+            for rate in pruner.rate_parameters():
+                rate.fill_(-10.0)
+        pruner.end_search_epoch(0)
+        assert met() is True
+    assert own_target_met(build_pruner("hydra+s2ap", 0.9))() is True
