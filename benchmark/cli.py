@@ -1,4 +1,4 @@
-"""Command line: ``s2ap-bench run | ls | table | report | validate | evaluate | verify``. A thin layer over the
+"""Command line: ``s2ap-bench run | sweep | ls | table | report | validate | evaluate | verify``. A thin layer over the
 library functions."""
 
 from __future__ import annotations
@@ -89,6 +89,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(written[0].read_text())
     if failure is not None:
         raise failure
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from benchmark.config.sweeps import parse_grid
+    from benchmark.run.sweep import plan_lines, run_sweep
+    from benchmark.run.threads import resolve_threads, torch_threads
+
+    for item in args.set_grid or []:
+        args.set = [*(args.set or []), f"sweep.grid={json.dumps(parse_grid(item))}"]
+    args.seeds = args.sparsities = args.device = None
+    suite = _suite(args)
+    if not suite.sweep:
+        from benchmark.errors import ConfigError
+
+        raise ConfigError(f"suite {suite.name!r} has no sweep: block; give --set-grid 's2ap.gamma=[0.01,0.05]'")
+    if args.dry_run:
+        times = None
+        if args.measure:
+            from benchmark.progress import Stages
+            from benchmark.run.cost import measure_steps
+
+            with torch_threads(resolve_threads(args.threads, args.workers)), \
+                    Stages("measuring one step of each phase", 3 + len(suite.methods), not args.no_progress) as bar:
+                times = measure_steps(suite, on_stage=bar.start)
+        for line in plan_lines(suite, times, args.results_dir):
+            print(line)
+        return 0
+    run_sweep(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
+              workers=args.workers, threads=args.threads, test_stage=not args.selection_only)
     return 0
 
 
@@ -272,6 +304,28 @@ def parser() -> argparse.ArgumentParser:
                      help="a submitit parameter, e.g. slurm_partition=gpu or timeout_min=720")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    sw = sub.add_parser("sweep", help="tune an S2AP setting per (method, sparsity) on the validation split, then run "
+                                      "the suite with the selected values",
+                        description="Runs a grid of one S2AP setting for the suite's +s2ap methods (the suite's "
+                                    "sweep: block, or --set-grid), scores each value by PGD robust accuracy on the "
+                                    "validation split (never the test points), selects per (method, sparsity) the "
+                                    "best mean over the sweep seeds, writes the curve and the selection to "
+                                    "<results>/<suite>/sweep/, then runs the suite with the selected values and its "
+                                    "own test evaluation.")
+    sw.add_argument("suite", help="suite name or YAML path")
+    sw.add_argument("--set-grid", action="append", metavar="KEY=[VALUES]",
+                    help="the grid, e.g. 's2ap.gamma=[0.005,0.01,0.02,0.05,0.1]' (replaces the suite's sweep grid)")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. sweep.seeds=[0,1]")
+    sw.add_argument("--results-dir", help="root folder for results (default: the suite's results_dir)")
+    sw.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
+    sw.add_argument("--threads", type=int, help=THREADS_HELP)
+    sw.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
+    sw.add_argument("--selection-only", action="store_true", help="stop after the selection and its record")
+    sw.add_argument("--dry-run", action="store_true", help="list both stages' cells with their cost and exit")
+    sw.add_argument("--measure", action="store_true", help="with --dry-run: time one real step of each phase here")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sw.set_defaults(func=cmd_sweep)
 
     ls = sub.add_parser("ls", help="list pruners, models, data sets and suites")
     ls.add_argument("what", nargs="?", choices=["pruners", "models", "datasets", "suites"])

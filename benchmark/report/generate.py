@@ -94,12 +94,12 @@ def write_report(results_dir: Path | str) -> tuple[list[Path], list[str]]:
     """Tables, plots (``plots/*.png|svg``) and ``index.html`` of a results folder; returns the files written and
     the skipped corrupt result files."""
     from benchmark.report.html import page
-    from benchmark.report.plots import make_plots, write_plots
+    from benchmark.report.plots import make_plots, sweep_plots, write_plots
 
     root = Path(results_dir)
     results, problems = comparable_results(root)
     written = _write_tables(results, root)
-    plots = make_plots(results)
+    plots = make_plots(results) + sweep_plots(root)
     written += write_plots(plots, root / "plots")
     atomic_write_text(root / "index.html", page(results, plots, problems))
     written.append(root / "index.html")

@@ -1,7 +1,8 @@
 """Plots from result dicts, written as PNG and SVG with matplotlib's Agg renderer (no pyplot, no GUI state).
 
 Per (dataset, model, structure): robust accuracy vs sparsity with error bars, clean vs robust accuracy per
-seed, mask change across mask-search epochs (base vs +S2AP), and achieved sparsity per layer. Files are
+seed, mask change across mask-search epochs (base vs +S2AP), and achieved sparsity per layer; and from a suite's
+sweep records, validation robust accuracy vs the swept value. Files are
 byte-identical when regenerated from the same results (fixed SVG id salt, no dates in the metadata).
 """
 
@@ -291,6 +292,68 @@ def count(n: int) -> str:
         if n >= div:
             return f"{n / div:.2g}{unit}" if n < 10 * div else f"{n / div:.0f}{unit}"
     return str(n)
+
+
+def sweep_curves(record: dict) -> Figure | None:
+    """Validation robust accuracy vs the swept value (a sweep record of ``s2ap-bench sweep``): one panel per
+    sparsity, one line per method, the 95 % t-interval over seeds as error bars and the selected value ringed."""
+    entries = record.get("selections") or []
+    sps = sorted({e["sparsity"] for e in entries})
+    if not sps:
+        return None
+    methods = sorted({e["method"] for e in entries})
+    fig, axes = _panels(len(sps))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in record["grid"])
+    for ax, sp in zip(axes, sps):
+        for i, lab in enumerate(methods):
+            entry = next((e for e in entries if e["method"] == lab and e["sparsity"] == sp), None)
+            if entry is None:
+                continue
+            pts = entry["curve"]
+            xs = [p["value"] if numeric else record["grid"].index(p["value"]) for p in pts]
+            ys = [100 * p["mean"] for p in pts]
+            # the interval drawn within [0, 100] % (an accuracy cannot leave it; the record keeps the t-interval)
+            lo = [100 * (p["mean"] - max(p["interval95"][0], 0.0)) if p["interval95"] else 0.0 for p in pts]
+            hi = [100 * (min(p["interval95"][1], 1.0) - p["mean"]) if p["interval95"] else 0.0 for p in pts]
+            color = PALETTE[i % len(PALETTE)]
+            ax.errorbar(xs, ys, yerr=[lo, hi], capsize=3, color=color, marker=MARKERS[i % len(MARKERS)], label=lab)
+            chosen = next(p for p in pts if p["value"] == entry["selected"])
+            ax.plot([chosen["value"] if numeric else record["grid"].index(chosen["value"])], [100 * chosen["mean"]],
+                    marker="o", markersize=12, markerfacecolor="none", markeredgecolor=color, linestyle="none")
+        if numeric:
+            ax.set_xscale("log")
+        else:
+            ax.set_xticks(range(len(record["grid"])), [str(v) for v in record["grid"]])
+        ax.set_xlabel(record["field"])
+        ax.set_title(f"sparsity {fmt_sparsity(sp)}")
+        ax.legend(loc="best")
+    axes[0].set_ylabel("validation PGD accuracy (%)")
+    fig.suptitle(f"Sweep of {record['field']} on the validation split ({record['suite']})\nmean and 95 % "
+                 f"t-interval over {len(record['seeds'])} seeds (within 0-100 %); ringed: selected")
+    return fig
+
+
+def sweep_plots(root: Path) -> list[tuple[tuple[str, str, str], str, str, dict[str, bytes]]]:
+    """The sweep-curve plot of every sweep record under ``<root>/sweep/`` (a record that does not read is
+    skipped; the sweep command rewrites it)."""
+    import json
+
+    from benchmark.store.paths import SWEEP_FOLDER
+
+    out = []
+    for path in sorted((Path(root) / SWEEP_FOLDER).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            group = tuple(record["group"])
+            with matplotlib.rc_context(STYLE):
+                fig = sweep_curves(record)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if fig is None:
+            continue
+        stem = slug(*group, "sweep", path.stem)
+        out.append((group, f"sweep of {record['field']}", stem, {fmt: render(fig, fmt, stem) for fmt in FORMATS}))
+    return out
 
 
 PLOTS: dict[str, Callable[[tuple[str, str, str], list[dict]], Figure | None]] = {

@@ -83,7 +83,7 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
 
 
 def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None, threads: int,
-              force: bool, reference: bool = False) -> str:
+              force: bool, reference: bool = False, dense_root: str | None = None) -> str:
     """Work of one process-pool task: a seed's dense model (``seed``; evaluated as the dense reference too
     with ``reference``) or a cell (``index`` into the cells). Errors come back as the same one-line ``FAILED``
     messages as in a single process."""
@@ -91,13 +91,14 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
         torch.set_num_threads(threads)
         device = resolve_device(suite.device)
         data = load_data(suite)
-        dense = DenseCache(suite, Path(root), data, device, progress=False)
+        dense = DenseCache(suite, Path(dense_root or root), data, device, progress=False)
         if index is None:
             if reference:
                 from benchmark.run.dense_reference import evaluate_dense
 
                 return evaluate_dense(suite, Path(root), data, dense, device, seed, False, force)  # type: ignore[arg-type]
-            dense.get(seed)  # type: ignore[arg-type]
+            for pretrain in suite.pretrains():  # each recipe's own dense model
+                dense.get(seed, pretrain)  # type: ignore[arg-type]
             return f"  dense seed {seed}: ready"
         cell = suite.cells()[index]
         return execute_cell(cell, Path(root), data, dense, device, progress=False, force=force)
@@ -112,7 +113,8 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
 
 def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,
               progress: bool = True, workers: int = 1, threads: int | None = None, tables: bool = True,
-              log: Callable[[str], None] = print) -> list[Path]:
+              log: Callable[[str], None] = print, dense_root: Path | None = None,
+              dense_references: bool = True) -> list[Path]:
     """Run every cell of ``suite`` that has no up-to-date result, and each seed's dense reference; returns
     the paths of the cells' results.
 
@@ -120,6 +122,8 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     :func:`benchmark.run.threads.default_threads`, so that workers x threads <= cores); the count is recorded in
     every result. Finished cells are written as they complete; a failed cell is reported and the others still
     run. With ``tables`` the leaderboard tables are (re)written at the end, as ``s2ap-bench run`` does.
+    ``dense_root`` is the folder whose dense checkpoints are used (default: the suite's own; a sweep's selection
+    stage shares those of its suite); without ``dense_references`` no dense reference row is evaluated.
     """
     if workers < 1:
         raise BenchmarkError(f"workers must be >= 1, got {workers}")
@@ -141,8 +145,10 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     device = resolve_device(suite.device)
     cells = suite.cells()
     todo = pending_cells(suite, root, force)
-    references = pending_dense_seeds(suite, root, DenseCache(suite, root, None, device, False),  # type: ignore[arg-type]
-                                     {c.seed for c in todo if force or not derivable(c, root)}, force)
+    dense_root = dense_root or root
+    references = pending_dense_seeds(suite, root, DenseCache(suite, dense_root, None, device, False),  # type: ignore[arg-type]
+                                     {c.seed for c in todo if force or not derivable(c, root)},
+                                     force) if dense_references else []
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
         f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
     if (todo or references) and git_state()["dirty"]:
@@ -152,7 +158,7 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     if (todo or references) and (workers == 1 or len(todo) + len(references) == 1):
         with torch_threads(threads):
             data = load_data(suite)
-            dense = DenseCache(suite, root, data, device, progress)
+            dense = DenseCache(suite, dense_root, data, device, progress)
             for seed in references:
                 try:
                     log(evaluate_dense(suite, root, data, dense, device, seed, progress, force))
@@ -170,10 +176,10 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
             # a cell recomputed evaluation-only needs no dense model
             seeds = sorted({c.seed for c in todo if force or not derivable(c, root)} | set(references))
             for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
-                                                    s in references) for s in seeds]):
+                                                    s in references, str(dense_root)) for s in seeds]):
                 log(future.result())  # a failed pretraining fails its cells too, with the same line
-            futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force)
-                       for c in todo]
+            futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force, False,
+                                   str(dense_root)) for c in todo]
             for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name, disable=not progress):
                 lines.append(future.result())
                 log(lines[-1])

@@ -42,6 +42,7 @@ import torch
 from benchmark.errors import ResultFileError
 from benchmark.measure import environment
 from benchmark.store.files import atomic_write_text
+from benchmark.store.paths import SWEEP_FOLDER
 from benchmark.store.schema import CELL_KEYS, CHECKSUM_KEY, REQUIRED, SCHEMA_VERSION, check_result, checksum
 
 __all__ = ["CELL_KEYS", "CHECKSUM_KEY", "REQUIRED", "SCHEMA_VERSION", "result_record", "write_result",
@@ -118,8 +119,10 @@ def read_result(path: Path) -> dict:
 
 
 def result_files(root: Path) -> list[Path]:
-    """Every result JSON under ``root`` (sorted), skipping hidden temporary files."""
-    return sorted(p for p in Path(root).rglob("*.json") if not p.name.startswith("."))
+    """Every result JSON under ``root`` (sorted), skipping hidden temporary files and the sweep records
+    (``<root>/sweep/``, :func:`benchmark.store.paths.sweep_record_path`)."""
+    return sorted(p for p in Path(root).rglob("*.json")
+                  if not p.name.startswith(".") and p.relative_to(root).parts[0] != SWEEP_FOLDER)
 
 
 def load_results(root: Path) -> tuple[list[dict], list[str]]:
