@@ -27,6 +27,7 @@ from benchmark.config import Cell, SuiteConfig, build
 from benchmark.errors import BenchmarkError
 from benchmark.run.noise import Noise, Setting, recompute_in_child
 from benchmark.store.results import load_results, read_result
+from s2ap.plugin import LEGACY_SETTINGS
 
 NOT_COMPARED = {"wall_s", "peak_memory_mb", "peak_memory_kind", "s_per_epoch", "time_s", "reused_checkpoint",
                 "shared_across_cells", "environment", "created", "_path", "cross_seed", "checksum", "derived_from"}
@@ -144,8 +145,8 @@ def suite_of(result: dict, device: str = "cpu") -> tuple[SuiteConfig, Cell]:
     """The one-cell suite that produced ``result``, rebuilt from its stored config (same config hash)."""
     c = result["config"]
     method = {"method": c["method"]["method"], "label": result["cell"]["label"], "options": c["method"]["options"]}
-    if "s2ap" in c["method"]:
-        method["s2ap"] = c["method"]["s2ap"]
+    if "s2ap" in c["method"]:  # a switch the stored identity leaves out is at its legacy value
+        method["s2ap"] = {**LEGACY_SETTINGS, **c["method"]["s2ap"]}
     data = {"name": c["suite"], "methods": [method], "sparsities": [c["sparsity"]], "seeds": [c["seed"]],
             "device": device, **{k: c[k] for k in ("dataset", "model", "threat", "pretrain", "structure",
                                                    "skip_first_last", "search", "finetune", "evaluation",
