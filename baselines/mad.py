@@ -188,7 +188,8 @@ class Mad(Pruner):
                    for n, g in zip(names, grads)}
         return factors, loss.detach()
 
-    def batch_saliency(self, robust_loss: Callable[[Tensor], Tensor], x_adv: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    def batch_saliency(self, robust_loss: Callable[[Tensor], Tensor],
+                       x_adv: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Optimise a fresh continuous mask on ``x_adv``, then the K-FAC saliency of its weight change."""
         logits = self.optimise_mask(robust_loss, x_adv)
         factors, loss = self.kfac_statistics(robust_loss, x_adv, logits)

@@ -134,7 +134,7 @@ def test_state_round_trip_and_options() -> None:
     assert b.rho == a.rho and b.updates == 1
     assert all(torch.equal(a.Z[n], b.Z[n]) and torch.equal(a.U[n], b.U[n]) for n in a.layers)
     assert Radmm.has_scores is False and Radmm.no_s2ap_reason and Radmm.pipeline == "after"
-    for bad, match in [({"rho": 0}, "'rho'"), ({"rho_growth": 0.5}, "'rho_growth'"), ({"admm_every": 0}, "'admm_every'"),
-                       ({"admm_every": 1.5}, "'admm_every'")]:
+    for bad, match in [({"rho": 0}, "'rho'"), ({"rho_growth": 0.5}, "'rho_growth'"),
+                       ({"admm_every": 0}, "'admm_every'"), ({"admm_every": 1.5}, "'admm_every'")]:
         with pytest.raises(ValueError, match=match):
             get_pruner("radmm")(0.5, **bad)
