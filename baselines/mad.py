@@ -100,7 +100,7 @@ class Mad(Pruner):
     needs_search = True
     granularities = ("weight",)
     pipeline = "after"
-    taxonomy = {"criterion": "adversarial saliency (K-FAC second order)", "scope": "global",
+    taxonomy = {"criterion": "adversarial saliency (second order, K-FAC)", "scope": "global",
                 "schedule": "one-shot"}
     no_s2ap_reason = ("mad ranks the weights once by a measured saliency; its continuous mask is re-initialised "
                       "on every batch, so there is no learnt score for S2AP's search")
@@ -214,6 +214,8 @@ class Mad(Pruner):
         for name, s in saliency.items():
             self.saliency_sum[name] += s
         self.batches += 1
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()  # no gradients: changes nothing, keeps the harness's schedule after a step
         return loss
 
     def saliency(self) -> dict[str, Tensor]:

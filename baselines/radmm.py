@@ -61,8 +61,7 @@ class Radmm(Pruner):
     has_scores = False
     granularities = ("weight", "channel")
     pipeline = "after"
-    taxonomy = {"criterion": "magnitude after ADMM-constrained adversarial training", "scope": "local",
-                "schedule": "iterative"}
+    taxonomy = {"criterion": "solver (ADMM), then magnitude", "scope": "local", "schedule": "iterative"}
     no_s2ap_reason = ("radmm trains the weights under an ADMM constraint and prunes by magnitude: it learns no "
                       "scores for S2AP's search")
 

@@ -23,7 +23,7 @@ from benchmark.errors import ConfigError
 from benchmark.store.paths import name_problem, relative_folder_problem, sparsity_text
 from s2ap.plugin import S2APSettings
 
-OBJECTIVES = ("pgd-at", "trades")
+OBJECTIVES = ("pgd-at", "trades", "mart")
 SCHEDULES = ("cosine", "constant")
 AUTOATTACK_VERSIONS = ("standard", "fast", "none")
 MIN_NORM_ATTACKS = ("none", "fmn")
@@ -36,7 +36,8 @@ ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
 # these defaults, so earlier results stay valid; runtime-only fields never enter it.
 LATE_FIELD_DEFAULTS: dict[str, Any] = {"bf16": False, "channels_last": False, "awp": False, "awp_gamma": 0.005,
                                          "awp_warmup": 0, "sam": False, "sam_rho": 0.005, "min_norm": "none",
-                                         "min_norm_norm": "Linf", "min_norm_steps": 100, "min_norm_step_size": 1.0}
+                                         "min_norm_norm": "Linf", "min_norm_steps": 100, "min_norm_step_size": 1.0,
+                                         "mart_beta": 6.0}
 # The evaluation fields of the minimum-norm attack (an evaluation-only recompute may change just these).
 MIN_NORM_FIELDS = ("min_norm", "min_norm_norm", "min_norm_steps", "min_norm_step_size")
 RUNTIME_FIELDS = ("num_workers",)
@@ -138,6 +139,7 @@ class PhaseConfig:
     batch_size: int = 128
     objective: str = "pgd-at"
     trades_beta: float = 6.0
+    mart_beta: float = 6.0  # weight of MART's misclassification-aware KL term (objective "mart")
     freeze_bn: bool = False
     bf16: bool = False  # bf16 autocast of the model's forward passes in training (evaluation stays fp32)
     channels_last: bool = False  # channels-last memory format for the model and its inputs in training
@@ -149,7 +151,7 @@ class PhaseConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", allow_zero=True)
-        _positive(self, "lr", "batch_size", "trades_beta")
+        _positive(self, "lr", "batch_size", "trades_beta", "mart_beta")
         _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", "sam_rho", allow_zero=True)
         if self.awp and self.sam:
             raise FieldError("sam", True, "AWP and SAM both perturb the weights: turn one of them off")
@@ -239,12 +241,18 @@ class DenseConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """A pruner (``"hydra"``, or ``"hydra+s2ap"`` for the plug-in) with its options."""
+    """A pruner (``"hydra"``, or ``"hydra+s2ap"`` for the plug-in) with its options.
+
+    ``search`` and ``finetune`` override fields of the suite's phases for this method only (e.g. R-ADMM's
+    search trains weights at a weight learning rate; MAD finetunes with MART), checked when the suite is built.
+    """
 
     method: str
     label: str | None = None
     options: dict = field(default_factory=dict)
     s2ap: S2APSettings = field(default_factory=S2APSettings)
+    search: dict = field(default_factory=dict)
+    finetune: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from s2ap import check_method
@@ -334,6 +342,9 @@ class SuiteConfig:
             if getattr(self.search, name):
                 raise FieldError(f"search.{name}", True, f"{name.upper()} perturbs trained weights and the mask "
                                  f"search trains none; set finetune.{name} (or pretrain.{name}) instead")
+        for i, m in enumerate(self.methods):
+            for phase in ("search", "finetune"):
+                self.method_phase(m, phase, f"methods[{i}].{phase}.")
         labels = [m.label for m in self.methods]
         if len({lab.casefold() for lab in labels}) != len(labels):
             raise FieldError("methods", labels, "method labels must be unique, also ignoring case (set 'label' to "
@@ -351,6 +362,19 @@ class SuiteConfig:
     @property
     def granularity(self) -> str:
         return STRUCTURES[self.structure]
+
+    def method_phase(self, method: MethodConfig, phase: str, where: str = "") -> PhaseConfig:
+        """The suite's ``search`` or ``finetune`` phase with ``method``'s overrides of it applied."""
+        base = getattr(self, phase)
+        override = getattr(method, phase)
+        if not override:
+            return base
+        where = where or f"{method.label}.{phase}."
+        for name in ("awp", "sam"):
+            if phase == "search" and override.get(name):
+                raise ConfigError(f"config field '{where}{name}': {name.upper()} applies to phases that train the "
+                                  "weights with the harness's step; set it in finetune")
+        return build(PhaseConfig, {**to_dict(base), **override}, where)
 
     def cells(self) -> list[Cell]:
         """Every (method, sparsity, seed[, search seed]) cell, in run order (seed-major so dense models are
@@ -386,6 +410,16 @@ class Cell:
     search_seed: int | None = None  # None: mask search and finetuning use ``seed`` (results before search seeds)
 
     @property
+    def search_phase(self) -> PhaseConfig:
+        """The mask-search phase of this cell: the suite's, with the method's overrides."""
+        return self.suite.method_phase(self.method, "search")
+
+    @property
+    def finetune_phase(self) -> PhaseConfig:
+        """The finetune phase of this cell: the suite's, with the method's overrides."""
+        return self.suite.method_phase(self.method, "finetune")
+
+    @property
     def run_seed(self) -> int:
         """The seed of this cell's mask search and finetuning."""
         return self.seed if self.search_seed is None else self.search_seed
@@ -400,8 +434,8 @@ class Cell:
             "skip_first_last": s.skip_first_last,
             "method": self.method.identity(),
             "sparsity": self.sparsity,
-            "search": identity_dict(s.search),
-            "finetune": identity_dict(s.finetune),
+            "search": identity_dict(self.search_phase),
+            "finetune": identity_dict(self.finetune_phase),
             "evaluation": identity_dict(s.evaluation),
             **extra,
         }

@@ -54,14 +54,16 @@ def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
 
 
 def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list[nn.Parameter]:
-    """Freeze the weights; train the scores (and rates), plus BatchNorm unless ``freeze_bn``."""
+    """Freeze the model; train what the pruner's search trains (:meth:`Pruner.search_parameters`: the scores
+    and rates, R-ADMM's weights, nothing for MAD), with BatchNorm exactly when not ``freeze_bn``."""
     for p in model.parameters():
         p.requires_grad_(False)
-    params = pruner.score_parameters() + pruner.rate_parameters()
+    norms = [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for p in m.parameters(recurse=False)]
+    in_norms = {id(p) for p in norms}
+    params = [p for p in pruner.search_parameters() if id(p) not in in_norms]
     if not freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                params += [p for p in m.parameters(recurse=False)]
+        params += norms
     for p in params:
         p.requires_grad_(True)
     return params
@@ -142,15 +144,18 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             return EpochCheckpoint(work / f"{phase}.pt")
         return EpochCheckpoint(work / f"{phase}.pt", *extra)
 
-    if pruner.needs_search and s.search.epochs > 0:
-        params = search_parameters(model, pruner, s.search.freeze_bn)
-        loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.run_seed,
+    search, finetune = cell.search_phase, cell.finetune_phase
+    if pruner.needs_search and search.epochs > 0:
+        params = search_parameters(model, pruner, search.freeze_bn)
+        loader = make_loader(data.train, search.batch_size, shuffle=True, seed=cell.run_seed,
                              **loader_settings(s.dataset, device))
         distances: list[dict] = []
         previous = {"masks": pruner.masks()}
 
         def end_epoch(epoch: int) -> dict:
             log = dict(pruner.end_search_epoch(epoch))
+            if not pruner.has_scores:  # no mask during the search (R-ADMM, MAD): nothing changes to measure
+                return log
             now = pruner.masks()
             d = mask_distance(previous["masks"], now)
             previous["masks"] = now
@@ -167,13 +172,14 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             distances[:] = state["distances"]
             previous["masks"] = pruner.masks()
 
-        phases["search"] = {"epochs": s.search.epochs}
+        phases["search"] = {"epochs": search.epochs}
         with measure(phases["search"], device):
-            history["search"] = train_phase(model, loader, params, s.search, s.threat, device=device,
+            history["search"] = train_phase(model, loader, params, search, s.threat, device=device,
                                             step=pruner.search_step, on_epoch_end=end_epoch,
                                             desc=f"search {tag}", progress=progress,
                                             checkpoint=epoch_checkpoint("search", (get_extra, set_extra)))
-        phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / s.search.epochs
+            pruner.end_search()  # R-ADMM's hard prune, MAD's saliency ranking: the searched mask
+        phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / search.epochs
         x_eval, y_eval = first_n(data.test, s.evaluation.n_examples)
         sharpness = None
         with Stages(f"after search {tag}", 1 + pruner.has_scores, progress) as bar:
@@ -194,7 +200,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
                 "per_epoch_sparsity_aware": [d["sparsity_aware"] for d in distances],
                 "final_epochs_mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for d in last])),
                 "final_epochs_window": len(last),
-            },
+            } if distances else {},
             "sharpness": sharpness,
         }
 
@@ -202,13 +208,13 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     masks = pruner.masks()
     if mask_record is not None:
         mask_record["final_masks_sha"] = masks_fingerprint(masks)
-    if s.finetune.epochs > 0:
+    if finetune.epochs > 0:
         params = finetune_parameters(model)
-        loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
+        loader = make_loader(data.train, finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
                              **loader_settings(s.dataset, device))
-        phases["finetune"] = {"epochs": s.finetune.epochs}
+        phases["finetune"] = {"epochs": finetune.epochs}
         with measure(phases["finetune"], device):
-            history["finetune"] = train_phase(model, loader, params, s.finetune, s.threat, device=device,
+            history["finetune"] = train_phase(model, loader, params, finetune, s.threat, device=device,
                                               desc=f"finetune {tag}", progress=progress,
                                               checkpoint=epoch_checkpoint("finetune"))
 

@@ -43,7 +43,7 @@ def autoattack_passes(version: str, num_classes: int) -> float:
 
 
 def _training_passes(phase: PhaseConfig, steps: int, n_train: int) -> float:
-    per_image = steps + 1 + (FORWARD if phase.objective == "trades" else 0)
+    per_image = steps + 1 + (FORWARD if phase.objective in ("trades", "mart") else 0)
     return phase.epochs * n_train * per_image
 
 
@@ -76,15 +76,16 @@ def cell_cost(cell: Cell) -> CellCost:
     steps = s.threat.steps
     base, plugin = split_method(cell.method.method)
     search: float | None = 0.0
+    search_phase = cell.search_phase
     if get_pruner(base).needs_search and n_train is not None:
-        search = _training_passes(s.search, steps, n_train)
+        search = _training_passes(search_phase, steps, n_train)
         if plugin:
             st = cell.method.s2ap
             extra = (steps + 1) if st.regenerate_adversarial else 1
-            search += max(0, s.search.epochs - st.warmup_epochs) * n_train * extra
+            search += max(0, search_phase.epochs - st.warmup_epochs) * n_train * extra
     elif n_train is None:
         search = None
-    finetune = _training_passes(s.finetune, steps, n_train) if n_train is not None else None
+    finetune = _training_passes(cell.finetune_phase, steps, n_train) if n_train is not None else None
     ev = s.evaluation
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
     aa = n_eval * autoattack_passes(ev.autoattack, info.num_classes or 10)
@@ -173,11 +174,12 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
         net = model()
         pruner = build_pruner(m.method, suite.sparsities[0], s2ap=replace(m.s2ap, warmup_epochs=0),
                               granularity=suite.granularity, skip_first_last=suite.skip_first_last, **m.options)
-        data = loader(suite.search.batch_size)
+        phase = suite.method_phase(m, "search")
+        data = loader(phase.batch_size)
         net.eval()
         pruner.prepare(net, ((x.to(device), y.to(device)) for x, y in data))
         pruner.attach(net)
-        search[m.label] = step(net, search_parameters(net, pruner, suite.search.freeze_bn), suite.search, pruner) \
+        search[m.label] = step(net, search_parameters(net, pruner, phase.freeze_bn), phase, pruner) \
             if pruner.needs_search else 0.0
         if not finetune:
             pruner.freeze()
@@ -202,11 +204,12 @@ def cell_seconds(cell: Cell, t: StepTimes) -> dict[str, float | None]:
     n_train, ev = _n_train(s), s.evaluation
     info = dataset_info(s.dataset.name, s.dataset.options)
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
-    search_batches, finetune_batches = _batches(n_train, s.search.batch_size), _batches(n_train, s.finetune.batch_size)
+    sp, fp = cell.search_phase, cell.finetune_phase
+    search_batches, finetune_batches = _batches(n_train, sp.batch_size), _batches(n_train, fp.batch_size)
     needs_search = get_pruner(split_method(cell.method.method)[0]).needs_search
-    search = 0.0 if not needs_search or not s.search.epochs else (
-        None if search_batches is None else s.search.epochs * search_batches * t.search[cell.method.label])
-    finetune = None if finetune_batches is None else s.finetune.epochs * finetune_batches * t.finetune
+    search = 0.0 if not needs_search or not sp.epochs else (
+        None if search_batches is None else sp.epochs * search_batches * t.search[cell.method.label])
+    finetune = None if finetune_batches is None else fp.epochs * finetune_batches * t.finetune
     evaluate = n_eval * t.eval_point * (2 if needs_search else 1) + cell_cost(cell).autoattack * t.pass_s
     if needs_search and get_pruner(split_method(cell.method.method)[0]).has_scores:
         evaluate += ev.sharpness_examples * (s.threat.steps + 2 * ev.sharpness_iterations) * t.pass_s
