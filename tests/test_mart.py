@@ -61,7 +61,11 @@ def test_methods_override_their_phases() -> None:
     assert cells["mad"].finetune_phase.objective == "mart" and cells["mad"].finetune_phase.mart_beta == 0.5
     assert cells["radmm"].search_phase.lr == 0.01 and cells["radmm"].finetune_phase == suite.finetune
     assert cells["hydra"].search_phase is suite.search
-    assert cells["mad"].identity()["finetune"]["objective"] == "mart"
+    # the overrides belong to the method's identity: the suite's phases (the leaderboard's protocol) stay shared
+    assert cells["mad"].identity()["method"]["finetune"] == {"objective": "mart", "mart_beta": 0.5}
+    assert cells["mad"].identity()["finetune"] == cells["hydra"].identity()["finetune"]
+    assert cells["radmm"].identity()["method"]["search"] == {"lr": 0.01}
+    assert "search" not in cells["mad"].identity()["method"]
     assert "mart_beta" not in cells["hydra"].identity()["finetune"]  # a late field at its default: no new hash
     for bad, match in [({"finetune": {"objectiv": "mart"}}, "methods\\[0\\].finetune.objectiv"),
                        ({"finetune": {"mart_beta": -1}}, "methods\\[0\\].finetune.mart_beta"),

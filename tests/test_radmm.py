@@ -138,3 +138,44 @@ def test_state_round_trip_and_options() -> None:
                        ({"admm_every": 0}, "'admm_every'"), ({"admm_every": 1.5}, "'admm_every'")]:
         with pytest.raises(ValueError, match=match):
             get_pruner("radmm")(0.5, **bad)
+
+
+@pytest.mark.parametrize("method", ["radmm", "mad"])
+def test_an_interrupted_weight_search_resumes_bit_exactly(method: str, tmp_path, monkeypatch) -> None:
+    """Stopped after the first search epoch's checkpoint, the re-run gives the straight run's masks, log and
+    accuracy (R-ADMM's Z, U and rho, MAD's saliency sums travel in the checkpoint)."""
+    from benchmark.config import SuiteConfig, build
+    from benchmark.run.suite import run_suite
+    from benchmark.store.results import read_result
+    from benchmark.train.loop import EpochCheckpoint
+    from tests.conftest import cell_files, tiny_suite_dict
+
+    entry = {"method": "radmm", "options": {"admm_every": 1}, "search": {"lr": 0.01}} if method == "radmm" \
+        else {"method": "mad", "options": {"mask_steps": 2}}
+    evaluation = {**tiny_suite_dict()["evaluation"], "autoattack": "none"}
+    suite = build(SuiteConfig, tiny_suite_dict(name="resume", methods=[entry], evaluation=evaluation,
+                                               search={"epochs": 2, "lr": 0.1, "batch_size": 256}))
+    quiet = {"progress": False, "log": lambda s: None}
+    run_suite(suite, results_dir=tmp_path / "straight", **quiet)
+    (straight,) = [read_result(p) for p in cell_files(tmp_path / "straight" / "resume" / "digits")]
+    real = EpochCheckpoint.save
+
+    def save_then_stop(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if self.path.name == "search.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochCheckpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, results_dir=tmp_path / "resumed", **quiet)
+    monkeypatch.setattr(EpochCheckpoint, "save", real)
+    cls, epochs = get_pruner(method), []
+    counted = cls.end_search_epoch
+    monkeypatch.setattr(cls, "end_search_epoch", lambda self, epoch: epochs.append(epoch) or counted(self, epoch))
+    run_suite(suite, results_dir=tmp_path / "resumed", **quiet)
+    assert epochs == [1]  # the re-run went on from the stored epoch
+    (resumed,) = [read_result(p) for p in cell_files(tmp_path / "resumed" / "resume" / "digits")]
+    assert resumed["mask"]["final_masks_sha"] == straight["mask"]["final_masks_sha"]
+    assert resumed["history"]["search"] == straight["history"]["search"] and len(straight["history"]["search"]) == 2
+    assert resumed["evaluation"]["clean_accuracy"] == straight["evaluation"]["clean_accuracy"]
+    assert straight["mask"]["stability"] == {} and straight["mask"]["robust_accuracy_after_search"] is not None

@@ -432,13 +432,24 @@ class Cell:
             **s.dense_identity(self.seed),
             "structure": s.structure,
             "skip_first_last": s.skip_first_last,
-            "method": self.method.identity(),
+            "method": self.method_identity(),
             "sparsity": self.sparsity,
-            "search": identity_dict(self.search_phase),
-            "finetune": identity_dict(self.finetune_phase),
+            "search": identity_dict(s.search),
+            "finetune": identity_dict(s.finetune),
             "evaluation": identity_dict(s.evaluation),
             **extra,
         }
+
+    def method_identity(self) -> dict:
+        """The method's identity, with the fields its phase overrides change (so the suite's phases, shared by
+        every method, stay the protocol that a leaderboard table groups by)."""
+        out = self.method.identity()
+        for phase, mine in (("search", self.search_phase), ("finetune", self.finetune_phase)):
+            suite, own = identity_dict(getattr(self.suite, phase)), identity_dict(mine)
+            changed = {k: v for k, v in own.items() if suite.get(k) != v}
+            if changed:
+                out[phase] = changed
+        return out
 
     def config_hash(self) -> str:
         return config_hash(self.identity())
