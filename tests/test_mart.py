@@ -72,3 +72,13 @@ def test_methods_override_their_phases() -> None:
                        ({"search": {"awp": True}}, "methods\\[0\\].search.awp")]:
         with pytest.raises(ConfigError, match=match):
             build(SuiteConfig, tiny_suite_dict(methods=[{"method": "mad", **bad}]))
+
+
+def test_verify_rebuilds_a_cell_with_phase_overrides() -> None:
+    from benchmark.run.verify import suite_of
+
+    suite = build(SuiteConfig, tiny_suite_dict(methods=[{"method": "mad", "finetune": {"objective": "mart"}}]))
+    cell = suite.cells()[0]
+    stored = {"config": cell.identity(), "config_hash": cell.config_hash(), "cell": {"label": cell.method.label}}
+    _, rebuilt = suite_of(stored)
+    assert rebuilt.config_hash() == cell.config_hash() and rebuilt.finetune_phase.objective == "mart"

@@ -144,8 +144,9 @@ def suite_of(result: dict, device: str = "cpu") -> tuple[SuiteConfig, Cell]:
     """The one-cell suite that produced ``result``, rebuilt from its stored config (same config hash)."""
     c = result["config"]
     method = {"method": c["method"]["method"], "label": result["cell"]["label"], "options": c["method"]["options"]}
-    if "s2ap" in c["method"]:
-        method["s2ap"] = c["method"]["s2ap"]
+    for key in ("s2ap", "search", "finetune"):  # the plug-in's settings, the method's phase overrides
+        if key in c["method"]:
+            method[key] = c["method"][key]
     data = {"name": c["suite"], "methods": [method], "sparsities": [c["sparsity"]], "seeds": [c["seed"]],
             "device": device, **{k: c[k] for k in ("dataset", "model", "threat", "pretrain", "structure",
                                                    "skip_first_last", "search", "finetune", "evaluation",
