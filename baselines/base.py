@@ -176,6 +176,11 @@ class Pruner:
         """One mask-search step. S2AP replaces this step; pruners rarely need to."""
         return adversarial_step(adversarial, robust_loss, optimizer, self.extra_loss)
 
+    def extra_search_passes(self) -> int:
+        """Forward-backward passes per example a search step runs beyond the attack's and the training step's
+        (for cost estimates): 0 by default; MAD's mask optimisation adds its steps."""
+        return 0
+
     def end_search_epoch(self, epoch: int) -> dict[str, float]:
         """Hook after each mask-search epoch; returns figures to log (HARP updates its size weight here)."""
         return {}

@@ -124,6 +124,10 @@ class Mad(Pruner):
         assert self.model is not None
         return raw_weight(self.model.get_submodule(name))
 
+    def extra_search_passes(self) -> int:
+        """The mask steps (the K-FAC pass takes the place of a training step)."""
+        return self.mask_steps
+
     def init_scores(self, model: nn.Module) -> None:
         for name, sm in self.layers.items():
             layer = model.get_submodule(name)
