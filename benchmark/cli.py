@@ -139,7 +139,23 @@ def cmd_ls(args: argparse.Namespace) -> int:
     wanted = [args.what] if args.what else list(sections)
     for name in wanted:
         print(f"{name}: {', '.join(sections[name])}")
+        if name == "pruners":
+            for line in pruner_lines():
+                print(f"  {line}")
     return 0
+
+
+def pruner_lines() -> list[str]:
+    """One line per registered pruner: pipeline, taxonomy, and whether S2AP applies (and why not)."""
+    from baselines import get_pruner, list_pruners
+
+    lines = []
+    for name in list_pruners():
+        cls = get_pruner(name)
+        taxonomy = "; ".join(f"{k} {v}" for k, v in cls.taxonomy.items())
+        s2ap = "+s2ap" if cls.has_scores else f"no +s2ap: {cls.no_s2ap_reason or 'no learnt scores'}"
+        lines.append(f"{name}: {cls.pipeline} training" + (f"; {taxonomy}" if taxonomy else "") + f"; {s2ap}")
+    return lines
 
 
 def results_folder(path: str) -> Path:

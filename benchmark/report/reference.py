@@ -78,7 +78,7 @@ RECIPES: dict[str, dict] = {
 PHASES = ("pretrain", "search", "finetune")
 
 
-def find_reference(model: str, method: str, sparsity: float) -> Reference | None:
+def find_reference(model: str, method: str | None, sparsity: float) -> Reference | None:
     for ref in REFERENCES:
         if ref.model == model and ref.method == method and abs(ref.sparsity - sparsity) < 1e-9:
             return ref
@@ -165,7 +165,7 @@ def comparison_table(results: list[dict]) -> Table:
                     continue
                 c, a = summarize(seeds, clean), summarize(seeds, aa)
                 why = differences(seeds)
-                ref = find_reference(model, seeds[0]["cell"]["pruner"], sp) if not seeds[0]["cell"].get(
+                ref = find_reference(model, seeds[0]["cell"].get("pruner"), sp) if not seeds[0]["cell"].get(
                     "plugin") else None
                 status = "comparable" if ref is not None and not why else "not comparable: " + "; ".join(
                     why or ["no published number"])

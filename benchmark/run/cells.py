@@ -56,14 +56,16 @@ def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
 
 
 def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list[nn.Parameter]:
-    """Freeze the weights; train the scores (and rates), plus BatchNorm unless ``freeze_bn``."""
+    """Freeze the model; train what the pruner's search trains (:meth:`Pruner.search_parameters`: the scores
+    and rates, R-ADMM's weights, nothing for MAD), with BatchNorm exactly when not ``freeze_bn``."""
     for p in model.parameters():
         p.requires_grad_(False)
-    params = pruner.score_parameters() + pruner.rate_parameters()
+    norms = [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for p in m.parameters(recurse=False)]
+    in_norms = {id(p) for p in norms}
+    params = [p for p in pruner.search_parameters() if id(p) not in in_norms]
     if not freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                params += [p for p in m.parameters(recurse=False)]
+        params += norms
     for p in params:
         p.requires_grad_(True)
     return params
@@ -180,12 +182,13 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
 
         def end_epoch(epoch: int) -> dict:
             log = dict(pruner.end_search_epoch(epoch))
-            now = pruner.masks()
-            d = mask_distance(previous["masks"], now)
-            previous["masks"] = now
-            distances.append(d)
-            log["mask_change"] = d["normalized"]
-            log["mask_change_sparsity_aware"] = d["sparsity_aware"]
+            if pruner.has_scores:  # no mask during the search of R-ADMM or MAD: no change to measure
+                now = pruner.masks()
+                d = mask_distance(previous["masks"], now)
+                previous["masks"] = now
+                distances.append(d)
+                log["mask_change"] = d["normalized"]
+                log["mask_change_sparsity_aware"] = d["sparsity_aware"]
             if best is not None:
                 log.update(best.end_epoch(epoch))
             return log
@@ -207,6 +210,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
                                             step=pruner.search_step, on_epoch_end=end_epoch,
                                             desc=f"search {tag}", progress=progress,
                                             checkpoint=epoch_checkpoint("search", (get_extra, set_extra)))
+            pruner.end_search()  # R-ADMM's hard prune, MAD's saliency ranking: the searched mask
         phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / search.epochs
         if best is not None:
             phases["search"]["checkpoint"] = best.restore()
@@ -230,7 +234,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
                 "per_epoch_sparsity_aware": [d["sparsity_aware"] for d in distances],
                 "final_epochs_mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for d in last])),
                 "final_epochs_window": len(last),
-            },
+            } if distances else {},
             "sharpness": sharpness,
         }
 

@@ -42,8 +42,8 @@ def autoattack_passes(version: str, num_classes: int) -> float:
     return 0.0
 
 
-def _training_passes(phase: PhaseConfig, steps: int, n_train: int) -> float:
-    per_image = steps + 1 + (FORWARD if phase.objective == "trades" else 0)
+def _training_passes(phase: PhaseConfig, steps: int, n_train: int, extra: int = 0) -> float:
+    per_image = steps + 1 + extra + (FORWARD if phase.objective in ("trades", "mart") else 0)
     return phase.epochs * n_train * per_image
 
 
@@ -82,12 +82,14 @@ def cell_cost(cell: Cell) -> CellCost:
     steps = s.threat.steps
     base, plugin = split_method(cell.method.method)
     search: float | None = 0.0
+    search_phase = cell.search
     if get_pruner(base).needs_search and n_train is not None:
-        search = _training_passes(cell.search, steps, n_train)
+        extra = get_pruner(base)(cell.sparsity, granularity=s.granularity, **cell.method.options).extra_search_passes()
+        search = _training_passes(search_phase, steps, n_train, extra)
         if plugin:
             st = cell.method.s2ap
             extra = (steps + 1) if st.regenerate_adversarial else 1
-            search += max(0, cell.search.epochs - st.warmup_epochs) * n_train * extra
+            search += max(0, search_phase.epochs - st.warmup_epochs) * n_train * extra
     elif n_train is None:
         search = None
     finetune = _training_passes(cell.finetune, steps, n_train) if n_train is not None else None

@@ -147,6 +147,9 @@ def suite_of(result: dict, device: str = "cpu") -> tuple[SuiteConfig, Cell]:
     method = {"method": c["method"]["method"], "label": result["cell"]["label"], "options": c["method"]["options"]}
     if "s2ap" in c["method"]:  # a switch the stored identity leaves out is at its legacy value
         method["s2ap"] = {**LEGACY_SETTINGS, **c["method"]["s2ap"]}
+    phases = {k: c["method"][k] for k in ("pretrain", "search", "finetune") if k in c["method"]}
+    if phases:  # what the method ran differently from the suite's phases
+        method["phases"] = phases
     data = {"name": c["suite"], "methods": [method], "sparsities": [c["sparsity"]], "seeds": [c["seed"]],
             "device": device, **{k: c[k] for k in ("dataset", "model", "threat", "pretrain", "structure",
                                                    "skip_first_last", "search", "finetune", "evaluation",
