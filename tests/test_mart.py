@@ -77,7 +77,8 @@ def test_methods_override_their_phases() -> None:
 def test_verify_rebuilds_a_cell_with_phase_overrides() -> None:
     from benchmark.run.verify import suite_of
 
-    suite = build(SuiteConfig, tiny_suite_dict(methods=[{"method": "mad", "phases": {"finetune": {"objective": "mart"}}}]))
+    entry = {"method": "mad", "phases": {"finetune": {"objective": "mart"}}}
+    suite = build(SuiteConfig, tiny_suite_dict(methods=[entry]))
     cell = suite.cells()[0]
     stored = {"config": cell.identity(), "config_hash": cell.config_hash(), "cell": {"label": cell.method.label}}
     _, rebuilt = suite_of(stored)
