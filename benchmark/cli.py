@@ -65,21 +65,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
-    from benchmark.config import packaged_suites
-    from benchmark.data import DATASETS
-    from benchmark.models import list_models
-    from s2ap import list_methods
+def first_line(text: str | None, width: int = 96) -> str:
+    """The first sentence of a docstring or description, on one line of at most ``width`` characters."""
+    words = " ".join((text or "").replace("``", "").replace(":func:", "").split())
+    if ". " in words:
+        words = words[: words.index(". ") + 1]
+    return words if len(words) <= width else words[: width - 3].rstrip() + "..."
 
-    sections = {
-        "pruners": list_methods(),
-        "models": list_models(),
-        "datasets": DATASETS.names(),
-        "suites": packaged_suites(),
-    }
-    wanted = [args.what] if args.what else list(sections)
-    for name in wanted:
-        print(f"{name}: {', '.join(sections[name])}")
+
+def ls_sections(what: str | None) -> dict[str, list[tuple[str, str]]]:
+    """(name, one-line description) of every method, model, data set and suite (each suite with its cost)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    if what in (None, "pruners"):
+        from baselines.base import get_pruner
+        from s2ap import list_methods, split_method
+
+        rows = []
+        for name in list_methods():
+            base, plugin = split_method(name)
+            text = first_line(get_pruner(base).__doc__)
+            rows.append((name, f"{base} with the S2AP plug-in in its mask search" if plugin else text))
+        sections["pruners"] = rows
+    if what in (None, "models"):
+        from benchmark.models.registry import MODELS
+
+        sections["models"] = [(n, first_line(MODELS.get(n).__doc__)) for n in MODELS.names()]
+    if what in (None, "datasets"):
+        from benchmark.data import DATASETS
+
+        sections["datasets"] = [(n, first_line(DATASETS.get(n).__doc__)) for n in DATASETS.names()]
+    if what in (None, "suites"):
+        from benchmark.config import load_suite, packaged_suites
+        from benchmark.run.cost import suite_summary
+        from benchmark.store.paths import suite_dir
+
+        rows = []
+        for name in packaged_suites():
+            suite = load_suite(name)
+            rows.append((name, f"{first_line(suite.description)}\n    cost: "
+                               f"{suite_summary(suite, suite_dir(suite, None))}"))
+        sections["suites"] = rows
+    return sections
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    for section, rows in ls_sections(args.what).items():
+        print(f"{section}:")
+        width = max(len(name) for name, _ in rows)
+        for name, text in rows:
+            print(f"  {name:<{width}}  {text}")
     return 0
 
 
@@ -140,6 +174,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.config import load_suite
     from benchmark.run.external import evaluate_checkpoint
+    from benchmark.run.threads import busy_machine, resolve_threads, torch_threads
 
     overrides = list(args.set or [])
     for flag, key in ((args.model, "model"), (args.dataset, "dataset.name"), (args.eps, "threat.eps"),
@@ -148,8 +183,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if flag is not None:
             overrides.append(f"{key}={flag}")
     suite = load_suite(args.suite, overrides)
-    out, result = evaluate_checkpoint(args.checkpoint, method=args.method, suite=suite, sparsity=args.sparsity,
-                                      results_dir=args.results_dir)
+    threads = resolve_threads(args.threads)
+    warning = busy_machine(threads)
+    if warning:
+        print(warning, file=sys.stderr)
+    with torch_threads(threads):
+        out, result = evaluate_checkpoint(args.checkpoint, method=args.method, suite=suite, sparsity=args.sparsity,
+                                          results_dir=args.results_dir)
     ev = result["evaluation"]
     aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
     print(f"{args.method}: clean {ev['clean_accuracy']:.3f}  PGD {ev['pgd']['accuracy']:.3f}  "
@@ -163,7 +203,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     root = results_folder(args.results_dir)
     checks = verify(root, patterns=args.cell, n=args.n, seed=args.seed, tolerance=args.tolerance,
-                    device=args.device, scratch=Path(args.keep) if args.keep else None,
+                    device=args.device, scratch=Path(args.keep) if args.keep else None, threads=args.threads,
                     log=lambda line: print(line, file=sys.stderr))
     for line in report_lines(checks, args.tolerance):
         print(line)
@@ -191,12 +231,23 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
-THREADS_HELP = ("torch CPU threads per worker (default: $OMP_NUM_THREADS if set, else the usable cores divided by "
-                "the workers); recorded in the results")
+THREADS_HELP = ("torch CPU threads per worker (default: $OMP_NUM_THREADS if set, else 1, the fastest per core on a "
+                "shared machine); recorded in the results")
+
+
+def package_version() -> str:
+    """The installed version of s2ap-bench (``unknown`` when run from a checkout that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("s2ap-bench")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2ap-bench", description="Adversarial pruning benchmark (S2AP plug-in).")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite (packaged name or YAML file) and write its leaderboard")
@@ -223,7 +274,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
-    ls = sub.add_parser("ls", help="list pruners, models, data sets and suites")
+    ls = sub.add_parser("ls", help="list pruners, models, data sets and suites, one line each (suites with their "
+                                   "cost)")
     ls.add_argument("what", nargs="?", choices=["pruners", "models", "datasets", "suites"])
     ls.set_defaults(func=cmd_ls)
 
@@ -295,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--results-dir", help="root folder for results (default: the suite's results_dir)")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite field")
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    ev.add_argument("--threads", type=int, help=THREADS_HELP)
     ev.set_defaults(func=cmd_evaluate)
 
     ver = sub.add_parser("verify", help="recompute cells of a results folder from their stored configs and compare "
@@ -307,6 +360,8 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--tolerance", type=float, default=1e-6,
                      help="largest absolute difference allowed on a number (default 1e-6; other values must be equal)")
     ver.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default cpu")
+    ver.add_argument("--threads", type=int,
+                     help="torch CPU threads (default: as many as each result recorded, so that the last bits match)")
     ver.add_argument("--keep", metavar="DIR", help="keep the recomputed results in DIR (default: a temporary folder)")
     ver.set_defaults(func=cmd_verify)
 

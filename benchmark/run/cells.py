@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from baselines.base import Pruner
 from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.config import Cell, SuiteConfig
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
+from benchmark.errors import BenchmarkError
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
 from benchmark.measure import measure
 from benchmark.models import create_model
@@ -30,6 +31,9 @@ from s2ap import build_pruner, mask_distance, score_sharpness, split_method
 
 if TYPE_CHECKING:
     from benchmark.run.dense import DenseCache
+
+
+T = TypeVar("T")
 
 
 def seed_everything(seed: int) -> None:
@@ -95,12 +99,24 @@ def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConf
     return loss
 
 
+def endless(loader: Iterable[T]) -> Iterator[T]:
+    """The items of ``loader``, pass after pass (each pass re-iterates it, so a shuffled loader reshuffles)."""
+    while True:
+        empty = True
+        for item in loader:
+            empty = False
+            yield item
+        if empty:
+            raise BenchmarkError("the training set gives no batch; check the data set and the search batch size")
+
+
 def start_pruner(pruner: Pruner, model: nn.Module, data: DataSplits, suite: SuiteConfig, seed: int,
                  device: torch.device) -> None:
-    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode
-    (training batches on ``device``, drawn only as the pruner asks for them), then ``attach(model)``."""
+    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode, then
+    ``attach(model)``. ``batches`` is endless: training batches on ``device``, drawn only as the pruner asks for
+    them, a new shuffled pass over the training set after each pass, so a pruner may take as many as it needs."""
     loader = make_loader(data.train, suite.search.batch_size, shuffle=True, seed=seed)
-    batches = ((x.to(device), y.to(device)) for x, y in loader)
+    batches = ((x.to(device), y.to(device)) for x, y in endless(loader))
     model.eval()
     pruner.prepare(model, batches)
     pruner.attach(model)

@@ -303,3 +303,24 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
     if _n_train(suite) is None:
         lines.append(f"data set {suite.dataset.name!r}: its size is only known once loaded; training passes unknown")
     return lines
+
+
+def suite_summary(suite: SuiteConfig, root: Path | None = None) -> str:
+    """One line of what ``suite`` costs, cheap to compute (no data read, nothing timed): its cells and the
+    estimated passes of everything (dense pretraining included), and, where ``root`` holds up-to-date results,
+    how many and the wall time they recorded."""
+    from benchmark.store.paths import result_path
+    from benchmark.store.results import existing_hash
+
+    cells = suite.cells()
+    costs = [cell_cost(c).total for c in cells]
+    pre = pretrain_cost(suite)
+    total = None if pre is None or None in costs else pre * len(suite.seeds) + sum(costs)  # type: ignore[arg-type]
+    line = f"{len(cells)} cells, {_fmt(total)} (time here: s2ap-bench run {suite.name} --dry-run --measure)"
+    if root is not None and root.is_dir():
+        done = [result_path(c, root) for c in cells]
+        done = [p for p, c in zip(done, cells) if existing_hash(p) == c.config_hash()]
+        if done:
+            took = sum(_recorded_seconds(p) or 0.0 for p in done)
+            line += f"; {len(done)} done under {root}: {_hours(took)} of cell time recorded"
+    return line

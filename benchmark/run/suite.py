@@ -27,7 +27,7 @@ from benchmark.measure import OUT_OF_MEMORY, git_state, resolve_device
 from benchmark.run.cells import load_data, run_cell
 from benchmark.run.dense import DenseCache
 from benchmark.run.locks import file_lock, locked_elsewhere
-from benchmark.run.threads import oversubscription, resolve_threads, torch_threads
+from benchmark.run.threads import busy_machine, oversubscription, resolve_threads, torch_threads
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.store.files import os_error_text
 from benchmark.store.paths import mask_path, result_path, suite_dir, work_dir
@@ -114,14 +114,14 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     the paths of the cells' results.
 
     ``workers > 1`` runs cells in a process pool. Each worker uses ``threads`` torch threads (default:
-    :func:`benchmark.run.threads.default_threads`, so that workers x threads <= cores); the count is recorded in
+    :func:`benchmark.run.threads.default_threads`: one unless asked); the count is recorded in
     every result. Finished cells are written as they complete; a failed cell is reported and the others still
     run. With ``tables`` the leaderboard tables are (re)written at the end, as ``s2ap-bench run`` does.
     """
     if workers < 1:
         raise BenchmarkError(f"workers must be >= 1, got {workers}")
     threads = resolve_threads(threads, workers)
-    warning = oversubscription(threads, workers)
+    warning = oversubscription(threads, workers) or busy_machine(threads, workers)
     if warning:
         log(warning)
     root = suite_dir(suite, results_dir)

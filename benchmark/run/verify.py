@@ -90,21 +90,24 @@ def suite_of(result: dict, device: str = "cpu") -> tuple[SuiteConfig, Cell]:
     return suite, cell
 
 
-def recompute(result: dict, scratch: Path, device: str) -> dict:
-    """Run the cell (or re-evaluate the external checkpoint) of ``result`` again in ``scratch``, with as many
-    torch threads as it recorded (the order of float sums, hence the last bits, can depend on them)."""
-    import torch
-
-    threads = torch.get_num_threads()
+def recorded_threads(result: dict) -> int | None:
+    """The torch thread count ``result`` was computed with, if it recorded one."""
     stored = ((result.get("environment") or {}).get("machine") or {}).get("torch_threads")
-    torch.set_num_threads(stored if isinstance(stored, int) and stored > 0 else threads)
-    try:
-        return _recompute(result, scratch, device)
-    finally:
-        torch.set_num_threads(threads)
+    return stored if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0 else None
 
 
-def _recompute(result: dict, scratch: Path, device: str) -> dict:
+def recompute(result: dict, scratch: Path, device: str, threads: int | None = None) -> dict:
+    """Run the cell (or re-evaluate the external checkpoint) of ``result`` again in ``scratch``, with ``threads``
+    torch threads (default: as many as it recorded, else one; the order of float sums, hence the last bits, can
+    depend on them)."""
+    from benchmark.run.threads import resolve_threads, torch_threads
+
+    n = resolve_threads(threads if threads is not None else recorded_threads(result) or 1)
+    with torch_threads(n):
+        return _recompute(result, scratch, device, n)
+
+
+def _recompute(result: dict, scratch: Path, device: str, threads: int) -> dict:
     if result["cell"].get("external"):
         from benchmark.run.external import evaluate_checkpoint, suite_of_identity
 
@@ -117,7 +120,7 @@ def _recompute(result: dict, scratch: Path, device: str) -> dict:
     from benchmark.store.paths import result_path, suite_dir
 
     suite, cell = suite_of(result, device)
-    run_suite(suite, results_dir=scratch, force=True, progress=False, log=lambda line: None)
+    run_suite(suite, results_dir=scratch, force=True, progress=False, threads=threads, log=lambda line: None)
     return read_result(result_path(cell, suite_dir(suite, scratch)))
 
 
@@ -138,8 +141,10 @@ def choose(results: list[dict], patterns: list[str], n: int, seed: int) -> list[
 
 
 def verify(root: Path, *, patterns: list[str] | None = None, n: int = 1, seed: int = 0, tolerance: float = 1e-6,
-           device: str = "cpu", scratch: Path | None = None, log=print) -> list[CellCheck]:
-    """Recompute the chosen cells of the results folder ``root`` and compare them with their stored results."""
+           device: str = "cpu", scratch: Path | None = None, threads: int | None = None,
+           log=print) -> list[CellCheck]:
+    """Recompute the chosen cells of the results folder ``root`` and compare them with their stored results
+    (each with the torch threads it recorded, or ``threads`` where given)."""
     results, problems = load_results(root)
     for p in problems:
         log(f"skipped corrupt result: {p}")
@@ -150,8 +155,8 @@ def verify(root: Path, *, patterns: list[str] | None = None, n: int = 1, seed: i
     checks = []
     with tempfile.TemporaryDirectory(prefix="s2ap-verify-") as tmp:
         for r in chosen:
-            log(f"recomputing {r['_path']} ...")
-            fresh = recompute(r, scratch or Path(tmp), device)
+            log(f"recomputing {r['_path']} with {threads or recorded_threads(r) or 1} torch thread(s) ...")
+            fresh = recompute(r, scratch or Path(tmp), device, threads)
             compared, diffs = compare(r, fresh, tolerance)
             checks.append(CellCheck(r["_path"], leaves(r), leaves(fresh), compared, diffs))
     return checks
