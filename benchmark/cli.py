@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError
@@ -25,7 +26,7 @@ def _suite(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.run.suite import run_suite, write_suite_tables
+    from benchmark.run.suite import pending_cells, run_suite, write_suite_tables
     from benchmark.run.threads import resolve_threads, torch_threads
     from benchmark.store.paths import suite_dir
 
@@ -45,6 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(suite.cells())} cells -> {root}")
         return 0
     failure: BenchmarkError | None = None
+    todo = len(pending_cells(suite, root, args.force)) if args.summary else 0
+    start = time.monotonic()
     try:
         if args.executor == "local":
             run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
@@ -57,12 +60,43 @@ def cmd_run(args: argparse.Namespace) -> int:
                          parameters=params)
     except BenchmarkError as e:  # the tables still show every finished cell
         failure = e
-    written = write_suite_tables(root, print)
-    if written:
-        print(written[0].read_text())
+    if args.summary:
+        print_summary(suite.name, root, todo, len(suite.cells()), time.monotonic() - start, args)
+    else:
+        written = write_suite_tables(root, print)
+        if written:
+            print(written[0].read_text())
     if failure is not None:
         raise failure
     return 0
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def print_summary(name: str, root: Path, computed: int, cells: int, seconds: float, args: argparse.Namespace) -> None:
+    """What ``run --summary`` prints after the run: what was computed and how long it took, the leaderboard with
+    intervals, the S2AP verdicts, the page it wrote and the next command to try."""
+    from benchmark.report import write_report
+    from benchmark.report.answer import summary_lines
+    from benchmark.report.generate import comparable_results
+    from benchmark.run.threads import resolve_threads
+
+    if not root.is_dir():
+        return
+    write_report(root)
+    results, problems = comparable_results(root)
+    print()
+    print(f"{name}: {computed} of {cells} cells computed in {_duration(seconds)} ({cells - computed} were up to "
+          f"date; {args.workers} worker(s) x {resolve_threads(args.threads, args.workers)} thread(s))")
+    for line in summary_lines(results):
+        print(line)
+    if problems:
+        print(f"{len(problems)} result file(s) skipped: s2ap-bench validate {root}")
+    print(f"page: {root / 'index.html'}   tables: {root / 'leaderboard.md'}")
+    print("next: s2ap-bench ls suites   (every suite with its cost; then s2ap-bench run SUITE --dry-run --measure "
+          "for its time here), or add your pruner: docs/adding-a-pruner.md")
 
 
 def first_line(text: str | None, width: int = 96) -> str:
@@ -272,6 +306,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--slurm", action="append", metavar="KEY=VALUE",
                      help="a submitit parameter, e.g. slurm_partition=gpu or timeout_min=720")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--summary", action="store_true",
+                     help="after the run, write the page (as `report` does) and print a short summary instead of the "
+                          "whole leaderboard: what was computed and in how long, accuracies with 95 %% intervals, "
+                          "the +S2AP verdicts, the page's path and the next command")
     run.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("ls", help="list pruners, models, data sets and suites, one line each (suites with their "
