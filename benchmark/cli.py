@@ -26,7 +26,7 @@ def _suite(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.run.suite import pending_cells, run_suite, write_suite_tables
+    from benchmark.run.suite import baseline_keys, pending_cells, run_suite, write_suite_tables
     from benchmark.run.threads import resolve_threads, torch_threads
     from benchmark.store.paths import suite_dir
 
@@ -46,12 +46,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(suite.cells())} cells -> {root}")
         return 0
     failure: BenchmarkError | None = None
-    todo = len(pending_cells(suite, root, args.force)) if args.summary else 0
+    baselines = baseline_folders(args.baselines)
+    todo = len(pending_cells(suite, root, args.force, baseline_keys(baselines))) if args.summary else 0
     start = time.monotonic()
     try:
         if args.executor == "local":
             run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
-                      workers=args.workers, threads=args.threads, tables=False)
+                      workers=args.workers, threads=args.threads, tables=False, baselines=baselines)
         else:
             from benchmark.run.slurm import parse_parameters, submit_suite
 
@@ -61,9 +62,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BenchmarkError as e:  # the tables still show every finished cell
         failure = e
     if args.summary:
-        print_summary(suite.name, root, todo, len(suite.cells()), time.monotonic() - start, args)
+        print_summary(suite.name, root, todo, len(suite.cells()), time.monotonic() - start, args, baselines)
     else:
-        written = write_suite_tables(root, print)
+        written = write_suite_tables(root, print, baselines)
         if written:
             print(written[0].read_text())
     if failure is not None:
@@ -75,7 +76,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
 
-def print_summary(name: str, root: Path, computed: int, cells: int, seconds: float, args: argparse.Namespace) -> None:
+def print_summary(name: str, root: Path, computed: int, cells: int, seconds: float, args: argparse.Namespace,
+                  baselines: list[Path]) -> None:
     """What ``run --summary`` prints after the run: what was computed and how long it took, the leaderboard with
     intervals, the S2AP verdicts, the page it wrote and the next command to try."""
     from benchmark.report import write_report
@@ -85,11 +87,11 @@ def print_summary(name: str, root: Path, computed: int, cells: int, seconds: flo
 
     if not root.is_dir():
         return
-    write_report(root)
-    results, problems = comparable_results(root)
+    write_report(root, baselines)
+    results, problems = comparable_results(root, baselines)
     print()
-    print(f"{name}: {computed} of {cells} cells computed in {_duration(seconds)} ({cells - computed} were up to "
-          f"date; {args.workers} worker(s) x {resolve_threads(args.threads, args.workers)} thread(s))")
+    print(f"{name}: {computed} of {cells} cells computed in {_duration(seconds)} ({cells - computed} up to date "
+          f"or reused; {args.workers} worker(s) x {resolve_threads(args.threads, args.workers)} thread(s))")
     for line in summary_lines(results):
         print(line)
     if problems:
@@ -151,6 +153,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def baseline_folders(paths: list[str] | None) -> list[Path]:
+    """The ``--baselines`` folders, each an existing results folder."""
+    return [results_folder(p) for p in paths or []]
+
+
 def results_folder(path: str) -> Path:
     """``path`` as an existing results folder, or a one-line error naming it."""
     root = Path(path)
@@ -164,7 +171,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     from benchmark.report import write_report, write_tables
 
     root = results_folder(args.results_dir)
-    written, problems = (write_report if args.command == "report" else write_tables)(root)
+    written, problems = (write_report if args.command == "report" else write_tables)(
+        root, baseline_folders(args.baselines))
     for p in problems:
         print(f"skipped: {p}", file=sys.stderr)
     for p in written:
@@ -207,8 +215,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.config import load_suite
+    from benchmark.report import write_tables
     from benchmark.run.external import evaluate_checkpoint
     from benchmark.run.threads import busy_machine, resolve_threads, torch_threads
+    from benchmark.store.paths import suite_dir
 
     overrides = list(args.set or [])
     for flag, key in ((args.model, "model"), (args.dataset, "dataset.name"), (args.eps, "threat.eps"),
@@ -228,7 +238,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
     print(f"{args.method}: clean {ev['clean_accuracy']:.3f}  PGD {ev['pgd']['accuracy']:.3f}  "
           f"AA {'-' if aa is None else f'{aa:.3f}'}  sparsity {result['sparsity']['achieved']:.4f} -> {out}")
-    print(f"regenerate the leaderboard: s2ap-bench table {out.parents[3]}")
+    root, suite_folder = out.parents[4], suite_dir(suite, None)
+    baselines = [suite_folder] if suite_folder.is_dir() and suite_folder.resolve() != root.resolve() else []
+    written, _ = write_tables(root, baselines)
+    beside = f" beside the cells of {suite_folder} with its protocol and sparsity" if baselines else ""
+    print(f"leaderboard{beside}: {written[0]}  (the page: s2ap-bench report {root}"
+          + "".join(f" --baselines {b}" for b in baselines) + ")")
     return 0
 
 
@@ -269,6 +284,11 @@ THREADS_HELP = ("torch CPU threads per worker (default: $OMP_NUM_THREADS if set,
                 "shared machine); recorded in the results")
 
 
+BASELINES_HELP = ("a results folder (repeatable), e.g. results/digits-smoke, whose cells with the same protocol, "
+                  "sparsity and seed (the same comparison key) are shown and paired beside this folder's; only "
+                  "this folder is written")
+
+
 def package_version() -> str:
     """The installed version of s2ap-bench (``unknown`` when run from a checkout that is not installed)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -306,6 +326,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--slurm", action="append", metavar="KEY=VALUE",
                      help="a submitit parameter, e.g. slurm_partition=gpu or timeout_min=720")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--baselines", action="append", metavar="FOLDER", help=BASELINES_HELP + "; a cell with the "
+                     "comparison key of one of its cells is not run but reused")
     run.add_argument("--summary", action="store_true",
                      help="after the run, write the page (as `report` does) and print a short summary instead of the "
                           "whole leaderboard: what was computed and in how long, accuracies with 95 %% intervals, "
@@ -320,11 +342,13 @@ def parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="regenerate leaderboard tables (Markdown, LaTeX, CSV) from a results "
                                          "folder")
     table.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    table.add_argument("--baselines", action="append", metavar="FOLDER", help=BASELINES_HELP)
     table.set_defaults(func=cmd_table)
 
     report = sub.add_parser("report", help="regenerate tables, plots and the HTML page (index.html) of a results "
                                            "folder")
     report.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    report.add_argument("--baselines", action="append", metavar="FOLDER", help=BASELINES_HELP)
     report.set_defaults(func=cmd_table)
 
     bench = sub.add_parser("bench", help="measurements of the harness itself",
@@ -370,7 +394,7 @@ def parser() -> argparse.ArgumentParser:
     b_speed.set_defaults(func=cmd_bench_speed)
 
     ev = sub.add_parser("evaluate", help="evaluate a pruned checkpoint from anywhere under a suite's protocol and "
-                                         "write it as an external leaderboard row")
+                                         "write it as an external leaderboard row beside the suite's cells")
     ev.add_argument("checkpoint", help="a state dict file (torch.save), read with weights_only=True")
     ev.add_argument("--method", required=True, help="the name its row gets in the leaderboard")
     ev.add_argument("--suite", default="digits-smoke", help="suite (name or YAML) whose protocol and results folder "
@@ -382,7 +406,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--autoattack", choices=["standard", "fast", "none"], help="default: the suite's")
     ev.add_argument("--sparsity", type=float,
                     help="sparsity column to list it under (default: its zero weights, rounded to 0.01)")
-    ev.add_argument("--results-dir", help="root folder for results (default: the suite's results_dir)")
+    ev.add_argument("--results-dir", help="root folder; the result goes under <it>/<suite>/external/ (default "
+                                          "build/evaluate, outside the committed results/)")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite field")
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--threads", type=int, help=THREADS_HELP)
