@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import pickle
+import re
 import runpy
 import sys
 from pathlib import Path
