@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             with torch_threads(resolve_threads(args.threads, args.workers)), \
                     Stages("measuring one step of each phase", 3 + len(suite.methods), not args.no_progress) as bar:
                 times = measure_steps(suite, on_stage=bar.start)
-        for line in describe(suite, times, root):
+        for line in describe(suite, times, root, baseline_keys(baseline_folders(args.baselines))):
             print(line)
         print(f"{len(suite.cells())} cells -> {root}")
         return 0
