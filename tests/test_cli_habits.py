@@ -124,3 +124,23 @@ def test_verify_recomputes_with_the_recorded_threads(monkeypatch, tmp_path: Path
         with pytest.raises(_Stop):
             recompute(r, tmp_path, "cpu", asked)
         assert seen[-1] == (expected, expected) and torch.get_num_threads() == before
+
+
+def test_hypothesis_tests_are_derandomized_by_the_loaded_profile() -> None:
+    """The fuzz tests inherit the profile of tests/conftest.py: the same examples on every run and in CI."""
+    from hypothesis import settings
+
+    from tests.test_hostile_config import FUZZ as CONFIG_FUZZ
+    from tests.test_hostile_results import FUZZ as RESULTS_FUZZ
+
+    assert settings.default.derandomize and settings.default.database is None
+    assert CONFIG_FUZZ.derandomize and RESULTS_FUZZ.derandomize
+
+
+def test_the_ci_profile_is_loaded_when_ci_is_set() -> None:
+    code = ("import os; os.environ['CI'] = 'true'\n"
+            "import tests.conftest\n"
+            "from hypothesis import settings\n"
+            "print(settings.default.derandomize, settings.default.database, settings.default.print_blob)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "None", "True"], done.stderr[-2000:]

@@ -74,3 +74,16 @@ def test_every_text_from_a_result_is_escaped() -> None:
     html = page(rs, [], ["<img src=x onerror=alert(1)>"])
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_the_best_is_compared_with_the_runner_up_in_either_order() -> None:
+    from benchmark.report.answer import summary_lines
+
+    rs = [r for s in range(3) for r in (with_outcomes(make_result("hydra", 0.9, s), 250),
+                                        with_outcomes(make_result("random", 0.9, s), 300))]
+    (line,) = [x for x in summary_lines(rs) if x.strip().startswith("at 90%")]
+    assert re.search(r"at 90%: random, AutoAttack 60\.0 \[.*\] %; vs hydra \+10\.0 pp \[\+[\d.]+, \+[\d.]+\], "
+                     r"significant", line), line
+    html = page(rs, [], [])
+    assert re.search(r"<td><strong>random</strong></td><td>60\.0 \[[\d.]+, [\d.]+\]</td><td>hydra</td>"
+                     r'<td>\+10\.0 \[\+[\d.]+, \+[\d.]+\]</td><td class="verdict sig">significant</td>', html)

@@ -56,10 +56,19 @@ class Figure:
 class Best:
     group: tuple[str, ...]
     sparsity: float
+    metric: str  # "autoattack" or "pgd"
     label: str
     robust: Figure
     runner_up: str | None
-    versus: Comparison | None  # best - runner-up, robust metric
+    versus: Comparison | None  # the paired comparison of best and runner-up on the robust metric ...
+    flipped: bool = False  # ... as runner-up - best (its verdict is the same either way)
+
+    def difference(self) -> tuple[float, float, float] | None:
+        """best - runner-up: (mean, low, high) as fractions."""
+        c = self.versus
+        if c is None:
+            return None
+        return (-c.mean, -c.high, -c.low) if self.flipped else (c.mean, c.low, c.high)
 
 
 @dataclass(frozen=True)
@@ -101,40 +110,39 @@ def answers(results: list[dict]) -> tuple[list[Best], list[Pair]]:
             ranked = sorted((f.mean, lab) for lab, f in figures.items() if f.mean is not None)
             if ranked:
                 top, second = ranked[-1][1], (ranked[-2][1] if len(ranked) > 1 else None)
-                best.append(Best(group, sp, top, figures[top], second, _versus(rows, sp, robust, top, second)))
+                versus, flipped = _versus(rows, sp, robust, top, second)
+                best.append(Best(group, sp, robust, top, figures[top], second, versus, flipped))
             pairs += [Pair(group, sp, a, b, m, c) for kind, a, b, s, m, c in rows
                       if kind == "S2AP - base" and s == sp and m == robust]
     return best, pairs
 
 
-def _versus(rows: list, sp: float, metric: str, a: str, b: str | None) -> Comparison | None:
-    """The comparison a - b at ``sp`` on ``metric`` among ``rows`` (either order; flipped to a - b)."""
+def _versus(rows: list, sp: float, metric: str, a: str, b: str | None) -> tuple[Comparison | None, bool]:
+    """The comparison of a and b at ``sp`` on ``metric`` among ``rows``, and whether it is b - a."""
     for _, x, y, s, m, c in rows:
-        if s != sp or m != metric:
-            continue
-        if (x, y) == (a, b):
-            return c
-        if (x, y) == (b, a):
-            per_run = tuple((k, only_b, only_a, p) for k, only_a, only_b, p in c.per_run)
-            return Comparison(-c.mean, -c.high, -c.low, c.runs, c.n, per_run, c.pooled_p)
-    return None
+        if s == sp and m == metric and {x, y} == {a, b}:
+            return c, (x, y) == (b, a)
+    return None, False
 
 
-def difference_text(c: Comparison) -> str:
-    return f"{100 * c.mean:+.1f} pp [{100 * c.low:+.1f}, {100 * c.high:+.1f}], {c.verdict}"
+def difference_text(mean: float, low: float, high: float, verdict: str) -> str:
+    return f"{100 * mean:+.1f} pp [{100 * low:+.1f}, {100 * high:+.1f}], {verdict}"
 
 
-def best_sentence(b: Best, metric: str) -> str:
+def best_sentence(b: Best) -> str:
     """e.g. ``at 90%: hydra, AutoAttack 75.3 [70.1, 80.2]; vs harp +1.3 pp [-2.0, +4.0], not significant``."""
-    text = f"at {fmt_sparsity(b.sparsity)}: {b.label}, {METRIC_TITLES[metric]} {b.robust.text()} %"
+    text = f"at {fmt_sparsity(b.sparsity)}: {b.label}, {METRIC_TITLES[b.metric]} {b.robust.text()} %"
+    d = b.difference()
     if b.runner_up is not None:
-        text += f"; vs {b.runner_up} " + (difference_text(b.versus) if b.versus else "(no paired outcomes)")
+        text += f"; vs {b.runner_up} " + (difference_text(*d, b.versus.verdict) if d and b.versus
+                                          else "(no paired outcomes)")
     return text
 
 
 def pair_sentence(p: Pair) -> str:
+    c = p.comparison
     return (f"{p.variant} - {p.base} at {fmt_sparsity(p.sparsity)}: {METRIC_TITLES[p.metric]} "
-            f"{difference_text(p.comparison)}")
+            f"{difference_text(c.mean, c.low, c.high, c.verdict)}")
 
 
 def headline(results: list[dict]) -> str:
@@ -184,7 +192,7 @@ def summary_lines(results: list[dict]) -> list[str]:
     if best:
         lines.append("best robust accuracy " + ("(95 % interval; paired test vs the runner-up):"
                                                 if any(b.robust.interval for b in best) else "(mean over seeds):"))
-        lines += [f"  {best_sentence(b, robust_metric(results))}" for b in best]
+        lines += [f"  {best_sentence(b)}" for b in best]
     if pairs:
         lines.append("+S2AP minus base (paired on the same runs and test points):")
         lines += [f"  {pair_sentence(p)}" for p in pairs]

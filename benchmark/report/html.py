@@ -18,7 +18,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from benchmark.report.answer import answers, headline, robust_metric
+from benchmark.report.answer import answers, headline
 from benchmark.report.marks import marked, marks_note
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.significance import (
@@ -244,7 +244,7 @@ def answer_context(results: list[dict]) -> dict | None:
     best, pairs = answers(results)
     if not best:
         return None
-    metrics = {robust_metric([r for r in results if r["cell"]["method"] != "dense"])}
+    metrics = {b.metric for b in best}
     intervals = any(b.robust.interval is not None for b in best)
     return {
         "headline": headline(results),
@@ -253,9 +253,10 @@ def answer_context(results: list[dict]) -> dict | None:
         "best": [{"setting": " / ".join(b.group), "attrs": filter_attrs(b.group, b.sparsity),
                   "sparsity": fmt_sparsity(b.sparsity), "label": b.label, "robust": b.robust.text(),
                   "runner_up": b.runner_up or "-",
-                  "difference": "-" if b.versus is None else
-                  f"{100 * b.versus.mean:+.1f} [{100 * b.versus.low:+.1f}, {100 * b.versus.high:+.1f}]",
-                  "verdict": None if b.versus is None else _verdict(b.versus)} for b in best],
+                  "difference": "-" if (d := b.difference()) is None else
+                  f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]",
+                  "verdict": None if b.versus is None or d is None else
+                  (b.versus.verdict, b.versus.significant, d[0] < 0)} for b in best],
         "pairs": [{"setting": " / ".join(p.group), "attrs": filter_attrs(p.group, p.sparsity),
                    "sparsity": fmt_sparsity(p.sparsity), "variant": p.variant, "base": p.base,
                    "difference": f"{100 * p.comparison.mean:+.1f}",
