@@ -137,7 +137,7 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     if workers < 1:
         raise BenchmarkError(f"workers must be >= 1, got {workers}")
     threads = resolve_threads(threads, workers)
-    warning = oversubscription(threads, workers) or busy_machine(threads, workers)
+    warning = oversubscription(threads, workers)
     if warning:
         log(warning)
     root = suite_dir(suite, results_dir)
@@ -161,6 +161,9 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo) - n_reused} up to date, "
         + (f"{n_reused} reused from {', '.join(map(str, baselines))}, " if n_reused else "") + f"{len(todo)} to run "
         f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
+    busy = None if warning else busy_machine(threads, workers)
+    if (todo or references) and busy:
+        log(busy)
     if (todo or references) and git_state()["dirty"]:
         log("warning: the git tree has uncommitted changes; the new results record dirty: true and are marked "
             "as such in the tables and page (commit first for results others can reproduce)")
