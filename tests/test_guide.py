@@ -67,7 +67,8 @@ def env(tmp_path_factory) -> tuple[Path, Path]:
 
 def check_the_guide(bin_: Path, repo: Path) -> None:
     listed = run(["s2ap-bench", "ls", "pruners"], repo, bin_)
-    assert "my-pruner," in listed and "my-pruner+s2ap" in listed
+    names = [line.split()[0] for line in listed.splitlines() if line.startswith("  ")]
+    assert "my-pruner" in names and "my-pruner+s2ap" in names
     out = run(check_command(), repo, bin_)
     summary = out.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, out[-3000:]

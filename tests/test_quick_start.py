@@ -39,3 +39,8 @@ def test_run_summary_is_short_and_says_what_it_computed(tmp_path: Path, capsys) 
     assert page.is_file() and f"page: {page}" in text
     assert lines[-1].startswith("next: s2ap-bench ")
     assert not any(line.startswith("| ") for line in lines)  # no Markdown table dumped
+
+
+def test_make_smoke_prints_the_summary_not_the_tables() -> None:
+    recipe = re.search(r"^smoke:.*?(?=^\S)", (ROOT / "Makefile").read_text(), re.M | re.S).group(0)
+    assert "--summary" in recipe and "sed" not in recipe and "leaderboard.md" not in recipe
