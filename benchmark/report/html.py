@@ -216,10 +216,18 @@ PLOT_CAPTIONS = {
 }
 
 
-def plot_groups(plots: list) -> list[dict]:
+ONE_SEED_CAPTIONS = {
+    "robust-vs-sparsity": "Robust accuracy vs sparsity (one seed).",
+    "mask-stability": "Sparsity-aware Hamming distance between masks of consecutive mask-search epochs (one seed): "
+                      "base dashed, +S2AP solid.",
+}
+
+
+def plot_groups(plots: list, one_seed: bool = False) -> list[dict]:
     groups: dict = {}
+    captions = {**PLOT_CAPTIONS, **ONE_SEED_CAPTIONS} if one_seed else PLOT_CAPTIONS
     for group, kind, stem, files in plots:
-        groups.setdefault(group, []).append({"svg": inline_svg(files["svg"]), "caption": PLOT_CAPTIONS.get(kind, kind),
+        groups.setdefault(group, []).append({"svg": inline_svg(files["svg"]), "caption": captions.get(kind, kind),
                                              "stem": stem, "formats": sorted(files)})
     return [{"title": " / ".join(g), "attrs": filter_attrs(g), "figures": f} for g, f in groups.items()]
 
@@ -312,7 +320,7 @@ def page(results: list[dict], plots: list, problems: list[str]) -> str:
                "n_results": len(results), "problems": problems, "protocol": protocols(results), "nav": NAV}
     if results:
         context.update(answer=answer_context(results), filters=filters(results),
-                       boards=_boards(results, PAGE_METRICS, True, "leaderboard"), plots=plot_groups(plots),
+                       boards=_boards(results, PAGE_METRICS, True, "leaderboard"), plots=plot_groups(plots, len({r["cell"]["seed"] for r in results}) == 1),
                        effects=_effects(results), tests=_tests(results),
                        costs=_boards(results, COST_METRICS, False, "costs"), reference=comparison_table(results),
                        published=published_table(), flags=flag_lines(results), flag_help=FLAG_HELP,
