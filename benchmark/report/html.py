@@ -319,8 +319,9 @@ def page(results: list[dict], plots: list, problems: list[str]) -> str:
     context = {"suites": ", ".join(sorted({r["suite"] for r in results})) or "no results",
                "n_results": len(results), "problems": problems, "protocol": protocols(results), "nav": NAV}
     if results:
+        one_seed = len({r["cell"]["seed"] for r in results}) == 1
         context.update(answer=answer_context(results), filters=filters(results),
-                       boards=_boards(results, PAGE_METRICS, True, "leaderboard"), plots=plot_groups(plots, len({r["cell"]["seed"] for r in results}) == 1),
+                       boards=_boards(results, PAGE_METRICS, True, "leaderboard"), plots=plot_groups(plots, one_seed),
                        effects=_effects(results), tests=_tests(results),
                        costs=_boards(results, COST_METRICS, False, "costs"), reference=comparison_table(results),
                        published=published_table(), flags=flag_lines(results), flag_help=FLAG_HELP,
