@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from benchmark.config.records import config_hash, to_dict
+from benchmark.config.records import comparison_key, config_hash, to_dict
 from benchmark.config.yaml_loading import YAMLSyntaxError, check_size, load_yaml, plain_copy, read_yaml_file
 from benchmark.errors import ConfigError
 from benchmark.store.paths import name_problem, relative_folder_problem, sparsity_text
@@ -519,6 +519,10 @@ class Cell:
 
     def config_hash(self) -> str:
         return config_hash(self.identity())
+
+    def comparison_key(self) -> str:
+        """:func:`benchmark.config.records.comparison_key` of this cell: its identity without the suite name."""
+        return comparison_key(self.identity())
 
     @property
     def key(self) -> str:

@@ -177,7 +177,8 @@ def comparison_table(results: list[dict]) -> Table:
                 rows.append(Row([cell(x) for x in (dataset, model, structure, lab, fmt_sparsity(sp),
                                                    summary_text(c, clean), summary_text(a, aa), *pub, status)],
                                 attrs=filter_attrs(group, sp)))
-    caption = (f"The suite's results (mean ± std over seeds) beside the published numbers. Source: {SOURCE}. "
+    caption = (f"The suite's results (mean over seeds, ± std where there are several) beside the published "
+               f"numbers. Source: {SOURCE}. "
                "The last column lists every difference from the published setting (data, model, sparsity, threat "
                "model, evaluation, the method's public training recipe, checkpoint selection); 'comparable' only "
                "where none is left. The digits suite never is.")

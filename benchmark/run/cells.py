@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from s2ap import build_pruner, mask_distance, score_sharpness, split_method
 
 if TYPE_CHECKING:
     from benchmark.run.dense import DenseCache
+
+
+T = TypeVar("T")
 
 
 def seed_everything(seed: int) -> None:
@@ -100,13 +103,25 @@ def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConf
     return loss
 
 
+def endless(loader: Iterable[T]) -> Iterator[T]:
+    """The items of ``loader``, pass after pass (each pass re-iterates it, so a shuffled loader reshuffles)."""
+    while True:
+        empty = True
+        for item in loader:
+            empty = False
+            yield item
+        if empty:
+            raise BenchmarkError("the training set gives no batch; check the data set and the search batch size")
+
+
 def start_pruner(pruner: Pruner, model: nn.Module, data: DataSplits, suite: SuiteConfig, seed: int,
                  device: torch.device, phase: PhaseConfig | None = None) -> None:
-    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode
-    (training batches of ``phase``'s size, default the suite's search, on ``device``, drawn only as the pruner
-    asks for them), then ``attach(model)``."""
+    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode, then
+    ``attach(model)``. ``batches`` is endless: training batches of ``phase``'s size (default the suite's search)
+    on ``device``, drawn only as the pruner asks for them, a new shuffled pass over the training set after each
+    pass, so a pruner may take as many as it needs."""
     loader = make_loader(data.train, (phase or suite.search).batch_size, shuffle=True, seed=seed)
-    batches = ((x.to(device), y.to(device)) for x, y in loader)
+    batches = ((x.to(device), y.to(device)) for x, y in endless(loader))
     model.eval()
     pruner.prepare(model, batches)
     pruner.attach(model)

@@ -32,7 +32,7 @@ REQUIRED = {
     "phases": dict,
     "environment": dict,
 }
-CELL_KEYS = ("method", "label", "dataset", "model", "structure", "sparsity", "seed")
+CELL_KEYS = ("method", "label", "pruner", "dataset", "model", "structure", "sparsity", "seed")  # pruner: null for dense
 FIX = "delete it and re-run the cell"
 
 
