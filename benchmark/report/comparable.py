@@ -6,9 +6,10 @@ external checkpoints (``s2ap-bench evaluate``) have no mask search or finetuning
 protocol agrees on the settings they have.
 
 Baselines (``--baselines DIR``): the results of another folder (e.g. the committed ``results/digits-smoke``) that
-share a protocol, a sparsity and a run with a result of this folder are shown beside it and paired with it. The minimum-norm
-evaluation fields are not part of a protocol either: they add figures (distances, compared only among results
-with the same attack settings) and change none of the others."""
+share a protocol, a sparsity and a run with a result of this folder are shown beside it and paired with it.
+
+The minimum-norm evaluation fields are not part of a protocol either: they add figures (distances, compared only
+among results with the same attack settings) and change none of the others."""
 
 from __future__ import annotations
 
