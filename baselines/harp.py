@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from baselines.base import Pruner, register_pruner
+from baselines.base import Pruner, Taxonomy, register_pruner
 from baselines.hydra import scaled_magnitude_scores
 from baselines.masking import keep_count, raw_weight
 
@@ -160,6 +160,7 @@ class Harp(Pruner):
     """
 
     granularities = ("weight", "channel")
+    taxonomy = Taxonomy("score", "global", "one-shot")
 
     def __init__(self, sparsity: float, *, alpha: float = 0.1, gamma_hw: float = 1.0, init: str = "uniform",
                  start_keep: float | None = None, input_size: Sequence[int] | None = None, **kwargs) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.base import Pruner, register_pruner
+from baselines.base import Pruner, Taxonomy, register_pruner
 from baselines.masking import keep_count, raw_weight
 
 SCOPES = ("layer", "global")
@@ -33,6 +33,10 @@ class Magnitude(Pruner):
             raise ValueError(f"magnitude option 'scope' must be one of {', '.join(SCOPES)}, got {scope!r}")
         super().__init__(sparsity, **kwargs)
         self.scope = scope
+
+    @property
+    def taxonomy(self) -> Taxonomy:  # type: ignore[override]
+        return Taxonomy("magnitude", "global" if self.scope == "global" else "local", "one-shot")
 
     def options(self) -> dict:
         return {**super().options(), "scope": self.scope}
