@@ -80,7 +80,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
     wanted = [args.what] if args.what else list(sections)
     for name in wanted:
         print(f"{name}: {', '.join(sections[name])}")
+        if name == "pruners":
+            for pipeline, methods in pruners_by_pipeline().items():
+                print(f"  pipeline {pipeline}: {', '.join(methods)}")
     return 0
+
+
+def pruners_by_pipeline() -> dict[str, list[str]]:
+    """Every method by the pipeline it runs (after / before / during training)."""
+    from baselines import PIPELINES, get_pruner
+    from s2ap import list_methods, split_method
+
+    out: dict[str, list[str]] = {p: [] for p in PIPELINES}
+    for method in list_methods():
+        out[get_pruner(split_method(method)[0]).pipeline].append(method)
+    return {p: methods for p, methods in out.items() if methods}
 
 
 def results_folder(path: str) -> Path:

@@ -17,6 +17,7 @@ from benchmark.report.stats import (
     Summary,
     aa_flags,
     best_labels,
+    budget_text,
     by_cell,
     dense_results,
     flag_messages,
@@ -26,6 +27,7 @@ from benchmark.report.stats import (
     is_degenerate,
     method_order,
     paired_difference,
+    pipeline_of,
     protocols,
     robust_above_clean,
     s2ap_pairs,
@@ -98,20 +100,24 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     clean, aa = METRICS["clean"], METRICS["aa"]
     sps, cells, order, pairs = sparsities(results), by_cell(results), method_order(results), s2ap_pairs(results)
     best = {(sp, m.key): best_labels(_cell_summaries(cells, order, sp, m), m) for sp in sps for m in (clean, aa)}
-    headers = ["method"] + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps] + ["seeds", "AA flags", "robust > clean",
-                                                                          "degenerate"]
+    budgets = any(budget_text(r) for r in results)  # results with a pipeline budget: show it beside accuracy
+    extra = ["pipeline", "budget"] if budgets else []
+    headers = ["method"] + extra + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps] + [
+        "seeds", "AA flags", "robust > clean", "degenerate"]
     rows: list[Row] = []
     dense = dense_results(results)
     if dense:
         c, a = summarize(dense, clean), summarize(dense, aa)
         text = (Part(summary_text(c, clean)), Part(" / "), Part(summary_text(a, aa)))
-        rows.append(Row([cell("dense (unpruned)"), *[text] * len(sps), cell(str(len(dense))),
+        rows.append(Row([cell("dense (unpruned)"), *[cell("")] * len(extra), *[text] * len(sps), cell(str(len(dense))),
                          cell(str(_n_aa_flagged(dense))), cell(str(_n_above(dense))),
                          cell(str(_n_degenerate(dense)))], "dense"))
     for lab in order:
         mine = [r for (label, _), rs in cells.items() if label == lab for r in rs]
         n_max = max((len(cells.get((lab, sp), [])) for sp in sps), default=0)
         row = [cell(marked(lab, mine))]
+        if budgets:
+            row += [cell(pipeline_of(mine[0])), cell(" / ".join(sorted({budget_text(r) for r in mine})))]
         for sp in sps:
             c, a = (summarize(cells.get((lab, sp), []), m) for m in (clean, aa))
             row.append((Part(summary_text(c, clean, n_max), lab in best[(sp, "clean")]), Part(" / "),
@@ -119,16 +125,23 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
         rows.append(Row(row + [cell(str(n_max)), cell(str(_n_aa_flagged(mine))), cell(str(_n_above(mine))),
                                cell(str(_n_degenerate(mine)))]))
         if lab in pairs:
-            rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells))
+            rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells, len(extra)))
     dataset, model, structure = group_cells(group)
     caption = (f"{dataset} / {model} / {structure}: clean / AutoAttack accuracy (%), mean ± std over seeds "
                "(sample std); best per column in bold. Δ rows: +S2AP minus base, mean ± std of the per-seed "
-               "differences (a seed's cells share one dense model)." + marks_note(results))
+               "differences (a seed's cells share one dense model)." + (BUDGET_NOTE if budgets else "")
+               + marks_note(results))
     return Table(f"{dataset} / {model} / {structure}", caption, headers, rows, protocols(results))
 
 
-def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict) -> Row:
-    row = [cell(f"Δ {variant} - {base}")]
+BUDGET_NOTE = (" Rows are grouped by pipeline: after (robust dense model, mask search, finetune), before (mask "
+               "found on the random initialisation) and during (sparse training from scratch). Budget: training "
+               "epochs per phase (P dense pretraining, shared by a seed's cells; S mask search; F finetune; "
+               "T sparse training) and the training images seen in all (each an adversarial example).")
+
+
+def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict, blanks: int = 0) -> Row:
+    row = [cell(f"Δ {variant} - {base}")] + [cell("")] * blanks
     n = 0
     for sp in sps:
         b, v = cells.get((base, sp), []), cells.get((variant, sp), [])

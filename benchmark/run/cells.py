@@ -1,5 +1,6 @@
-"""One cell of a suite: the dense model of its seed, the pruner's mask search, finetuning, evaluation and
-the result record (:func:`run_cell`), with the helpers that set each phase up."""
+"""One cell of a suite: the phases of the pruner's pipeline (after: the dense model of its seed, mask search,
+finetuning; before: mask search on the random initialisation, optional finetuning; during: sparse training
+from scratch), evaluation and the result record (:func:`run_cell`), with the helpers that set each phase up."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from torch import nn
 
 from baselines.base import Pruner
 from baselines.masking import iter_score_masks, sparsity_report
-from benchmark.config import Cell, SuiteConfig
+from benchmark.attacks import attack_mode, pgd
+from benchmark.config import Cell, PhaseConfig, SuiteConfig
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
 from benchmark.measure import measure
@@ -54,26 +56,122 @@ def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
 
 
 def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list[nn.Parameter]:
-    """Freeze the weights; train the scores (and rates), plus BatchNorm unless ``freeze_bn``."""
+    """Freeze the weights; train the scores (and rates), plus BatchNorm unless ``freeze_bn`` (or the pruner
+    keeps it fixed: :meth:`~baselines.Pruner.frozen_parameters`)."""
     for p in model.parameters():
         p.requires_grad_(False)
     params = pruner.score_parameters() + pruner.rate_parameters()
+    fixed = {id(p) for p in pruner.frozen_parameters()}
     if not freeze_bn:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                params += [p for p in m.parameters(recurse=False)]
+                params += [p for p in m.parameters(recurse=False) if id(p) not in fixed]
     for p in params:
         p.requires_grad_(True)
     return params
 
 
-def finetune_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """All weights, biases and BatchNorm parameters; scores and rates stay frozen."""
+def finetune_parameters(model: nn.Module, pruner: Pruner | None = None) -> list[nn.Parameter]:
+    """All weights, biases, BatchNorm parameters and a pruner's own trained tensors (TwinRep's twin factors):
+    the parameters of finetuning and of sparse training. Scores, rates and what the pruner keeps fixed
+    (:meth:`~baselines.Pruner.frozen_parameters`) stay frozen."""
     frozen = {id(p) for _, sm in iter_score_masks(model) for p in sm.parameters()}
+    if pruner is not None:
+        frozen |= {id(p) for p in pruner.frozen_parameters()}
     params = [p for p in model.parameters() if id(p) not in frozen]
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def pipeline_phases(suite: SuiteConfig, pruner: Pruner) -> dict[str, PhaseConfig]:
+    """The training phases a cell of ``pruner`` runs, by name, with their settings.
+
+    ``after``: the suite's dense ``pretrain`` (shared by the cells of a seed; absent when the dense model is
+    loaded), ``search`` (if the pruner searches) and ``finetune``. ``before``: the mask ``search`` on the
+    random initialisation with the from-scratch budget (the suite's ``pretrain`` settings: the search replaces
+    the dense training), then ``finetune`` if the pruner finetunes. ``during``: one sparse ``train`` phase from
+    scratch with the ``pretrain`` settings. Phases of zero epochs are left out.
+    """
+    if pruner.pipeline == "during":
+        phases = {"train": suite.pretrain}
+    elif pruner.pipeline == "before":
+        phases = {"search": suite.pretrain} if pruner.needs_search else {}
+        if pruner.finetunes:
+            phases["finetune"] = suite.finetune
+    else:
+        phases = {"pretrain": suite.pretrain} if suite.dense.source == "pretrain" else {}
+        if pruner.needs_search:
+            phases["search"] = suite.search
+        phases["finetune"] = suite.finetune
+    return {name: phase for name, phase in phases.items() if phase.epochs > 0}
+
+
+def training_budget(suite: SuiteConfig, pruner: Pruner, n_train: int) -> dict:
+    """Epochs and image passes (training images seen, each as an adversarial example) per phase and in all,
+    so pipelines are compared at a stated budget; a loaded dense model's training is not counted."""
+    phases = {name: {"epochs": p.epochs, "image_passes": p.epochs * n_train}
+              for name, p in pipeline_phases(suite, pruner).items()}
+    out = {"pipeline": pruner.pipeline, "phases": phases,
+           "epochs": sum(p["epochs"] for p in phases.values()),
+           "image_passes": sum(p["image_passes"] for p in phases.values()),
+           "attack_steps": suite.threat.steps}
+    if pruner.pipeline == "after" and suite.dense.source != "pretrain":
+        out["dense_training"] = f"not counted ({suite.dense.source})"
+    return out
+
+
+def robust_figures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: SuiteConfig,
+                   device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) under PGD (the evaluation's steps, seeded start) on fixed points."""
+    t, ev = suite.threat, suite.evaluation
+    gen = torch.Generator().manual_seed(ev.seed)
+    correct, loss = 0, 0.0
+    with attack_mode(model):
+        for i in range(0, len(x), ev.batch_size):
+            xb, yb = x[i:i + ev.batch_size].to(device), y[i:i + ev.batch_size].to(device)
+            x_adv = pgd(model, xb, yb, eps=t.eps_value, step_size=t.step_value, steps=ev.pgd_steps, generator=gen)
+            with torch.no_grad():
+                out = model(x_adv)
+            correct += int((out.argmax(1) == yb).sum())
+            loss += float(nn.functional.cross_entropy(out, yb, reduction="sum"))
+    return correct / max(len(x), 1), loss / max(len(x), 1)
+
+
+def epoch_figures(model: nn.Module, data: DataSplits, suite: SuiteConfig,
+                  device: torch.device) -> Callable[[], dict[str, float]]:
+    """What a pruner with ``needs_epoch_figures`` receives after each sparse-training epoch: robust accuracy
+    on the first training points and robust accuracy and loss on the validation split (as many points)."""
+    val = data.val if len(data.val) else data.train  # type: ignore[arg-type]
+    x_val, y_val = first_n(val, len(val))  # type: ignore[arg-type]
+    x_train, y_train = first_n(data.train, len(x_val))
+
+    def figures() -> dict[str, float]:
+        train_acc, _ = robust_figures(model, x_train, y_train, suite, device)
+        val_acc, val_loss = robust_figures(model, x_val, y_val, suite, device)
+        return {"train_robust_accuracy": train_acc, "val_robust_accuracy": val_acc, "val_robust_loss": val_loss}
+
+    return figures
+
+
+def sparse_training(model: nn.Module, pruner: Pruner, loader, phase: PhaseConfig, suite: SuiteConfig,
+                    device: torch.device, figures: Callable[[], dict[str, float]] | None = None,
+                    desc: str = "sparse training", progress: bool = False,
+                    checkpoint: EpochCheckpoint | None = None) -> list[dict]:
+    """The ``during`` pipeline's one phase: adversarial training of the weights from scratch with the pruner's
+    hooks (:meth:`~baselines.Pruner.begin_training`, ``training_step``, ``end_training_epoch``); ``figures``
+    is measured after each epoch for a pruner that needs it."""
+    if phase.awp:
+        raise ValueError("AWP does not apply to a 'during' pruner's sparse training; set pretrain.awp to false")
+    params = finetune_parameters(model, pruner)
+    pruner.begin_training(phase.epochs, len(loader))
+
+    def end_epoch(epoch: int) -> dict:
+        measured = figures() if (figures is not None and pruner.needs_epoch_figures) else {}
+        return {**measured, **pruner.end_training_epoch(epoch, measured)}
+
+    return train_phase(model, loader, params, phase, suite.threat, device=device, step=pruner.training_step,
+                       on_epoch_end=end_epoch, desc=desc, progress=progress, checkpoint=checkpoint)
 
 
 def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConfig, n: int,
@@ -121,15 +219,19 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     its final masks. With ``work``, each epoch is checkpointed there and an interrupted cell resumes; with
     ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.store.paths.model_path`)."""
     s, m = cell.suite, cell.method
-    dense_state, pretrain_record = dense.get(cell.seed)
-    seed_everything(cell.run_seed)
-    model = build_model(s, data)
-    model.load_state_dict(dense_state)
-    model.to(device)
     pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=s.granularity,
                           skip_first_last=s.skip_first_last, seed=cell.run_seed, **m.options)
+    plan = pipeline_phases(s, pruner)
+    phases: dict = {}
+    if pruner.pipeline == "after":
+        dense_state, pretrain_record = dense.get(cell.seed)
+        phases["pretrain"] = {**pretrain_record, "shared_across_cells": True}
+    seed_everything(cell.run_seed)
+    model = build_model(s, data)  # before / during: this random initialisation is where the pruner starts
+    if pruner.pipeline == "after":
+        model.load_state_dict(dense_state)
+    model.to(device)
     start_pruner(pruner, model, data, s, cell.run_seed, device)
-    phases: dict = {"pretrain": {**pretrain_record, "shared_across_cells": True}}
     history: dict = {}
     mask_record = None
     tag = f"{m.label} s={cell.sparsity:g} seed={cell.seed}" + ("" if cell.search_seed is None
@@ -142,9 +244,22 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             return EpochCheckpoint(work / f"{phase}.pt")
         return EpochCheckpoint(work / f"{phase}.pt", *extra)
 
-    if pruner.needs_search and s.search.epochs > 0:
-        params = search_parameters(model, pruner, s.search.freeze_bn)
-        loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.run_seed,
+    if "train" in plan:
+        train = plan["train"]
+        loader = make_loader(data.train, train.batch_size, shuffle=True, seed=cell.run_seed,
+                             **loader_settings(s.dataset, device))
+        phases["train"] = {"epochs": train.epochs}
+        with measure(phases["train"], device):
+            history["train"] = sparse_training(
+                model, pruner, loader, train, s, device, epoch_figures(model, data, s, device),
+                desc=f"sparse training {tag}", progress=progress,
+                checkpoint=epoch_checkpoint("train", (pruner.extra_state, pruner.load_extra_state)))
+        phases["train"]["s_per_epoch"] = phases["train"]["wall_s"] / train.epochs
+
+    if "search" in plan:
+        search = plan["search"]
+        params = search_parameters(model, pruner, search.freeze_bn)
+        loader = make_loader(data.train, search.batch_size, shuffle=True, seed=cell.run_seed,
                              **loader_settings(s.dataset, device))
         distances: list[dict] = []
         previous = {"masks": pruner.masks()}
@@ -167,13 +282,13 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             distances[:] = state["distances"]
             previous["masks"] = pruner.masks()
 
-        phases["search"] = {"epochs": s.search.epochs}
+        phases["search"] = {"epochs": search.epochs}
         with measure(phases["search"], device):
-            history["search"] = train_phase(model, loader, params, s.search, s.threat, device=device,
+            history["search"] = train_phase(model, loader, params, search, s.threat, device=device,
                                             step=pruner.search_step, on_epoch_end=end_epoch,
                                             desc=f"search {tag}", progress=progress,
                                             checkpoint=epoch_checkpoint("search", (get_extra, set_extra)))
-        phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / s.search.epochs
+        phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / search.epochs
         x_eval, y_eval = first_n(data.test, s.evaluation.n_examples)
         sharpness = None
         with Stages(f"after search {tag}", 1 + pruner.has_scores, progress) as bar:
@@ -202,8 +317,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     masks = pruner.masks()
     if mask_record is not None:
         mask_record["final_masks_sha"] = masks_fingerprint(masks)
-    if s.finetune.epochs > 0:
-        params = finetune_parameters(model)
+    if "finetune" in plan:
+        params = finetune_parameters(model, pruner)
         loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
                              **loader_settings(s.dataset, device))
         phases["finetune"] = {"epochs": s.finetune.epochs}
@@ -234,9 +349,12 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             "sparsity": cell.sparsity,
             "seed": cell.seed,
             **({} if cell.search_seed is None else {"search_seed": cell.search_seed}),
+            "pipeline": pruner.pipeline,
         },
         config=cell.identity(), config_hash=cell.config_hash(),
-        pruner_options=pruner.options(), training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
+        pruner_options=pruner.options(), taxonomy=pruner.taxonomy.as_dict(),
+        budget=training_budget(s, pruner, len(data.train)),
+        training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
         report=report, target=cell.sparsity, evaluation=evaluation, mask=mask_record, phases=phases,
         history=history, device=device)
     if root is not None:

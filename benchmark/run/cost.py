@@ -68,23 +68,39 @@ def _n_train(suite: SuiteConfig) -> int | None:
     return info.n_train - int(round(suite.dataset.val_fraction * info.n_train))
 
 
+def cell_plan(cell: Cell) -> tuple[str, dict[str, PhaseConfig]]:
+    """The cell's pipeline and the training phases it runs (:func:`benchmark.run.cells.pipeline_phases`);
+    the shared dense pretraining is costed per seed, not per cell."""
+    from benchmark.run.cells import pipeline_phases
+
+    m = cell.method
+    pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=cell.suite.granularity, **m.options)
+    plan = pipeline_phases(cell.suite, pruner)
+    plan.pop("pretrain", None)
+    return pruner.pipeline, plan
+
+
 def cell_cost(cell: Cell) -> CellCost:
-    """Passes of one cell: mask search (S2AP's extra pass included), finetune, and evaluation."""
+    """Passes of one cell: mask search (S2AP's extra pass included) or sparse training, finetune, and
+    evaluation."""
     s = cell.suite
     info = dataset_info(s.dataset.name, s.dataset.options)
     n_train = _n_train(s)
     steps = s.threat.steps
-    base, plugin = split_method(cell.method.method)
+    _, plugin = split_method(cell.method.method)
+    _, plan = cell_plan(cell)
+    main = plan.get("search") or plan.get("train")
     search: float | None = 0.0
-    if get_pruner(base).needs_search and n_train is not None:
-        search = _training_passes(s.search, steps, n_train)
+    if n_train is None:
+        search = None
+    elif main is not None:
+        search = _training_passes(main, steps, n_train)
         if plugin:
             st = cell.method.s2ap
             extra = (steps + 1) if st.regenerate_adversarial else 1
-            search += max(0, s.search.epochs - st.warmup_epochs) * n_train * extra
-    elif n_train is None:
-        search = None
-    finetune = _training_passes(s.finetune, steps, n_train) if n_train is not None else None
+            search += max(0, main.epochs - st.warmup_epochs) * n_train * extra
+    finetune = (_training_passes(plan["finetune"], steps, n_train) if "finetune" in plan else 0.0) \
+        if n_train is not None else None
     ev = s.evaluation
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
     aa = n_eval * autoattack_passes(ev.autoattack, info.num_classes or 10)
@@ -202,11 +218,18 @@ def cell_seconds(cell: Cell, t: StepTimes) -> dict[str, float | None]:
     n_train, ev = _n_train(s), s.evaluation
     info = dataset_info(s.dataset.name, s.dataset.options)
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
-    search_batches, finetune_batches = _batches(n_train, s.search.batch_size), _batches(n_train, s.finetune.batch_size)
-    needs_search = get_pruner(split_method(cell.method.method)[0]).needs_search
-    search = 0.0 if not needs_search or not s.search.epochs else (
-        None if search_batches is None else s.search.epochs * search_batches * t.search[cell.method.label])
-    finetune = None if finetune_batches is None else s.finetune.epochs * finetune_batches * t.finetune
+    _, plan = cell_plan(cell)
+    needs_search = "search" in plan
+    search: float | None = 0.0
+    if "train" in plan:  # sparse training: about a dense training step per batch
+        batches = _batches(n_train, plan["train"].batch_size)
+        search = None if batches is None else plan["train"].epochs * batches * t.pretrain
+    elif needs_search:
+        batches = _batches(n_train, plan["search"].batch_size)
+        search = None if batches is None else plan["search"].epochs * batches * t.search[cell.method.label]
+    finetune_batches = _batches(n_train, s.finetune.batch_size)
+    finetune = 0.0 if "finetune" not in plan else (
+        None if finetune_batches is None else s.finetune.epochs * finetune_batches * t.finetune)
     evaluate = n_eval * t.eval_point * (2 if needs_search else 1) + cell_cost(cell).autoattack * t.pass_s
     if needs_search and get_pruner(split_method(cell.method.method)[0]).has_scores:
         evaluate += ev.sharpness_examples * (s.threat.steps + 2 * ev.sharpness_iterations) * t.pass_s
