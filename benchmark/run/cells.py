@@ -17,7 +17,7 @@ from torch import nn
 from baselines.base import Pruner
 from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.attacks import attack_mode, pgd
-from benchmark.config import Cell, PhaseConfig, SuiteConfig
+from benchmark.config import Cell, PhaseConfig, SuiteConfig, ThreatConfig
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
 from benchmark.measure import measure
@@ -121,16 +121,16 @@ def training_budget(suite: SuiteConfig, pruner: Pruner, n_train: int) -> dict:
     return out
 
 
-def robust_figures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: SuiteConfig,
-                   device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) under PGD (the evaluation's steps, seeded start) on fixed points."""
-    t, ev = suite.threat, suite.evaluation
-    gen = torch.Generator().manual_seed(ev.seed)
+def robust_figures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatConfig, steps: int,
+                   batch_size: int, seed: int, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) under PGD-``steps`` (seeded random start) on fixed points."""
+    gen = torch.Generator().manual_seed(seed)
     correct, loss = 0, 0.0
     with attack_mode(model):
-        for i in range(0, len(x), ev.batch_size):
-            xb, yb = x[i:i + ev.batch_size].to(device), y[i:i + ev.batch_size].to(device)
-            x_adv = pgd(model, xb, yb, eps=t.eps_value, step_size=t.step_value, steps=ev.pgd_steps, generator=gen)
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            x_adv = pgd(model, xb, yb, eps=threat.eps_value, step_size=threat.step_value, steps=steps,
+                        generator=gen)
             with torch.no_grad():
                 out = model(x_adv)
             correct += int((out.argmax(1) == yb).sum())
@@ -146,15 +146,19 @@ def epoch_figures(model: nn.Module, data: DataSplits, suite: SuiteConfig,
     x_val, y_val = first_n(val, len(val))  # type: ignore[arg-type]
     x_train, y_train = first_n(data.train, len(x_val))
 
+    ev = suite.evaluation
+
     def figures() -> dict[str, float]:
-        train_acc, _ = robust_figures(model, x_train, y_train, suite, device)
-        val_acc, val_loss = robust_figures(model, x_val, y_val, suite, device)
+        train_acc, _ = robust_figures(model, x_train, y_train, suite.threat, ev.pgd_steps, ev.batch_size, ev.seed,
+                                      device)
+        val_acc, val_loss = robust_figures(model, x_val, y_val, suite.threat, ev.pgd_steps, ev.batch_size, ev.seed,
+                                           device)
         return {"train_robust_accuracy": train_acc, "val_robust_accuracy": val_acc, "val_robust_loss": val_loss}
 
     return figures
 
 
-def sparse_training(model: nn.Module, pruner: Pruner, loader, phase: PhaseConfig, suite: SuiteConfig,
+def sparse_training(model: nn.Module, pruner: Pruner, loader, phase: PhaseConfig, threat: ThreatConfig,
                     device: torch.device, figures: Callable[[], dict[str, float]] | None = None,
                     desc: str = "sparse training", progress: bool = False,
                     checkpoint: EpochCheckpoint | None = None) -> list[dict]:
@@ -170,7 +174,7 @@ def sparse_training(model: nn.Module, pruner: Pruner, loader, phase: PhaseConfig
         measured = figures() if (figures is not None and pruner.needs_epoch_figures) else {}
         return {**measured, **pruner.end_training_epoch(epoch, measured)}
 
-    return train_phase(model, loader, params, phase, suite.threat, device=device, step=pruner.training_step,
+    return train_phase(model, loader, params, phase, threat, device=device, step=pruner.training_step,
                        on_epoch_end=end_epoch, desc=desc, progress=progress, checkpoint=checkpoint)
 
 
@@ -251,7 +255,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         phases["train"] = {"epochs": train.epochs}
         with measure(phases["train"], device):
             history["train"] = sparse_training(
-                model, pruner, loader, train, s, device, epoch_figures(model, data, s, device),
+                model, pruner, loader, train, s.threat, device, epoch_figures(model, data, s, device),
                 desc=f"sparse training {tag}", progress=progress,
                 checkpoint=epoch_checkpoint("train", (pruner.extra_state, pruner.load_extra_state)))
         phases["train"]["s_per_epoch"] = phases["train"]["wall_s"] / train.epochs
