@@ -18,6 +18,7 @@ from benchmark.report.stats import (
     METRICS,
     aa_flags,
     best_labels,
+    budget_text,
     by_cell,
     dense_results,
     fmt_sparsity,
@@ -26,6 +27,7 @@ from benchmark.report.stats import (
     is_degenerate,
     method_order,
     paired_difference,
+    pipeline_of,
     protocols,
     robust_above_clean,
     s2ap_pairs,
@@ -71,7 +73,9 @@ def leaderboard_table(results: list[dict], keys: tuple[str, ...] = PAGE_METRICS,
     +S2AP - base paired differences, flag counts and links to the result files (by seed)."""
     metrics = [METRICS[k] for k in keys if any(METRICS[k].get(r) is not None for r in results)]
     diffs = [METRICS[k] for k in ("aa", "clean") if METRICS[k] in metrics] if extras else []
-    headers = (["dataset / model / structure", "method", "sparsity", "seeds"] + [m.title + m.arrow for m in metrics]
+    budgets = ["pipeline", "budget"] if any(budget_text(r) for r in results) else []
+    headers = (["dataset / model / structure", "method"] + budgets + ["sparsity", "seeds"]
+               + [m.title + m.arrow for m in metrics]
                + [f"Δ {m.title} vs base" for m in diffs]
                + (["AA flags", "robust > clean", "result files (seed)"] if extras else []))
     rows = []
@@ -80,7 +84,8 @@ def leaderboard_table(results: list[dict], keys: tuple[str, ...] = PAGE_METRICS,
         dense = dense_results(rs)
         setting = " / ".join(x for x in group_cells(group) if x)
         if dense:
-            rows.append(Row([cell(x) for x in (setting, "dense (unpruned)", "0%", str(len(dense)))]
+            rows.append(Row([cell(x) for x in (setting, "dense (unpruned)", *[""] * len(budgets), "0%",
+                                               str(len(dense)))]
                             + [cell(summary_text(summarize(dense, m), m)) for m in metrics]
                             + [cell("-") for _ in diffs]
                             + ([cell(str(sum(1 for r in dense if aa_flags(r)))),
@@ -93,7 +98,9 @@ def leaderboard_table(results: list[dict], keys: tuple[str, ...] = PAGE_METRICS,
             best = {m.key: best_labels({lab: summarize(cells[(lab, sp)], m) for lab in labels}, m) for m in metrics}
             for lab in labels:
                 seeds = cells[(lab, sp)]
-                row = [cell(x) for x in (setting, marked(lab, seeds), fmt_sparsity(sp), str(len(seeds)))]
+                pipeline = [pipeline_of(seeds[0]), " / ".join(sorted({budget_text(r) for r in seeds}))]
+                row = [cell(x) for x in (setting, marked(lab, seeds), *pipeline[:len(budgets)], fmt_sparsity(sp),
+                                         str(len(seeds)))]
                 row += [cell(summary_text(summarize(seeds, m), m), lab in best[m.key]) for m in metrics]
                 for m in diffs:
                     d = paired_difference(cells.get((pairs[lab], sp), []), seeds, m) if lab in pairs else None
