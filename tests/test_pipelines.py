@@ -146,3 +146,12 @@ def test_awp_is_refused_for_sparse_training(tmp_path: Path) -> None:
     pruner.attach(net)
     with pytest.raises(ValueError, match="AWP"):
         sparse_training(net, pruner, [], PhaseConfig(epochs=1, awp=True), ThreatConfig(), torch.device("cpu"))
+
+
+def test_a_before_or_during_method_with_pretrain_awp_is_refused_before_anything_runs(capsys) -> None:
+    from benchmark.cli import main
+
+    for method in ("twinrep", "rst"):
+        assert main(["run", "digits-quick", "--methods", method, "--set", "pretrain.awp=true", "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert "config field 'pretrain.awp'" in err and method in err and "\n" not in err.strip()
