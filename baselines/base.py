@@ -161,10 +161,11 @@ class Pruner:
         return 1.0 - self.sparsity
 
     def generator(self, purpose: str) -> torch.Generator:
-        """A random generator of this pruner's own for ``purpose``, seeded from the pruner's name, seed and
-        purpose: deterministic, and independent of the global seed that initialised the model's weights (a
-        draw from ``Generator().manual_seed(seed)`` would repeat the model's own initial weights)."""
-        digest = hashlib.sha256(f"{self.name}:{self.seed}:{purpose}".encode()).digest()
+        """A random generator of this pruner's own for ``purpose``, seeded from the pruner's seed and the
+        purpose: deterministic, independent of the global seed that initialised the model's weights (a draw
+        from ``Generator().manual_seed(seed)`` would repeat the model's own initial weights), and shared by
+        variants of one method at one seed (FlyingBird and FlyingBird+ start from the same mask)."""
+        digest = hashlib.sha256(f"{self.seed}:{purpose}".encode()).digest()
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
     @property

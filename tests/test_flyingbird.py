@@ -194,3 +194,11 @@ def test_registry_and_options() -> None:
         build_pruner("flyingbird", 0.9, death_rate=1.5)
     with pytest.raises(ValueError, match="'epoch_range'"):
         build_pruner("flyingbird+", 0.9, epoch_range=0)
+
+
+def test_flyingbird_and_flyingbird_plus_start_from_the_same_mask() -> None:
+    a, _ = attached("flyingbird", 0.9, seed=2)
+    b, _ = attached("flyingbird+", 0.9, seed=2)
+    c, _ = attached("flyingbird", 0.9, seed=3)
+    assert all(torch.equal(m, masks_of(b)[n]) for n, m in masks_of(a).items())
+    assert not all(torch.equal(m, masks_of(c)[n]) for n, m in masks_of(a).items())
