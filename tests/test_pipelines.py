@@ -155,3 +155,50 @@ def test_a_before_or_during_method_with_pretrain_awp_is_refused_before_anything_
         assert main(["run", "digits-quick", "--methods", method, "--set", "pretrain.awp=true", "--dry-run"]) == 2
         err = capsys.readouterr().err
         assert "config field 'pretrain.awp'" in err and method in err and "\n" not in err.strip()
+
+
+@pytest.mark.parametrize("method", ["flyingbird+", "twinrep"])
+def test_an_interrupted_sparse_training_resumes_exactly(method: str, tmp_path: Path) -> None:
+    """Killed after two of three epochs and resumed from its epoch checkpoint (model, optimizer, RNG, the
+    pruner's own state), a run ends with the same masks and weights as one that was never interrupted."""
+    from benchmark.config import PhaseConfig, ThreatConfig
+    from benchmark.data import make_loader
+    from benchmark.models import create_model
+    from benchmark.run.cells import robust_figures, sparse_training
+    from benchmark.train.loop import EpochCheckpoint
+
+    threat, phase = ThreatConfig(eps="16/255", step_size="8/255", steps=1), PhaseConfig(epochs=3, batch_size=8)
+    gen = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.rand(16, 1, 8, 8, generator=gen),
+                                          torch.randint(0, 10, (16,), generator=gen))
+
+    def run(path: Path, stop_at: int | None = None):
+        torch.manual_seed(0)
+        model = create_model("mlp", 10, 1)
+        pruner = build_pruner(method, 0.8, seed=0, **({"start": 0.0} if method == "flyingbird+" else {}))
+        pruner.attach(model)
+        loader = make_loader(data, 8, shuffle=True, seed=0)
+        hook = pruner.end_training_epoch
+
+        def end_epoch(epoch: int, figures: dict) -> dict:
+            if epoch == stop_at:  # the process dies before this epoch's checkpoint is written
+                raise KeyboardInterrupt
+            return hook(epoch, figures)
+
+        pruner.end_training_epoch = end_epoch  # type: ignore[method-assign]
+
+        def figures() -> dict[str, float]:
+            acc, loss = robust_figures(model, *data.tensors, threat, 2, 16, 0, torch.device("cpu"))
+            return {"train_robust_accuracy": acc, "val_robust_accuracy": acc / 2, "val_robust_loss": loss}
+
+        sparse_training(model, pruner, loader, phase, threat, torch.device("cpu"), figures,
+                        checkpoint=EpochCheckpoint(path, pruner.extra_state, pruner.load_extra_state))
+        return pruner, model
+
+    whole, whole_model = run(tmp_path / "whole.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut.pt", stop_at=2)
+    resumed, resumed_model = run(tmp_path / "cut.pt")
+    for (name, a), b in zip(whole_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert whole.extra_state().keys() == resumed.extra_state().keys()

@@ -255,7 +255,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         phases["train"] = {"epochs": train.epochs}
         with measure(phases["train"], device):
             history["train"] = sparse_training(
-                model, pruner, loader, train, s.threat, device, epoch_figures(model, data, s, device),
+                model, pruner, loader, train, s.threat, device,
+                epoch_figures(model, data, s, device) if pruner.needs_epoch_figures else None,
                 desc=f"sparse training {tag}", progress=progress,
                 checkpoint=epoch_checkpoint("train", (pruner.extra_state, pruner.load_extra_state)))
         phases["train"]["s_per_epoch"] = phases["train"]["wall_s"] / train.epochs
