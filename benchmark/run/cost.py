@@ -289,15 +289,16 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
             took = _recorded_seconds(path)
             lines.append(f"{cell.key}  [{cell.config_hash()}]  done" + (f" (took {_hours(took)})" if took else ""))
             continue
+        main = "sparse training" if cell_plan(cell)[0] == "during" else "search"
         if times is not None:
             sec = cell_seconds(cell, times)
             cost = None if None in sec.values() else sum(sec.values())  # type: ignore[arg-type]
-            lines.append(f"{cell.key}  [{cell.config_hash()}]  ~{_hours(cost)} (search {_hours(sec['search'])}, "
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  ~{_hours(cost)} ({main} {_hours(sec['search'])}, "
                          f"finetune {_hours(sec['finetune'])}, evaluation <= {_hours(sec['evaluate'])})")
         else:
             c = cell_cost(cell)
             cost = c.total
-            lines.append(f"{cell.key}  [{cell.config_hash()}]  {_fmt(c.total)} (search {_fmt(c.search)}, finetune "
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  {_fmt(c.total)} ({main} {_fmt(c.search)}, finetune "
                          f"{_fmt(c.finetune)}, evaluation <= {_fmt(c.evaluation)} of which AutoAttack "
                          f"{c.autoattack:.3g})")
         total = None if total is None or cost is None else total + cost
