@@ -18,17 +18,11 @@ $(BIN)/s2ap-bench: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# A real, small suite computed from an empty folder (2-3 min measured on the shared 2-core machine), then
-# the committed leaderboard of the full digits suite to compare with.
+# A real, small suite computed from an empty folder, then a short summary: cells and time, the leaderboard with
+# 95 % intervals, the +S2AP verdicts, the page it wrote (index.html) and the next command.
 smoke: $(BIN)/s2ap-bench
-	rm -rf $(SMOKE_DIR)/digits-quick
-	@start=$$(date +%s); $(BIN)/s2ap-bench run digits-quick --workers 2 --results-dir $(SMOKE_DIR) --no-progress \
-		&& echo "digits-quick computed from an empty folder in $$(($$(date +%s) - start)) s -> $(SMOKE_DIR)/digits-quick"
-	@echo
-	@echo "Computed here: digits-quick (1 seed, AutoAttack fast), clean / AutoAttack accuracy (%):"
-	@sed -n '/^| method/,/^$$/p' $(SMOKE_DIR)/digits-quick/leaderboard.md
-	@echo "Committed: digits-smoke (make digits; 3 seeds, AutoAttack standard), results/digits-smoke/leaderboard.md:"
-	@sed -n '/^| method/,/^$$/p' results/digits-smoke/leaderboard.md
+	@rm -rf $(SMOKE_DIR)/digits-quick
+	@$(BIN)/s2ap-bench run digits-quick --workers 2 --results-dir $(SMOKE_DIR) --no-progress --summary
 
 # The full digits suite into results/ (cells whose committed results are up to date are skipped)
 digits: $(BIN)/s2ap-bench
@@ -56,3 +50,23 @@ docs: $(BIN)/s2ap-bench
 bench: $(BIN)/s2ap-bench
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-timer=time.process_time \
 		$(BENCH_ARGS)
+
+# Every GPU check in one call, within 8 minutes, into results/gpu/<date>-<gpu>/ (scripts/gpu_check.py, docs/gpu.md).
+# On a machine whose own python3 holds a CUDA build of torch:
+#   make gpu-check GPU_PYTHON=python3 GPU_CHECK_ARGS="--out $OUT/gpu"
+# The logic on this machine's CPU, in seconds: make gpu-check GPU_CHECK_ARGS="--device cpu --quick --out build/gpu"
+GPU_PYTHON ?= $(BIN)/python
+GPU_CARRY ?= build/gpu-carry
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check gpu-carry
+gpu-check:
+	PYTHONPATH="$(CURDIR):$(abspath $(GPU_CARRY))$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) scripts/gpu_check.py \
+		$(GPU_CHECK_ARGS)
+
+# What a GPU machine's image lacks, to travel with the working tree (build/ is ignored: name $(GPU_CARRY) in
+# the device tool's carry): pyautoattack, pure Python, copied from the venv without its 43 MB of examples
+gpu-carry:
+	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)
+	cp -r "$$($(BIN)/python -c 'import os, pyautoattack; print(os.path.dirname(pyautoattack.__file__))')" $(GPU_CARRY)/
+	rm -rf $(GPU_CARRY)/pyautoattack/examples $(GPU_CARRY)/pyautoattack/__pycache__
+	du -sh $(GPU_CARRY)

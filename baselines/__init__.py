@@ -5,7 +5,6 @@ from baselines.base import (
     PRUNERS,
     NonFiniteLossError,
     Pruner,
-    Taxonomy,
     adversarial_step,
     get_pruner,
     list_pruners,
@@ -19,7 +18,6 @@ __all__ = [
     "NonFiniteLossError",
     "Pruner",
     "ScoreMask",
-    "Taxonomy",
     "adversarial_step",
     "export_dense",
     "get_pruner",
@@ -30,4 +28,4 @@ __all__ = [
 
 # The pruners register themselves on import. They come last, after the names above exist, so that a pruner
 # module may import them from `baselines` (docs/adding-a-pruner.md: add yours to the end of this line).
-from baselines import harp, hydra, magnitude, random_pruner, rst, flyingbird, twinrep  # noqa: E402, F401, I001
+from baselines import harp, hydra, magnitude, random_pruner, radmm, mad, rst, flyingbird, twinrep  # noqa: E402, F401, I001

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -24,29 +23,8 @@ PRUNERS: Registry[type[Pruner]] = Registry("pruner", entry_point_group="s2ap_ben
 # When a pruner prunes (the taxonomy of the Adversarial Pruning Benchmark): after adversarial training of a
 # dense model, before any weight training (on the random initialisation), or during training from scratch.
 PIPELINES = ("after", "before", "during")
-CRITERIA = ("magnitude", "score", "regularisation", "random", "gradient", "solver")
-SCOPES = ("local", "global")
-SCHEDULES = ("one-shot", "iterative")
 # What the harness measures after each sparse-training epoch for a pruner with ``needs_epoch_figures``.
 EPOCH_FIGURES = ("train_robust_accuracy", "val_robust_accuracy", "val_robust_loss")
-
-
-@dataclass(frozen=True)
-class Taxonomy:
-    """How a pruner chooses its weights: the criterion, local (per-layer budgets) or global (one budget over
-    the network), and one-shot (the mask is decided once) or iterative (the mask changes over training)."""
-
-    criterion: str
-    scope: str
-    schedule: str
-
-    def __post_init__(self) -> None:
-        for field, allowed in (("criterion", CRITERIA), ("scope", SCOPES), ("schedule", SCHEDULES)):
-            if getattr(self, field) not in allowed:
-                raise ValueError(f"taxonomy {field} must be one of {', '.join(allowed)}, got {getattr(self, field)!r}")
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 def register_pruner(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
@@ -128,8 +106,12 @@ class Pruner:
     has_scores: ClassVar[bool] = True
     needs_search: ClassVar[bool] = True
     granularities: ClassVar[tuple[str, ...]] = ("weight",)
+    # Where the pruner sits in the training pipeline: "after" (prunes a trained dense model), "before" or
+    # "during" training; and how it decides (e.g. criterion, local/global, one-shot/iterative).
     pipeline: ClassVar[str] = "after"
-    taxonomy: ClassVar[Taxonomy] = Taxonomy("score", "local", "one-shot")
+    taxonomy: ClassVar[dict[str, str]] = {}
+    # Without learnt scores: the one-line reason why S2AP cannot apply (shown by ``ls`` and the builder).
+    no_s2ap_reason: ClassVar[str] = ""
     # "during" pruners that adapt to the training run: the harness measures, after each training epoch,
     # the robust accuracy on a fixed training subset and the robust accuracy and loss on the validation split,
     # and passes them to :meth:`end_training_epoch` (keys in EPOCH_FIGURES).
@@ -202,6 +184,12 @@ class Pruner:
         raise NotImplementedError
 
     # -- mask search ---------------------------------------------------------------------------------------
+    def search_parameters(self) -> list[nn.Parameter]:
+        """What the mask search's optimiser trains (BatchNorm is added by the harness unless frozen): the
+        scores and rates by default, with the weights frozen. A pruner whose search trains the weights
+        (R-ADMM) returns them here."""
+        return self.score_parameters() + self.rate_parameters()
+
     def score_parameters(self) -> list[nn.Parameter]:
         """Trainable score tensors, one per masked layer (empty for pruners without learnt scores)."""
         return [sm.scores for sm in self.layers.values()] if self.has_scores else []
@@ -223,6 +211,11 @@ class Pruner:
     ) -> Tensor:
         """One mask-search step. S2AP replaces this step; pruners rarely need to."""
         return adversarial_step(adversarial, robust_loss, optimizer, self.extra_loss)
+
+    def extra_search_passes(self) -> int:
+        """Forward-backward passes per example a search step runs beyond the attack's and the training step's
+        (for cost estimates): 0 by default; MAD's mask optimisation adds its steps."""
+        return 0
 
     def end_search_epoch(self, epoch: int) -> dict[str, float]:
         """Hook after each mask-search epoch; returns figures to log (HARP updates its size weight here)."""
@@ -266,9 +259,20 @@ class Pruner:
     def load_extra_state(self, state: dict) -> None:
         """Restore what :meth:`extra_state` returned."""
 
+    def target_met(self) -> bool:
+        """Whether the search has met the pruner's own target (HARP: its size loss reached 0); a best-epoch
+        checkpoint rule considers only the epochs where it has. Pruners without such a target: always."""
+        return True
+
     # -- after the search ----------------------------------------------------------------------------------
+    def end_search(self) -> None:
+        """Called once the search is over (also when there was none), before the searched mask is evaluated
+        and frozen. Pruners that set their mask only after the search (R-ADMM's hard prune, MAD's saliency
+        ranking) set it here; it must be idempotent, since :meth:`freeze` calls it again. Nothing by default."""
+
     def freeze(self) -> None:
-        """Fix the masks for finetuning and zero the masked weights."""
+        """Fix the masks for finetuning and zero the masked weights (after :meth:`end_search`)."""
+        self.end_search()
         for sm in self.layers.values():
             sm.freeze()
         assert self.model is not None

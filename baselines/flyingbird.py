@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from baselines.base import Pruner, Taxonomy, register_pruner
+from baselines.base import Pruner, register_pruner
 from baselines.harp import erk_keep_ratios, exact_counts
 from baselines.masking import apply_masks_to_weights, keep_count, raw_weight
 
@@ -76,7 +76,9 @@ class FlyingBird(Pruner):
     has_scores = False
     needs_search = False
     pipeline = "during"
-    taxonomy = Taxonomy("magnitude", "local", "iterative")
+    taxonomy = {"criterion": "magnitude", "scope": "local", "schedule": "iterative"}
+    no_s2ap_reason = ("flyingbird trains the weights under a topology chosen by magnitude and at random: it learns "
+                      "no scores for S2AP to perturb")
 
     def __init__(self, sparsity: float, *, death_rate: float = 0.5, death_rate_min: float = 0.005,
                  update_every: int = 1, **kwargs) -> None:

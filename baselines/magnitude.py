@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.base import Pruner, Taxonomy, register_pruner
+from baselines.base import Pruner, register_pruner
 from baselines.masking import keep_count, raw_weight
 
 SCOPES = ("layer", "global")
@@ -27,16 +27,14 @@ class Magnitude(Pruner):
     has_scores = False
     needs_search = False
     granularities = ("weight", "channel")
+    taxonomy = {"criterion": "magnitude", "scope": "local (scope: layer) or global (scope: global)",
+                "schedule": "one-shot"}
 
     def __init__(self, sparsity: float, *, scope: str = "layer", **kwargs) -> None:
         if scope not in SCOPES:
             raise ValueError(f"magnitude option 'scope' must be one of {', '.join(SCOPES)}, got {scope!r}")
         super().__init__(sparsity, **kwargs)
         self.scope = scope
-
-    @property
-    def taxonomy(self) -> Taxonomy:  # type: ignore[override]
-        return Taxonomy("magnitude", "global" if self.scope == "global" else "local", "one-shot")
 
     def options(self) -> dict:
         return {**super().options(), "scope": self.scope}

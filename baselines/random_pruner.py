@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.base import Pruner, Taxonomy, register_pruner
+from baselines.base import Pruner, register_pruner
 
 
 @register_pruner("random")
@@ -15,7 +15,7 @@ class RandomPruner(Pruner):
     has_scores = False
     needs_search = False
     granularities = ("weight", "channel")
-    taxonomy = Taxonomy("random", "local", "one-shot")
+    taxonomy = {"criterion": "random", "scope": "local", "schedule": "one-shot"}
 
     def init_scores(self, model: nn.Module) -> None:
         gen = torch.Generator().manual_seed(self.seed)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from baselines.base import Pruner, Taxonomy, register_pruner
+from baselines.base import Pruner, register_pruner
 from baselines.masking import prunable_layers, raw_weight
 
 RELU_GAIN = math.sqrt(2.0)
@@ -42,7 +42,7 @@ class RobustScratchTicket(Pruner):
 
     granularities = ("weight", "channel")
     pipeline = "before"
-    taxonomy = Taxonomy("score", "local", "one-shot")
+    taxonomy = {"criterion": "score", "scope": "local", "schedule": "one-shot"}
 
     def __init__(self, sparsity: float, *, finetune: bool = False, **kwargs) -> None:
         if not isinstance(finetune, bool):

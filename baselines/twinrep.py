@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from baselines.base import Pruner, Taxonomy, register_pruner
+from baselines.base import Pruner, register_pruner
 from baselines.magnitude import allocate_global_keep
 from baselines.masking import apply_masks_to_weights, prunable_layers, raw_weight
 
@@ -56,7 +56,9 @@ class TwinRep(Pruner):
     needs_search = False
     granularities = ("weight", "channel")
     pipeline = "during"
-    taxonomy = Taxonomy("regularisation", "global", "one-shot")
+    taxonomy = {"criterion": "regularisation", "scope": "global", "schedule": "one-shot"}
+    no_s2ap_reason = ("twinrep prunes once by the magnitude of its trained twin product w * a: it learns no "
+                      "scores for S2AP to perturb")
 
     def __init__(self, sparsity: float, *, prune_epoch: int | None = None, **kwargs) -> None:
         if prune_epoch is not None and (isinstance(prune_epoch, bool) or not isinstance(prune_epoch, int)

@@ -26,7 +26,7 @@ METHODS = ["hydra", "rst", {"method": "flyingbird+", "options": {"start": 0.0}},
 class NoDense:
     """A dense cache that must not be asked: pipelines before and during start from a random initialisation."""
 
-    def get(self, seed: int):
+    def get(self, seed: int, *args):
         raise AssertionError("a before/during cell asked for the dense model")
 
 
@@ -125,10 +125,10 @@ def test_twinrep_weight_decay_acts_on_both_factors(suite: SuiteConfig) -> None:
 
 def test_phases_and_costs_follow_the_pipeline(suite: SuiteConfig) -> None:
     by_method = {c.method.method: c for c in suite.cells()}
-    plans = {m: list(pipeline_phases(suite, build_pruner(m, 0.9, **c.method.options))) for m, c in by_method.items()}
+    plans = {m: list(pipeline_phases(c, build_pruner(m, 0.9, **c.method.options))) for m, c in by_method.items()}
     assert plans == {"hydra": ["pretrain", "search", "finetune"], "rst": ["search"], "flyingbird+": ["train"],
                      "twinrep": ["train"]}
-    assert list(pipeline_phases(suite, build_pruner("rst", 0.9, finetune=True))) == ["search", "finetune"]
+    assert list(pipeline_phases(by_method["rst"], build_pruner("rst", 0.9, finetune=True))) == ["search", "finetune"]
     for method in ("flyingbird+", "twinrep"):  # sparse training costs what the dense pretraining costs
         cost = cell_cost(by_method[method])
         assert cost.finetune == 0 and cost.search == pretrain_cost(suite) > 0

@@ -110,7 +110,7 @@ def test_channel_prune_ranks_filters_by_the_l2_norm_of_w_times_a() -> None:
 
 def test_registry_and_options() -> None:
     cls = get_pruner("twinrep")
-    assert cls.pipeline == "during" and cls.taxonomy.criterion == "regularisation"
+    assert cls.pipeline == "during" and cls.taxonomy["criterion"] == "regularisation"
     assert "twinrep+s2ap" not in list_methods()
     with pytest.raises(ValueError, match="'prune_epoch'"):
         build_pruner("twinrep", 0.9, prune_epoch=0)

@@ -38,8 +38,9 @@ from benchmark.report.stats import (
 MISSING = "-"
 DETAIL_METRICS = ("achieved_sparsity", "time_pretrain", "time_search", "time_finetune", "time_evaluate",
                   "peak_memory", "mask_change", "seed_distance", "search_seed_distance", "sharpness", "sharpness_live",
-                  "mask_robust")
-EFFECT_METRICS = ("aa", "clean", "mask_change", "seed_distance", "sharpness", "sharpness_live", "mask_robust")
+                  "mask_robust", "median_distance")
+EFFECT_METRICS = ("aa", "clean", "mask_change", "seed_distance", "sharpness", "sharpness_live", "mask_robust",
+                  "median_distance")
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,20 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     best = {(sp, m.key): best_labels(_cell_summaries(cells, order, sp, m), m) for sp in sps for m in (clean, aa)}
     budgets = any(budget_text(r) for r in results)  # results with a pipeline budget: show it beside accuracy
     extra = ["pipeline", "budget"] if budgets else []
-    headers = ["method"] + extra + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps] + [
-        "seeds", "AA flags", "robust > clean", "degenerate"]
+    distance = METRICS["median_distance"]
+    with_distance = [sp for sp in sps if any(distance.get(r) is not None for lab in order
+                                             for r in cells.get((lab, sp), []))]
+    headers = (["method"] + extra + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps]
+               + [f"{fmt_sparsity(sp)} median distance" for sp in with_distance]
+               + ["seeds", "AA flags", "robust > clean", "degenerate"])
     rows: list[Row] = []
     dense = dense_results(results)
     if dense:
         c, a = summarize(dense, clean), summarize(dense, aa)
         text = (Part(summary_text(c, clean)), Part(" / "), Part(summary_text(a, aa)))
-        rows.append(Row([cell("dense (unpruned)"), *[cell("")] * len(extra), *[text] * len(sps), cell(str(len(dense))),
+        dist = cell(summary_text(summarize(dense, distance), distance))
+        rows.append(Row([cell("dense (unpruned)"), *[cell("")] * len(extra), *[text] * len(sps),
+                         *[dist] * len(with_distance), cell(str(len(dense))),
                          cell(str(_n_aa_flagged(dense))), cell(str(_n_above(dense))),
                          cell(str(_n_degenerate(dense)))], "dense"))
     for lab in order:
@@ -122,15 +129,20 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
             c, a = (summarize(cells.get((lab, sp), []), m) for m in (clean, aa))
             row.append((Part(summary_text(c, clean, n_max), lab in best[(sp, "clean")]), Part(" / "),
                         Part(summary_text(a, aa, n_max), lab in best[(sp, "aa")])))
+        for sp in with_distance:
+            summaries = _cell_summaries(cells, order, sp, distance)
+            row.append(cell(summary_text(summaries[lab], distance, n_max), lab in best_labels(summaries, distance)))
         rows.append(Row(row + [cell(str(n_max)), cell(str(_n_aa_flagged(mine))), cell(str(_n_above(mine))),
                                cell(str(_n_degenerate(mine)))]))
         if lab in pairs:
-            rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells, len(extra)))
+            rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells, with_distance, len(extra)))
     dataset, model, structure = group_cells(group)
     caption = (f"{dataset} / {model} / {structure}: clean / AutoAttack accuracy (%), mean ± std over seeds "
                "(sample std); best per column in bold. Δ rows: +S2AP minus base, mean ± std of the per-seed "
                "differences (a seed's cells share one dense model)." + (BUDGET_NOTE if budgets else "")
-               + marks_note(results))
+               + (" Median distance: each result's median minimum-norm (FMN) distance over its test points, mean "
+                  "± std over seeds (higher: further from the decision boundary; the paired Wilcoxon test is in "
+                  "details.md)." if with_distance else "") + marks_note(results))
     return Table(f"{dataset} / {model} / {structure}", caption, headers, rows, protocols(results))
 
 
@@ -140,7 +152,8 @@ BUDGET_NOTE = (" Rows are grouped by pipeline: after (robust dense model, mask s
                "T sparse training) and the training images seen in all (each an adversarial example).")
 
 
-def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict, blanks: int = 0) -> Row:
+def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict,
+                       with_distance: list[float], blanks: int = 0) -> Row:
     row = [cell(f"Δ {variant} - {base}")] + [cell("")] * blanks
     n = 0
     for sp in sps:
@@ -149,6 +162,9 @@ def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict, b
         n = max(n, c.n if c else 0)
         row.append((Part(summary_text(c, METRICS["clean"], signed=True)), Part(" / "),
                     Part(summary_text(a, METRICS["aa"], signed=True))))
+    for sp in with_distance:
+        d = paired_difference(cells.get((base, sp), []), cells.get((variant, sp), []), METRICS["median_distance"])
+        row.append(cell(summary_text(d, METRICS["median_distance"], signed=True)))
     return Row(row + [cell(str(n)), cell(""), cell(""), cell("")], "diff")
 
 
@@ -199,9 +215,9 @@ def details_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     return Table(f"{dataset} / {model} / {structure}: details", caption, headers, rows)
 
 
-EFFECT_NOTE = ("S2AP minus base. The difference is the mean ± std, over the seeds both arms have, of the per-seed "
-               "difference (each seed has its own dense model, shared by both arms). ↑: higher is better, ↓: lower "
-               "is better.")
+EFFECT_NOTE = ("S2AP minus base. The difference is the mean (± std where there are several) over the seeds both "
+               "arms have of the per-seed difference (each seed has its own dense model, shared by both arms). "
+               "↑: higher is better, ↓: lower is better.")
 
 
 def effect_table(group: tuple[str, str, str], results: list[dict]) -> Table | None:
@@ -239,6 +255,9 @@ FLAG_HELP = (
     ("Square Attack has decreased the robust accuracy", "the black-box Square attack broke points the gradient "
      "attacks did not, a sign of gradient masking; the robust accuracy of record already counts those points."),
     ("robust accuracy above clean accuracy", "impossible for a sound evaluation: the robust figure is unreliable."),
+    ("min-norm", "the minimum-norm attack (FMN) found a distance above eps for more than 3 % of the test points on "
+     "points AutoAttack breaks at eps: FMN is weaker than AutoAttack there, so the security curve overstates "
+     "robustness near eps (AutoAttack's accuracy at eps stays the figure of record; see docs/security-curves.md)."),
 )
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -19,12 +19,14 @@ from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.attacks import attack_mode, pgd
 from benchmark.config import Cell, PhaseConfig, SuiteConfig, ThreatConfig
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
+from benchmark.errors import BenchmarkError
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
 from benchmark.measure import measure
 from benchmark.models import create_model
 from benchmark.models.files import save_model
 from benchmark.models.robustbench import ZOO_MODEL
 from benchmark.progress import Stages
+from benchmark.run.best import BestEpoch, own_target_met
 from benchmark.store.paths import model_path
 from benchmark.store.results import result_record
 from benchmark.train.loop import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
@@ -32,6 +34,9 @@ from s2ap import build_pruner, mask_distance, score_sharpness, split_method
 
 if TYPE_CHECKING:
     from benchmark.run.dense import DenseCache
+
+
+T = TypeVar("T")
 
 
 def seed_everything(seed: int) -> None:
@@ -56,16 +61,18 @@ def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
 
 
 def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list[nn.Parameter]:
-    """Freeze the weights; train the scores (and rates), plus BatchNorm unless ``freeze_bn`` (or the pruner
-    keeps it fixed: :meth:`~baselines.Pruner.frozen_parameters`)."""
+    """Freeze the model; train what the pruner's search trains (:meth:`Pruner.search_parameters`: the scores
+    and rates, R-ADMM's weights, nothing for MAD), with BatchNorm exactly when not ``freeze_bn``, except what
+    the pruner keeps fixed in every phase (:meth:`Pruner.frozen_parameters`: RST's non-affine BatchNorm)."""
     for p in model.parameters():
         p.requires_grad_(False)
-    params = pruner.score_parameters() + pruner.rate_parameters()
     fixed = {id(p) for p in pruner.frozen_parameters()}
+    norms = [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for p in m.parameters(recurse=False) if id(p) not in fixed]
+    in_norms = {id(p) for p in norms}
+    params = [p for p in pruner.search_parameters() if id(p) not in in_norms and id(p) not in fixed]
     if not freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                params += [p for p in m.parameters(recurse=False) if id(p) not in fixed]
+        params += norms
     for p in params:
         p.requires_grad_(True)
     return params
@@ -84,34 +91,36 @@ def finetune_parameters(model: nn.Module, pruner: Pruner | None = None) -> list[
     return params
 
 
-def pipeline_phases(suite: SuiteConfig, pruner: Pruner) -> dict[str, PhaseConfig]:
-    """The training phases a cell of ``pruner`` runs, by name, with their settings.
+def pipeline_phases(cell: Cell, pruner: Pruner) -> dict[str, PhaseConfig]:
+    """The training phases a cell of ``pruner`` runs, by name, with their settings (the cell's effective
+    phases: the suite's, its pruner's recipe, its method entry's own).
 
-    ``after``: the suite's dense ``pretrain`` (shared by the cells of a seed; absent when the dense model is
-    loaded), ``search`` (if the pruner searches) and ``finetune``. ``before``: the mask ``search`` on the
-    random initialisation with the from-scratch budget (the suite's ``pretrain`` settings: the search replaces
-    the dense training), then ``finetune`` if the pruner finetunes. ``during``: one sparse ``train`` phase from
-    scratch with the ``pretrain`` settings. Phases of zero epochs are left out.
+    ``after``: the dense ``pretrain`` (shared by the cells of a seed; absent when the dense model is loaded),
+    ``search`` (if the pruner searches) and ``finetune``. ``before``: the mask ``search`` on the random
+    initialisation with the from-scratch budget (the ``pretrain`` settings: the search replaces the dense
+    training), then ``finetune`` if the pruner finetunes. ``during``: one sparse ``train`` phase from scratch
+    with the ``pretrain`` settings. Phases of zero epochs are left out.
     """
     if pruner.pipeline == "during":
-        phases = {"train": suite.pretrain}
+        phases = {"train": cell.pretrain}
     elif pruner.pipeline == "before":
-        phases = {"search": suite.pretrain} if pruner.needs_search else {}
+        phases = {"search": cell.pretrain} if pruner.needs_search else {}
         if pruner.finetunes:
-            phases["finetune"] = suite.finetune
+            phases["finetune"] = cell.finetune
     else:
-        phases = {"pretrain": suite.pretrain} if suite.dense.source == "pretrain" else {}
+        phases = {"pretrain": cell.pretrain} if cell.suite.dense.source == "pretrain" else {}
         if pruner.needs_search:
-            phases["search"] = suite.search
-        phases["finetune"] = suite.finetune
+            phases["search"] = cell.search
+        phases["finetune"] = cell.finetune
     return {name: phase for name, phase in phases.items() if phase.epochs > 0}
 
 
-def training_budget(suite: SuiteConfig, pruner: Pruner, n_train: int) -> dict:
+def training_budget(cell: Cell, pruner: Pruner, n_train: int) -> dict:
     """Epochs and image passes (training images seen, each as an adversarial example) per phase and in all,
     so pipelines are compared at a stated budget; a loaded dense model's training is not counted."""
+    suite = cell.suite
     phases = {name: {"epochs": p.epochs, "image_passes": p.epochs * n_train}
-              for name, p in pipeline_phases(suite, pruner).items()}
+              for name, p in pipeline_phases(cell, pruner).items()}
     out = {"pipeline": pruner.pipeline, "phases": phases,
            "epochs": sum(p["epochs"] for p in phases.values()),
            "image_passes": sum(p["image_passes"] for p in phases.values()),
@@ -179,12 +188,13 @@ def sparse_training(model: nn.Module, pruner: Pruner, loader, phase: PhaseConfig
 
 
 def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConfig, n: int,
-                            device: torch.device) -> Callable[[], torch.Tensor]:
-    """A loss closure on a fixed batch of validation points and their adversarial examples (eval mode)."""
+                            device: torch.device, phase: PhaseConfig | None = None) -> Callable[[], torch.Tensor]:
+    """A loss closure on a fixed batch of validation points and their adversarial examples (eval mode), under
+    the objective of ``phase`` (default: the suite's mask search)."""
     source = data.val if len(data.val) else data.train  # type: ignore[arg-type]
     x, y = first_n(source, n)
     x, y = x.to(device), y.to(device)
-    objective = make_objective(suite.search, suite.threat)
+    objective = make_objective(phase or suite.search, suite.threat)
     rng = torch.get_rng_state()
     torch.manual_seed(suite.evaluation.seed)
     x_adv = objective.perturb(model, x, y)
@@ -197,15 +207,35 @@ def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConf
     return loss
 
 
+def endless(loader: Iterable[T]) -> Iterator[T]:
+    """The items of ``loader``, pass after pass (each pass re-iterates it, so a shuffled loader reshuffles)."""
+    while True:
+        empty = True
+        for item in loader:
+            empty = False
+            yield item
+        if empty:
+            raise BenchmarkError("the training set gives no batch; check the data set and the search batch size")
+
+
 def start_pruner(pruner: Pruner, model: nn.Module, data: DataSplits, suite: SuiteConfig, seed: int,
-                 device: torch.device) -> None:
-    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode
-    (training batches on ``device``, drawn only as the pruner asks for them), then ``attach(model)``."""
-    loader = make_loader(data.train, suite.search.batch_size, shuffle=True, seed=seed)
-    batches = ((x.to(device), y.to(device)) for x, y in loader)
+                 device: torch.device, phase: PhaseConfig | None = None) -> None:
+    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode, then
+    ``attach(model)``. ``batches`` is endless: training batches of ``phase``'s size (default the suite's search)
+    on ``device``, drawn only as the pruner asks for them, a new shuffled pass over the training set after each
+    pass, so a pruner may take as many as it needs."""
+    loader = make_loader(data.train, (phase or suite.search).batch_size, shuffle=True, seed=seed)
+    batches = ((x.to(device), y.to(device)) for x, y in endless(loader))
     model.eval()
     pruner.prepare(model, batches)
     pruner.attach(model)
+
+
+def checkpoint_text(search: PhaseConfig, finetune: PhaseConfig) -> str:
+    """How each phase's final state was chosen, for the result's ``training.checkpoint``."""
+    if search.checkpoint == finetune.checkpoint == "last":
+        return "last epoch"  # the text of every earlier result
+    return f"search: {search.checkpoint}, finetune: {finetune.checkpoint}"
 
 
 def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
@@ -217,25 +247,37 @@ def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def evaluation_points(suite: SuiteConfig, data: DataSplits) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points a cell is evaluated on: the first ``n_examples`` of the test split, or of the validation split
+    with ``evaluation.split: val`` (a sweep's selection stage, which never reads a test point)."""
+    source = data.val if suite.evaluation.split == "val" else data.test
+    if suite.evaluation.split == "val" and not len(source):  # type: ignore[arg-type]
+        raise BenchmarkError("evaluation.split is 'val' but the validation split is empty; set dataset.val_fraction "
+                             "above 0")
+    return first_n(source, suite.evaluation.n_examples)
+
+
 def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.device, progress: bool = True,
              work: Path | None = None, root: Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """Prune, finetune and evaluate one cell; returns its result record (schema in benchmark.store.results) and
     its final masks. With ``work``, each epoch is checkpointed there and an interrupted cell resumes; with
-    ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.store.paths.model_path`)."""
+    ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.store.paths.model_path`).
+    The phases are the cell's effective ones (the suite's, its pruner's recipe, its method entry's own)."""
     s, m = cell.suite, cell.method
     pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=s.granularity,
                           skip_first_last=s.skip_first_last, seed=cell.run_seed, **m.options)
-    plan = pipeline_phases(s, pruner)
+    plan = pipeline_phases(cell, pruner)
+    search, finetune = plan.get("search"), plan.get("finetune")
     phases: dict = {}
     if pruner.pipeline == "after":
-        dense_state, pretrain_record = dense.get(cell.seed)
+        dense_state, pretrain_record = dense.get(cell.seed, cell.pretrain)
         phases["pretrain"] = {**pretrain_record, "shared_across_cells": True}
     seed_everything(cell.run_seed)
     model = build_model(s, data)  # before / during: this random initialisation is where the pruner starts
     if pruner.pipeline == "after":
         model.load_state_dict(dense_state)
     model.to(device)
-    start_pruner(pruner, model, data, s, cell.run_seed, device)
+    start_pruner(pruner, model, data, s, cell.run_seed, device, cell.search)
     history: dict = {}
     mask_record = None
     tag = f"{m.label} s={cell.sparsity:g} seed={cell.seed}" + ("" if cell.search_seed is None
@@ -247,6 +289,11 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         if extra is None:
             return EpochCheckpoint(work / f"{phase}.pt")
         return EpochCheckpoint(work / f"{phase}.pt", *extra)
+
+    def best_epoch(phase: PhaseConfig, eligible: Callable[[], bool]) -> BestEpoch | None:
+        if phase.checkpoint == "last":
+            return None
+        return BestEpoch(model, pruner, data, s, device, eligible)
 
     if "train" in plan:
         train = plan["train"]
@@ -261,31 +308,37 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
                 checkpoint=epoch_checkpoint("train", (pruner.extra_state, pruner.load_extra_state)))
         phases["train"]["s_per_epoch"] = phases["train"]["wall_s"] / train.epochs
 
-    if "search" in plan:
-        search = plan["search"]
+    if search is not None:
         params = search_parameters(model, pruner, search.freeze_bn)
         loader = make_loader(data.train, search.batch_size, shuffle=True, seed=cell.run_seed,
                              **loader_settings(s.dataset, device))
         distances: list[dict] = []
         previous = {"masks": pruner.masks()}
+        best = best_epoch(search, own_target_met(pruner))
 
         def end_epoch(epoch: int) -> dict:
             log = dict(pruner.end_search_epoch(epoch))
-            now = pruner.masks()
-            d = mask_distance(previous["masks"], now)
-            previous["masks"] = now
-            distances.append(d)
-            log["mask_change"] = d["normalized"]
-            log["mask_change_sparsity_aware"] = d["sparsity_aware"]
+            if pruner.has_scores:  # no mask during the search of R-ADMM or MAD: no change to measure
+                now = pruner.masks()
+                d = mask_distance(previous["masks"], now)
+                previous["masks"] = now
+                distances.append(d)
+                log["mask_change"] = d["normalized"]
+                log["mask_change_sparsity_aware"] = d["sparsity_aware"]
+            if best is not None:
+                log.update(best.end_epoch(epoch))
             return log
 
         def get_extra() -> dict:
-            return {"pruner": pruner.extra_state(), "distances": list(distances)}
+            return {"pruner": pruner.extra_state(), "distances": list(distances),
+                    **({} if best is None else {"best": best.state()})}
 
         def set_extra(state: dict) -> None:
             pruner.load_extra_state(state["pruner"])
             distances[:] = state["distances"]
             previous["masks"] = pruner.masks()
+            if best is not None:
+                best.load(state["best"])
 
         phases["search"] = {"epochs": search.epochs}
         with measure(phases["search"], device):
@@ -293,13 +346,16 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
                                             step=pruner.search_step, on_epoch_end=end_epoch,
                                             desc=f"search {tag}", progress=progress,
                                             checkpoint=epoch_checkpoint("search", (get_extra, set_extra)))
+            pruner.end_search()  # R-ADMM's hard prune, MAD's saliency ranking: the searched mask
         phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / search.epochs
-        x_eval, y_eval = first_n(data.test, s.evaluation.n_examples)
+        if best is not None:
+            phases["search"]["checkpoint"] = best.restore()
+        x_eval, y_eval = evaluation_points(s, data)
         sharpness = None
         with Stages(f"after search {tag}", 1 + pruner.has_scores, progress) as bar:
             if pruner.has_scores:
                 bar.start("sharpness")
-                batch_loss = fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device)
+                batch_loss = fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device, search)
                 sharpness = score_sharpness(pruner, batch_loss, iterations=s.evaluation.sharpness_iterations,
                                             seed=s.evaluation.seed)
             bar.start(f"PGD-{s.evaluation.pgd_steps} of the searched mask")
@@ -314,7 +370,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
                 "per_epoch_sparsity_aware": [d["sparsity_aware"] for d in distances],
                 "final_epochs_mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for d in last])),
                 "final_epochs_window": len(last),
-            },
+            } if distances else {},
             "sharpness": sharpness,
         }
 
@@ -322,21 +378,27 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     masks = pruner.masks()
     if mask_record is not None:
         mask_record["final_masks_sha"] = masks_fingerprint(masks)
-    if "finetune" in plan:
+    if finetune is not None:
         params = finetune_parameters(model, pruner)
-        loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
+        loader = make_loader(data.train, finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
                              **loader_settings(s.dataset, device))
-        phases["finetune"] = {"epochs": s.finetune.epochs}
+        phases["finetune"] = {"epochs": finetune.epochs}
+        chosen = best_epoch(finetune, lambda: True)
+        extra = None if chosen is None else (lambda: {"best": chosen.state()},  # type: ignore[union-attr]
+                                             lambda state: chosen.load(state["best"]))  # type: ignore[union-attr]
         with measure(phases["finetune"], device):
-            history["finetune"] = train_phase(model, loader, params, s.finetune, s.threat, device=device,
+            history["finetune"] = train_phase(model, loader, params, finetune, s.threat, device=device,
                                               desc=f"finetune {tag}", progress=progress,
-                                              checkpoint=epoch_checkpoint("finetune"))
+                                              on_epoch_end=None if chosen is None else chosen.end_epoch,
+                                              checkpoint=epoch_checkpoint("finetune", extra))
+        if chosen is not None:
+            phases["finetune"]["checkpoint"] = chosen.restore()
 
     pruned = pruner.export().to(device)
     report = sparsity_report(pruned)
-    x_test, y_test = first_n(data.test, s.evaluation.n_examples)
+    x_test, y_test = evaluation_points(s, data)
     phases["evaluate"] = {}
-    stages = 2 + (s.evaluation.autoattack != "none")
+    stages = 2 + (s.evaluation.autoattack != "none") + (s.evaluation.min_norm != "none")
     with Stages(f"evaluate {tag}", stages, progress) as bar, measure(phases["evaluate"], device):
         evaluation = evaluate(pruned, x_test, y_test, s.threat, s.evaluation, device, on_stage=bar.start)
 
@@ -357,9 +419,9 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             "pipeline": pruner.pipeline,
         },
         config=cell.identity(), config_hash=cell.config_hash(),
-        pruner_options=pruner.options(), taxonomy=pruner.taxonomy.as_dict(),
-        budget=training_budget(s, pruner, len(data.train)),
-        training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
+        pruner_options=pruner.options(), taxonomy=dict(pruner.taxonomy),
+        budget=training_budget(cell, pruner, len(data.train)),
+        training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": checkpoint_text(cell.search, cell.finetune)},
         report=report, target=cell.sparsity, evaluation=evaluation, mask=mask_record, phases=phases,
         history=history, device=device)
     if root is not None:

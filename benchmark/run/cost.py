@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from baselines.base import get_pruner
-from benchmark.config import Cell, PhaseConfig, SuiteConfig
+from benchmark.config import Cell, PhaseConfig, SuiteConfig, config_hash, identity_dict
 from benchmark.data import dataset_info
 from benchmark.measure import resolve_device
 from benchmark.models import create_model
@@ -42,8 +42,8 @@ def autoattack_passes(version: str, num_classes: int) -> float:
     return 0.0
 
 
-def _training_passes(phase: PhaseConfig, steps: int, n_train: int) -> float:
-    per_image = steps + 1 + (FORWARD if phase.objective == "trades" else 0)
+def _training_passes(phase: PhaseConfig, steps: int, n_train: int, extra: int = 0) -> float:
+    per_image = steps + 1 + extra + (FORWARD if phase.objective in ("trades", "mart") else 0)
     return phase.epochs * n_train * per_image
 
 
@@ -61,6 +61,12 @@ class CellCost:
         return self.search + self.finetune + self.evaluation
 
 
+def _n_val(suite: SuiteConfig) -> int:
+    """Points of the validation split (0 when unknown before loading)."""
+    info = dataset_info(suite.dataset.name, suite.dataset.options)
+    return 0 if info.n_train is None else int(round(suite.dataset.val_fraction * info.n_train))
+
+
 def _n_train(suite: SuiteConfig) -> int | None:
     info = dataset_info(suite.dataset.name, suite.dataset.options)
     if info.n_train is None:
@@ -75,7 +81,7 @@ def cell_plan(cell: Cell) -> tuple[str, dict[str, PhaseConfig]]:
 
     m = cell.method
     pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=cell.suite.granularity, **m.options)
-    plan = pipeline_phases(cell.suite, pruner)
+    plan = pipeline_phases(cell, pruner)
     plan.pop("pretrain", None)
     return pruner.pipeline, plan
 
@@ -87,14 +93,16 @@ def cell_cost(cell: Cell) -> CellCost:
     info = dataset_info(s.dataset.name, s.dataset.options)
     n_train = _n_train(s)
     steps = s.threat.steps
-    _, plugin = split_method(cell.method.method)
+    base, plugin = split_method(cell.method.method)
     _, plan = cell_plan(cell)
     main = plan.get("search") or plan.get("train")
     search: float | None = 0.0
     if n_train is None:
         search = None
     elif main is not None:
-        search = _training_passes(main, steps, n_train)
+        pruner = get_pruner(base)(cell.sparsity, granularity=s.granularity, **cell.method.options)
+        extra = pruner.extra_search_passes() if "search" in plan else 0
+        search = _training_passes(main, steps, n_train, extra)
         if plugin:
             st = cell.method.s2ap
             extra = (steps + 1) if st.regenerate_adversarial else 1
@@ -110,20 +118,26 @@ def cell_cost(cell: Cell) -> CellCost:
 
 
 def pretrain_cost(suite: SuiteConfig) -> float | None:
-    """Passes of one seed's dense pretraining (0 when the dense model is loaded)."""
+    """Passes of one seed's dense pretrainings, one per distinct effective pretrain (0 when loaded)."""
     if suite.dense.source != "pretrain":
         return 0.0
     n_train = _n_train(suite)
-    return None if n_train is None else _training_passes(suite.pretrain, suite.threat.steps, n_train)
+    return None if n_train is None else sum(_training_passes(p, suite.threat.steps, n_train)
+                                            for p in suite.pretrains())
+
+
+def pretrain_key(pretrain: PhaseConfig) -> str:
+    """The key of a pretrain phase in :attr:`StepTimes.pretrain`."""
+    return config_hash(identity_dict(pretrain))
 
 
 @dataclass(frozen=True)
 class StepTimes:
     """Seconds of one real step of each phase on this machine (median of the timed steps)."""
 
-    pretrain: float  # one pretrain batch: attack + update
+    pretrain: dict[str, float]  # one pretrain batch (attack + update), by :func:`pretrain_key` of each pretrain
     search: dict[str, float]  # one mask-search batch, by method label (S2AP active)
-    finetune: float  # one finetune batch
+    finetune: dict[str, float]  # one finetune batch, by method label (its effective finetune phase)
     eval_point: float  # clean + PGD-k accuracy of one test point
     pass_s: float  # one forward + backward pass of one image (AutoAttack and sharpness, as upper bounds)
     device: str
@@ -179,26 +193,31 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
         return _timed(lambda: train_phase(net, data, params, one, suite.threat, device=device, progress=False,
                                           **kwargs), repeats, clock)
 
-    on_stage("pretrain step")
-    net = model()
-    pretrain = step(net, list(net.parameters()), suite.pretrain)
+    pretrain: dict[str, float] = {}
+    for phase in suite.pretrains():
+        on_stage("pretrain step")
+        net = model()
+        pretrain[pretrain_key(phase)] = step(net, list(net.parameters()), phase)
     search: dict[str, float] = {}
-    finetune = 0.0
+    finetune: dict[str, float] = {}
+    measured: dict[PhaseConfig, float] = {}
     for m in suite.methods:
+        phases = suite.phases_for(m)
         on_stage(f"search step {m.label}")
         net = model()
         pruner = build_pruner(m.method, suite.sparsities[0], s2ap=replace(m.s2ap, warmup_epochs=0),
                               granularity=suite.granularity, skip_first_last=suite.skip_first_last, **m.options)
-        data = loader(suite.search.batch_size)
+        data = loader(phases["search"].batch_size)
         net.eval()
         pruner.prepare(net, ((x.to(device), y.to(device)) for x, y in data))
         pruner.attach(net)
-        search[m.label] = step(net, search_parameters(net, pruner, suite.search.freeze_bn), suite.search, pruner) \
-            if pruner.needs_search else 0.0
-        if not finetune:
+        search[m.label] = step(net, search_parameters(net, pruner, phases["search"].freeze_bn), phases["search"],
+                               pruner) if pruner.needs_search else 0.0
+        if phases["finetune"] not in measured:  # one measurement per distinct finetune phase
             pruner.freeze()
             on_stage("finetune step")
-            finetune = step(net, finetune_parameters(net), suite.finetune)
+            measured[phases["finetune"]] = step(net, finetune_parameters(net), phases["finetune"])
+        finetune[m.label] = measured[phases["finetune"]]
     on_stage("evaluation step")
     ev = suite.evaluation
     n = min(ev.batch_size, ev.n_examples, 64)
@@ -206,9 +225,9 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
     net = model().eval()
     eval_batch = _timed(lambda: (correct(net, x, y, ev.batch_size),
                                  pgd_accuracy(net, x, y, suite.threat, ev.pgd_steps, ev.batch_size)), repeats, clock)
-    passes = suite.pretrain.batch_size * (suite.threat.steps + 1 + (FORWARD if suite.pretrain.objective == "trades"
-                                                                   else 0))
-    return StepTimes(pretrain, search, finetune, eval_batch / n, pretrain / passes, str(device),
+    first = suite.pretrains()[0]
+    passes = first.batch_size * (suite.threat.steps + 1 + (FORWARD if first.objective == "trades" else 0))
+    return StepTimes(pretrain, search, finetune, eval_batch / n, pretrain[pretrain_key(first)] / passes, str(device),
                      torch.get_num_threads())
 
 
@@ -223,14 +242,20 @@ def cell_seconds(cell: Cell, t: StepTimes) -> dict[str, float | None]:
     search: float | None = 0.0
     if "train" in plan:  # sparse training: about a dense training step per batch
         batches = _batches(n_train, plan["train"].batch_size)
-        search = None if batches is None else plan["train"].epochs * batches * t.pretrain
+        search = None if batches is None else plan["train"].epochs * batches * t.pretrain[pretrain_key(plan["train"])]
     elif needs_search:
         batches = _batches(n_train, plan["search"].batch_size)
         search = None if batches is None else plan["search"].epochs * batches * t.search[cell.method.label]
-    finetune_batches = _batches(n_train, s.finetune.batch_size)
-    finetune = 0.0 if "finetune" not in plan else (
-        None if finetune_batches is None else s.finetune.epochs * finetune_batches * t.finetune)
+    finetune_phase = plan.get("finetune")
+    finetune_batches = None if finetune_phase is None else _batches(n_train, finetune_phase.batch_size)
+    finetune = 0.0 if finetune_phase is None else (
+        None if finetune_batches is None else finetune_phase.epochs * finetune_batches * t.finetune[cell.method.label])
+    evaluate_extra = 0.0
+    for phase in (plan.get("search"), finetune_phase):  # the best-epoch rule scores each epoch on the validation split
+        if phase is not None and phase.checkpoint != "last":
+            evaluate_extra += phase.epochs * min(ev.n_examples, _n_val(s)) * t.eval_point
     evaluate = n_eval * t.eval_point * (2 if needs_search else 1) + cell_cost(cell).autoattack * t.pass_s
+    evaluate += evaluate_extra
     if needs_search and get_pruner(split_method(cell.method.method)[0]).has_scores:
         evaluate += ev.sharpness_examples * (s.threat.steps + 2 * ev.sharpness_iterations) * t.pass_s
     return {"search": search, "finetune": finetune, "evaluate": evaluate}
@@ -244,8 +269,13 @@ def dense_seconds(suite: SuiteConfig, t: StepTimes) -> tuple[float | None, float
     evaluate = n_eval * (t.eval_point + autoattack_passes(ev.autoattack, info.num_classes or 10) * t.pass_s)
     if suite.dense.source != "pretrain":
         return 0.0, evaluate
-    batches = _batches(_n_train(suite), suite.pretrain.batch_size)
-    return (None if batches is None else suite.pretrain.epochs * batches * t.pretrain), evaluate
+    total = 0.0
+    for phase in suite.pretrains():  # one dense model per distinct effective pretrain
+        batches = _batches(_n_train(suite), phase.batch_size)
+        if batches is None:
+            return None, evaluate
+        total += phase.epochs * batches * t.pretrain[pretrain_key(phase)]
+    return total, evaluate
 
 
 def _hours(seconds: float | None) -> str:
@@ -271,23 +301,34 @@ def _recorded_seconds(path: Path) -> float | None:
     return sum(p.get("wall_s", 0.0) for k, p in phases.items() if k != "pretrain" and isinstance(p, dict))
 
 
-def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | None = None) -> list[str]:
-    """Dry-run lines: each cell with its hash and either "done" (its result under ``root`` is up to date) or
-    its cost, each seed's dense model and reference, and the total of what is left to run."""
+def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | None = None,
+             reused: set[str] | None = None) -> list[str]:
+    """Dry-run lines: each cell with its hash and either "done" (its result under ``root`` is up to date),
+    "reused" (a baseline result has its comparison key, ``reused``) or its cost, each seed's dense model and
+    reference, and the total of what is left to run."""
     from benchmark.config import config_hash
     from benchmark.run.dense_reference import dense_identity, dense_result_path
+    from benchmark.run.evaluation_only import derivable
     from benchmark.store.paths import result_path
     from benchmark.store.results import existing_hash
 
     lines = []
     total: float | None = 0.0
-    done = 0
+    done = n_reused = 0
     for cell in suite.cells():
         path = result_path(cell, root) if root is not None else None
         if path is not None and existing_hash(path) == cell.config_hash():
             done += 1
             took = _recorded_seconds(path)
             lines.append(f"{cell.key}  [{cell.config_hash()}]  done" + (f" (took {_hours(took)})" if took else ""))
+            continue
+        if cell.comparison_key() in (reused or set()):
+            n_reused += 1
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  reused from a baseline (same comparison key)")
+            continue
+        if path is not None and derivable(cell, root):  # type: ignore[arg-type]
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  evaluation only: min-norm distances from the saved "
+                         "model (seconds to minutes)")
             continue
         main = "sparse training" if cell_plan(cell)[0] == "during" else "search"
         if times is not None:
@@ -302,8 +343,10 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
                          f"{_fmt(c.finetune)}, evaluation <= {_fmt(c.evaluation)} of which AutoAttack "
                          f"{c.autoattack:.3g})")
         total = None if total is None or cost is None else total + cost
-    pending_refs = [seed for seed in suite.seeds if root is None or existing_hash(dense_result_path(suite, root, seed))
-                    != config_hash(dense_identity(suite, seed))]
+    to_run = {c.seed for c in suite.cells() if c.comparison_key() not in (reused or set())
+              and (root is None or existing_hash(result_path(c, root)) != c.config_hash())}  # type: ignore[arg-type]
+    pending_refs = [seed for seed in suite.seeds if (root is None or existing_hash(dense_result_path(suite, root, seed))
+                    != config_hash(dense_identity(suite, seed))) and (not reused or seed in to_run)]
     if times is not None:
         pre, ref = dense_seconds(suite, times)
         dense_total = None if pre is None else (pre + ref) * len(pending_refs)
@@ -318,7 +361,8 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
         else:
             lines.append(f"dense model loaded from {suite.dense.source} (no pretraining)")
     total = None if total is None or dense_total is None else total + dense_total
-    lines.append(f"{done} of {len(suite.cells())} cells done" + (f" under {root}" if root is not None else ""))
+    lines.append(f"{done} of {len(suite.cells())} cells done" + (f" under {root}" if root is not None else "")
+                 + (f", {n_reused} reused from the baselines" if n_reused else ""))
     if times is not None:
         lines.append(f"total left ~{_hours(total)} on {times.device} with {times.threads} thread(s) (AutoAttack "
                      "counted as if no point were broken: an upper bound)")
@@ -327,3 +371,24 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
     if _n_train(suite) is None:
         lines.append(f"data set {suite.dataset.name!r}: its size is only known once loaded; training passes unknown")
     return lines
+
+
+def suite_summary(suite: SuiteConfig, root: Path | None = None) -> str:
+    """One line of what ``suite`` costs, cheap to compute (no data read, nothing timed): its cells and the
+    estimated passes of everything (dense pretraining included), and, where ``root`` holds up-to-date results,
+    how many and the wall time they recorded."""
+    from benchmark.store.paths import result_path
+    from benchmark.store.results import existing_hash
+
+    cells = suite.cells()
+    costs = [cell_cost(c).total for c in cells]
+    pre = pretrain_cost(suite)
+    total = None if pre is None or None in costs else pre * len(suite.seeds) + sum(costs)  # type: ignore[arg-type]
+    line = f"{len(cells)} cells, {_fmt(total)} (time here: s2ap-bench run {suite.name} --dry-run --measure)"
+    if root is not None and root.is_dir():
+        done = [result_path(c, root) for c in cells]
+        done = [p for p, c in zip(done, cells) if existing_hash(p) == c.config_hash()]
+        if done:
+            took = sum(_recorded_seconds(p) or 0.0 for p in done)
+            line += f"; {len(done)} done under {root}: {_hours(took)} of cell time recorded"
+    return line

@@ -12,7 +12,9 @@ Schema (version 1), top-level keys:
                     pgd: {accuracy, steps, step_size, ...}, autoattack: {robust_accuracy, version, attacks,
                     package_version, seed, flags, time_s, ...} or null, flags: [...],
                     outcomes: {encoding, n, clean, pgd, autoattack (packed per-point correctness or null)}
-                    (absent in files written before outcomes were stored)}
+                    (absent in files written before outcomes were stored),
+                    min_norm: {attack, library, library_version, norm, steps, ..., n, distances (packed float32
+                    per point, benchmark.store.distances), median, consistency, time_s} (with min_norm: fmn)}
   mask             {robust_accuracy_after_search, stability: {...}, sharpness: {...}} or null (no scores)
   phases           {pretrain|search|finetune|evaluate: {wall_s, peak_memory_mb, peak_memory_kind, ...}}
   history          {search: [per-epoch log], finetune: [...]}
@@ -21,6 +23,8 @@ Schema (version 1), top-level keys:
                    (benchmark.models.files); absent in results written before it was kept
   external         {checkpoint, sha256, bytes} for a result of ``s2ap-bench evaluate`` (then cell.external is true,
                    cell.pruner "external"; benchmark.run.external)
+  derived_from     {config_hash, checksum, created, ...} of the result an evaluation-only recompute started from
+                   (benchmark.run.evaluation_only); absent otherwise
   created          ISO 8601 time (UTC)
   checksum         "sha256:<hex>" of everything above (keys sorted); a file edited later no longer matches
                    (older files without one are read, and reported by ``validate`` as unchecked)
@@ -38,6 +42,7 @@ import torch
 from benchmark.errors import ResultFileError
 from benchmark.measure import environment
 from benchmark.store.files import atomic_write_text
+from benchmark.store.paths import SWEEP_FOLDER
 from benchmark.store.schema import CELL_KEYS, CHECKSUM_KEY, REQUIRED, SCHEMA_VERSION, check_result, checksum
 
 __all__ = ["CELL_KEYS", "CHECKSUM_KEY", "REQUIRED", "SCHEMA_VERSION", "result_record", "write_result",
@@ -114,8 +119,10 @@ def read_result(path: Path) -> dict:
 
 
 def result_files(root: Path) -> list[Path]:
-    """Every result JSON under ``root`` (sorted), skipping hidden temporary files."""
-    return sorted(p for p in Path(root).rglob("*.json") if not p.name.startswith("."))
+    """Every result JSON under ``root`` (sorted), skipping hidden temporary files and the sweep records
+    (``<root>/sweep/``, :func:`benchmark.store.paths.sweep_record_path`)."""
+    return sorted(p for p in Path(root).rglob("*.json")
+                  if not p.name.startswith(".") and p.relative_to(root).parts[0] != SWEEP_FOLDER)
 
 
 def load_results(root: Path) -> tuple[list[dict], list[str]]:

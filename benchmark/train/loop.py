@@ -1,4 +1,4 @@
-"""Adversarial training objectives (PGD-AT, TRADES) and the phase loop shared by pretrain, search, finetune."""
+"""Adversarial training objectives (PGD-AT, TRADES, MART) and the phase loop shared by pretrain, search, finetune."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from benchmark.attacks.pgd import attack_mode, pgd
 from benchmark.config import PhaseConfig, ThreatConfig
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.train.awp import awp_step
+from benchmark.train.mart import mart_loss
 
 # Adversarial examples for training are crafted with the model in eval mode (as HYDRA's code does).
 ATTACK_MODEL_MODE = "eval"
@@ -30,12 +31,13 @@ class Objective:
     kind: str
     threat: ThreatConfig
     trades_beta: float = 6.0
+    mart_beta: float = 6.0
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         t = self.threat
         with attack_mode(model):
             return pgd(model, x, y, eps=t.eps_value, step_size=t.step_value, steps=t.steps,
-                       loss="kl" if self.kind == "trades" else "ce")
+                       loss="kl" if self.kind == "trades" else "ce", small_start=self.kind == "mart")
 
     def loss(self, model: nn.Module, x_adv: Tensor, x: Tensor, y: Tensor) -> Tensor:
         if self.kind == "trades":
@@ -44,16 +46,21 @@ class Objective:
             clean, adv = model(x), model(x_adv)
             kl = F.kl_div(F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="batchmean")
             return F.cross_entropy(clean, y) + self.trades_beta * kl
+        if self.kind == "mart":  # two passes in train mode too, as MAD's finetuning runs them
+            clean, adv = model(x), model(x_adv)
+            return mart_loss(clean, adv, y, self.mart_beta)
         return F.cross_entropy(model(x_adv), y)
 
 
 def make_objective(phase: PhaseConfig, threat: ThreatConfig) -> Objective:
-    return Objective(phase.objective, threat, phase.trades_beta)
+    return Objective(phase.objective, threat, phase.trades_beta, phase.mart_beta)
 
 
 def make_optimizer(params: list[nn.Parameter], phase: PhaseConfig, steps_per_epoch: int):
-    """SGD with momentum and the phase's schedule (cosine over all steps, or constant)."""
-    opt = torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay)
+    """SGD with momentum and the phase's schedule (cosine over all steps, or constant). An empty ``params``
+    (a search that trains nothing of the model, MAD's) gives an optimiser with one empty group."""
+    opt = torch.optim.SGD([{"params": list(params)}], lr=phase.lr, momentum=phase.momentum,
+                          weight_decay=phase.weight_decay)
     total = max(1, phase.epochs * steps_per_epoch)
     if phase.schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -86,13 +93,15 @@ def train_phase(
     """Run ``phase.epochs`` epochs of adversarial training of ``params``; returns one log entry per epoch.
 
     With ``checkpoint``, the state is saved after every epoch and a stored state is resumed from. With
-    ``phase.awp`` the plain step becomes an adversarial-weight-perturbation step (:mod:`benchmark.train.awp`).
+    ``phase.awp`` the plain step becomes an adversarial-weight-perturbation step (:mod:`benchmark.train.awp`);
+    with ``phase.clean_bn_pass`` each step is preceded by a clean train-mode forward (:func:`clean_pass`).
     """
-    if phase.awp:
+    if phase.awp or phase.sam:
         if step is not plain_step:
-            raise ValueError("awp applies to phases that train the weights (pretrain, finetune), not to a pruner's "
-                             "mask-search step")
-        step = awp_step(model, phase.awp_gamma, phase.awp_warmup)
+            raise ValueError("awp and sam apply to phases that train the weights (pretrain, finetune), not to a "
+                             "pruner's mask-search step")
+        step = (awp_step(model, phase.awp_gamma, phase.awp_warmup) if phase.awp
+                else awp_step(model, phase.sam_rho, phase.awp_warmup, scope="global"))
     objective = make_objective(phase, threat)
     optimizer, scheduler = make_optimizer(params, phase, len(loader))
     history: list[dict] = []
@@ -110,6 +119,8 @@ def train_phase(
             for x, y in loader:
                 x = x.to(device, non_blocking=True, memory_format=memory if x.dim() == 4 else torch.preserve_format)
                 y = y.to(device, non_blocking=True)
+                if phase.clean_bn_pass:
+                    clean_pass(net, x)
                 loss = step(
                     lambda x=x, y=y: objective.perturb(net, x, y),
                     lambda x_adv, x=x, y=y: objective.loss(net, x_adv, x, y),
@@ -130,6 +141,14 @@ def train_phase(
         if phase.channels_last:  # evaluation and checkpoints see the usual memory format
             model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def clean_pass(model: nn.Module, x: Tensor) -> None:
+    """One train-mode forward pass of the clean batch without a gradient (``PhaseConfig.clean_bn_pass``): HYDRA's
+    and HARP's trainers run ``model(images)`` before each step for their accuracy log, which also moves
+    BatchNorm's running statistics towards the clean batch; the step's gradient does not depend on it."""
+    with torch.no_grad():
+        model(x)
 
 
 class BF16Forward(nn.Module):

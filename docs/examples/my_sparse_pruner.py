@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from baselines import Pruner, Taxonomy, register_pruner
+from baselines import Pruner, register_pruner
 from baselines.masking import apply_masks_to_weights, raw_weight
 
 
@@ -20,7 +20,7 @@ class MySparsePruner(Pruner):
     has_scores = False  # the scores are not learnt: no +s2ap variant
     needs_search = False
     pipeline = "during"  # sparse adversarial training from scratch: the harness calls the hooks below
-    taxonomy = Taxonomy("magnitude", "local", "iterative")
+    taxonomy = {"criterion": "magnitude", "scope": "local", "schedule": "iterative"}
 
     def __init__(self, sparsity: float, **kwargs) -> None:
         super().__init__(sparsity, **kwargs)
