@@ -1,6 +1,7 @@
 """Adversarial pruners behind one interface, and the score-mask mechanism they share."""
 
 from baselines.base import (
+    PIPELINES,
     PRUNERS,
     NonFiniteLossError,
     Pruner,
@@ -12,6 +13,7 @@ from baselines.base import (
 from baselines.masking import ScoreMask, export_dense, sparsity_report
 
 __all__ = [
+    "PIPELINES",
     "PRUNERS",
     "NonFiniteLossError",
     "Pruner",
@@ -26,4 +28,4 @@ __all__ = [
 
 # The pruners register themselves on import. They come last, after the names above exist, so that a pruner
 # module may import them from `baselines` (docs/adding-a-pruner.md: add yours to the end of this line).
-from baselines import harp, hydra, magnitude, random_pruner, radmm, mad  # noqa: E402, F401, I001
+from baselines import harp, hydra, magnitude, random_pruner, radmm, mad, rst, flyingbird, twinrep  # noqa: E402, F401, I001

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -19,11 +20,19 @@ from baselines.registry import Registry
 
 PRUNERS: Registry[type[Pruner]] = Registry("pruner", entry_point_group="s2ap_bench.pruners")
 
+# When a pruner prunes (the taxonomy of the Adversarial Pruning Benchmark): after adversarial training of a
+# dense model, before any weight training (on the random initialisation), or during training from scratch.
+PIPELINES = ("after", "before", "during")
+# What the harness measures after each sparse-training epoch for a pruner with ``needs_epoch_figures``.
+EPOCH_FIGURES = ("train_robust_accuracy", "val_robust_accuracy", "val_robust_loss")
+
 
 def register_pruner(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
     """Class decorator: ``@register_pruner("hydra")``. Duplicate names are an error."""
 
     def decorate(cls: type[Pruner]) -> type[Pruner]:
+        if cls.pipeline not in PIPELINES:
+            raise ValueError(f"pruner {name!r}: pipeline must be one of {', '.join(PIPELINES)}, got {cls.pipeline!r}")
         cls.name = name
         PRUNERS.add(name, cls)
         return cls
@@ -76,9 +85,18 @@ def check_finite(loss: Tensor) -> None:
 class Pruner:
     """Base class of every pruner: attaches score masks to a model and defines how scores are learnt.
 
-    Life cycle: :meth:`prepare` (data hook, dense model) -> ``attach(model)`` (calls :meth:`init_scores`)
-    -> (if ``needs_search``) mask search through :meth:`search_step` and :meth:`end_search_epoch` ->
-    :meth:`freeze` -> finetune the weights -> :meth:`export`.
+    Life cycle: :meth:`prepare` (data hook) -> ``attach(model)`` (calls :meth:`init_scores`) -> then, by
+    ``pipeline``:
+
+    - ``"after"`` (the model is a robust dense model): (if ``needs_search``) mask search through
+      :meth:`search_step` and :meth:`end_search_epoch` -> :meth:`freeze` -> finetune the weights;
+    - ``"before"`` (the model is a random initialisation, never trained): the same mask search, then
+      :meth:`freeze` and a finetune only if ``finetunes``;
+    - ``"during"`` (random initialisation): sparse adversarial training of the weights from scratch through
+      :meth:`begin_training`, :meth:`training_step` (which calls :meth:`after_step`) and
+      :meth:`end_training_epoch`, where the pruner changes its masks -> :meth:`freeze`;
+
+    and finally :meth:`export`.
     Subclasses set the initial scores in :meth:`init_scores` (from what :meth:`prepare` measured, for a
     data-dependent start); score-based pruners learn them (``has_scores = True``) and are the ones S2AP
     applies to. docs/adding-a-pruner.md lists the members a pruner may override.
@@ -94,6 +112,10 @@ class Pruner:
     taxonomy: ClassVar[dict[str, str]] = {}
     # Without learnt scores: the one-line reason why S2AP cannot apply (shown by ``ls`` and the builder).
     no_s2ap_reason: ClassVar[str] = ""
+    # "during" pruners that adapt to the training run: the harness measures, after each training epoch,
+    # the robust accuracy on a fixed training subset and the robust accuracy and loss on the validation split,
+    # and passes them to :meth:`end_training_epoch` (keys in EPOCH_FIGURES).
+    needs_epoch_figures: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -119,6 +141,20 @@ class Pruner:
     @property
     def keep_ratio(self) -> float:
         return 1.0 - self.sparsity
+
+    def generator(self, purpose: str) -> torch.Generator:
+        """A random generator of this pruner's own for ``purpose``, seeded from the pruner's seed and the
+        purpose: deterministic, independent of the global seed that initialised the model's weights (a draw
+        from ``Generator().manual_seed(seed)`` would repeat the model's own initial weights), and shared by
+        variants of one method at one seed (FlyingBird and FlyingBird+ start from the same mask)."""
+        digest = hashlib.sha256(f"{self.seed}:{purpose}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+    @property
+    def finetunes(self) -> bool:
+        """Whether the harness finetunes the weights after :meth:`freeze` (``after``: always; ``before``: the
+        pruner's choice; ``during``: never, the weights were trained with the masks)."""
+        return self.pipeline == "after"
 
     def options(self) -> dict[str, Any]:
         """The settings that define this pruner, recorded in each result file."""
@@ -183,6 +219,36 @@ class Pruner:
 
     def end_search_epoch(self, epoch: int) -> dict[str, float]:
         """Hook after each mask-search epoch; returns figures to log (HARP updates its size weight here)."""
+        return {}
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Model parameters this pruner keeps fixed in every phase (RST's non-affine BatchNorm); the harness
+        leaves them out of every optimizer."""
+        return []
+
+    # -- sparse training (pipeline "during") ---------------------------------------------------------------
+    def begin_training(self, epochs: int, steps_per_epoch: int) -> None:
+        """Called once before sparse training with its length (schedules such as a decaying death rate)."""
+
+    def training_step(
+        self,
+        adversarial: Callable[[], Tensor],
+        robust_loss: Callable[[Tensor], Tensor],
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+    ) -> Tensor:
+        """One step of sparse adversarial training of the weights: the usual step, then :meth:`after_step`."""
+        loss = adversarial_step(adversarial, robust_loss, optimizer)
+        self.after_step(optimizer)
+        return loss
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Hook after each optimizer step of sparse training (e.g. keep the pruned weights at zero)."""
+
+    def end_training_epoch(self, epoch: int, figures: Mapping[str, float]) -> dict[str, float]:
+        """Hook after each epoch of sparse training, where a ``during`` pruner changes its masks; ``figures``
+        holds the epoch's measurements when ``needs_epoch_figures`` (else it is empty). Returns figures to
+        log."""
         return {}
 
     def extra_state(self) -> dict:

@@ -24,6 +24,7 @@ class Hydra(Pruner):
     """Scores start proportional to weight magnitudes and are trained on the robust loss."""
 
     granularities = ("weight", "channel")
+    taxonomy = {"criterion": "score", "scope": "local", "schedule": "one-shot"}
 
     def init_scores(self, model: nn.Module) -> None:
         for name, sm in self.layers.items():

@@ -27,6 +27,8 @@ class Magnitude(Pruner):
     has_scores = False
     needs_search = False
     granularities = ("weight", "channel")
+    taxonomy = {"criterion": "magnitude", "scope": "local (scope: layer) or global (scope: global)",
+                "schedule": "one-shot"}
 
     def __init__(self, sparsity: float, *, scope: str = "layer", **kwargs) -> None:
         if scope not in SCOPES:

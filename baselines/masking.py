@@ -103,6 +103,16 @@ class ScoreMask(nn.Module):
         self.keep_value = float(keep_ratio)
         self.keep.fill_(self.keep_value)
 
+    def set_mask(self, mask: Tensor) -> None:
+        """Make the mask exactly ``mask`` (binary, the scores' shape): the scores become its 0/1 indicator and
+        the keep count its number of ones, so the top-k of |scores| returns it (a ``during`` pruner's
+        topology, e.g. FlyingBird's after death and regrowth). Not for a frozen mask."""
+        if self.frozen_mask is not None:
+            raise RuntimeError("the mask is frozen; set_mask applies before freeze()")
+        with torch.no_grad():
+            self.scores.copy_((mask != 0).to(self.scores.dtype))
+        self.set_keep_ratio(int((mask != 0).sum()) / mask.numel())
+
     def keep_ratio(self) -> Tensor:
         if self.rate is None:
             return self.keep

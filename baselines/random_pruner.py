@@ -15,6 +15,7 @@ class RandomPruner(Pruner):
     has_scores = False
     needs_search = False
     granularities = ("weight", "channel")
+    taxonomy = {"criterion": "random", "scope": "local", "schedule": "one-shot"}
 
     def init_scores(self, model: nn.Module) -> None:
         gen = torch.Generator().manual_seed(self.seed)

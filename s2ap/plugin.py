@@ -87,6 +87,9 @@ class S2AP(Pruner):
     def __init__(self, base: Pruner, settings: S2APSettings | None = None) -> None:
         if not base.has_scores:
             raise ValueError(f"S2AP needs a pruner with learnt scores; {base.name!r} has none")
+        if base.pipeline == "during":
+            raise ValueError(f"S2AP perturbs a mask search and pruner {base.name!r} trains during training "
+                             "without one")
         self.base = base
         self.settings = settings or S2APSettings()
         self.name = f"{base.name}+s2ap"  # type: ignore[misc]
@@ -107,6 +110,21 @@ class S2AP(Pruner):
     @property
     def needs_search(self) -> bool:  # type: ignore[override]
         return True
+
+    @property
+    def pipeline(self) -> str:  # type: ignore[override]
+        return self.base.pipeline
+
+    @property
+    def taxonomy(self):  # type: ignore[override]
+        return self.base.taxonomy
+
+    @property
+    def finetunes(self) -> bool:  # type: ignore[override]
+        return self.base.finetunes
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        return self.base.frozen_parameters()
 
     def options(self) -> dict[str, Any]:
         return {**self.base.options(), "name": self.name, "s2ap": asdict(self.settings)}

@@ -109,7 +109,11 @@ def test_corrupt_files_are_one_line(tmp_path: Path) -> None:
 def test_fmnist_suites_load_and_know_their_sizes() -> None:
     full, quick = load_suite("fmnist"), load_suite("fmnist-quick")
     assert full.dataset.name == quick.dataset.name == "fashion_mnist"
-    assert full.threat.eps == "1/10" and len(full.cells()) == 72 and full.seeds == (0, 1, 2)
+    assert full.threat.eps == "1/10" and len(full.cells()) == 117 and full.seeds == (0, 1, 2)
+    structured = load_suite("fmnist-structured")  # the structured grid on the same protocol and dense models
+    assert structured.granularity == "channel" and structured.sparsities == (0.5, 0.75, 0.9)
+    assert [m.label for m in structured.methods] == ["hydra", "hydra+s2ap", "harp", "harp+s2ap", "twinrep"]
+    assert structured.dense_identity(0) == full.dense_identity(0) and len(structured.cells()) == 45
     info = dataset_info("fashion_mnist", full.dataset.options)
     assert info.input_shape == (1, 28, 28) and info.n_test == 10_000
     assert info.n_train == full.dataset.options.get("n_train", 60_000)

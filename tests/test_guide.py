@@ -8,6 +8,7 @@ into it with `pip install --no-deps --no-build-isolation -e`."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 import shutil
@@ -23,7 +24,8 @@ GUIDE = (ROOT / "docs" / "adding-a-pruner.md").read_text()
 BLOCKS = re.findall(r"```(\w*)\n(.*?)```", GUIDE, flags=re.S)
 IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "__pycache__", "*.egg-info", ".pytest_cache", "build")
 
-pytestmark = pytest.mark.slow
+SPARSE_EXAMPLE = ROOT / "docs" / "examples" / "my_sparse_pruner.py"
+SPARSE_NAME, SPARSE_MODULE = "guide-sparse-example", "guide_sparse_example_pruner"
 
 
 def guide_block(lang: str, contains: str) -> str:
@@ -79,6 +81,7 @@ def check_the_guide(bin_: Path, repo: Path) -> None:
         assert test in ran, ran[-3000:]  # every registry-parametrized test file is in the check
 
 
+@pytest.mark.slow
 def test_the_entry_point_route(env: tuple[Path, Path], tmp_path: Path) -> None:
     bin_, repo = env
     package = tmp_path / "my_package"
@@ -93,6 +96,7 @@ def test_the_entry_point_route(env: tuple[Path, Path], tmp_path: Path) -> None:
         run(["pip", "uninstall", "--quiet", "--yes", "my-package"], tmp_path, bin_)
 
 
+@pytest.mark.slow
 def test_the_route_inside_the_repository(env: tuple[Path, Path]) -> None:
     bin_, repo = env
     shutil.copy(ROOT / "docs" / "examples" / "my_pruner.py", repo / "baselines" / "my_pruner.py")
@@ -102,3 +106,56 @@ def test_the_route_inside_the_repository(env: tuple[Path, Path]) -> None:
     (i,) = [i for i, text in enumerate(lines) if text.startswith("from baselines import harp")]
     init.write_text("\n".join(lines[:i] + [line] + lines[i + 1:]) + "\n")
     check_the_guide(bin_, repo)
+
+
+# -- the worked "during" example: fast, in this environment -----------------------------------------------
+@pytest.fixture
+def sparse_example(tmp_path, monkeypatch):
+    """The guide's ``during`` example, registered under another name (a user's own copy may exist)."""
+    from baselines import PRUNERS
+
+    (tmp_path / f"{SPARSE_MODULE}.py").write_text(SPARSE_EXAMPLE.read_text().replace('"my-sparse-pruner"',
+                                                                                      f'"{SPARSE_NAME}"'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module(SPARSE_MODULE)
+        yield PRUNERS.get(SPARSE_NAME)
+    finally:
+        PRUNERS.remove(SPARSE_NAME)
+        sys.modules.pop(SPARSE_MODULE, None)
+
+
+def test_the_guide_shows_the_during_example() -> None:
+    assert ("python", SPARSE_EXAMPLE.read_text()) in BLOCKS
+    assert "python -m pytest tests -k my-sparse-pruner" in GUIDE
+
+
+def test_the_during_example_passes_the_contract_and_follows_its_schedule(sparse_example) -> None:
+    """Through the contract (three epochs of sparse training with the hooks, freeze, finetune, export), and
+    its cubic schedule against the formula: after epoch e of E, each layer keeps round((1 - s_e) * n) of its
+    largest |w| with s_e = 0.9 * (1 - (1 - min(1, (e + 1) / (E - 1))) ** 3)."""
+    import torch
+
+    from baselines.masking import current_masks, keep_count, raw_weight
+    from benchmark.models import create_model
+    from s2ap import build_pruner, list_methods
+    from tests.test_contract import check_contract, check_deterministic
+
+    assert sparse_example.pipeline == "during" and f"{SPARSE_NAME}+s2ap" not in list_methods()
+    for model_name in ("digits_cnn", "mlp"):
+        check_contract(SPARSE_NAME, model_name)
+    check_deterministic(SPARSE_NAME)
+    torch.manual_seed(0)
+    model = create_model("mlp", 10, 1)
+    pruner = build_pruner(SPARSE_NAME, 0.9)
+    pruner.attach(model)
+    pruner.begin_training(epochs=5, steps_per_epoch=1)
+    for epoch in range(5):
+        weights = {n: raw_weight(model.get_submodule(n)).detach().abs().clone() for n in pruner.layers}
+        log = pruner.end_training_epoch(epoch, {})
+        target = 0.9 * (1 - (1 - min(1.0, (epoch + 1) / 4)) ** 3)
+        assert log["sparsity"] == pytest.approx(target)
+        for name, mask in current_masks(model).items():
+            k = keep_count(1 - target, mask.numel())
+            threshold = weights[name].flatten().topk(k).values.min()
+            assert int(mask.sum()) == k and bool((weights[name][mask.bool()] >= threshold).all()), (epoch, name)

@@ -81,11 +81,16 @@ def check_pruner(suite: SuiteConfig, index: int) -> None:
                               f"(known: {hint})")
     for sparsity in suite.sparsities:
         try:
-            build_pruner(m.method, sparsity, s2ap=m.s2ap, granularity=suite.granularity,
-                         skip_first_last=suite.skip_first_last, seed=suite.seeds[0], **m.options)
+            pruner = build_pruner(m.method, sparsity, s2ap=m.s2ap, granularity=suite.granularity,
+                                  skip_first_last=suite.skip_first_last, seed=suite.seeds[0], **m.options)
         except Exception as e:  # whatever the pruner refuses now would otherwise stop a cell later
             text = " ".join(str(e).split())[:200] or type(e).__name__
             raise ConfigError(f"config field '{where}': {text}") from None
+        if pruner.pipeline != "after" and suite.pretrain.awp:
+            raise ConfigError(f"config field 'pretrain.awp': method {m.label!r} prunes {pruner.pipeline} training "
+                              f"and runs its {'sparse training' if pruner.pipeline == 'during' else 'mask search'} "
+                              "with the pretrain settings, which take no AWP; set pretrain.awp to false or drop "
+                              "the method")
 
 
 def check_dataset_options(suite: SuiteConfig) -> None:

@@ -36,6 +36,7 @@ from benchmark.report.stats import (
     Metric,
     aa_flags,
     best_labels,
+    budget_text,
     by_cell,
     dense_results,
     fmt_sparsity,
@@ -43,6 +44,7 @@ from benchmark.report.stats import (
     is_degenerate,
     method_order,
     paired_difference,
+    pipeline_of,
     protocols,
     robust_above_clean,
     s2ap_pairs,
@@ -123,14 +125,15 @@ def leaderboard_tables(results: list[dict], keys: tuple[str, ...] = PAGE_METRICS
     for group, rs in group_results(results).items():
         metrics = [METRICS[k] for k in keys if any(METRICS[k].get(r) is not None for r in rs)]
         diffs = [METRICS[k] for k in ("aa", "clean") if METRICS[k] in metrics] if extras else []
-        headers = (["method", "sparsity", "seeds"] + [m.title + m.arrow for m in metrics]
+        budgets = ["pipeline", "budget"] if any(budget_text(r) for r in rs) else []
+        headers = (["method"] + budgets + ["sparsity", "seeds"] + [m.title + m.arrow for m in metrics]
                    + [f"Δ {m.title} vs base" for m in diffs]
                    + (["AA flags", "robust > clean", "degenerate", "result files (seed)"] if extras else []))
         cells, order, pairs = by_cell(rs), method_order(rs), s2ap_pairs(rs)
         dense = dense_results(rs)
         rows = []
         if dense:
-            rows.append(Row([cell(x) for x in ("dense (unpruned)", "0%", str(len(dense)))]
+            rows.append(Row([cell(x) for x in ("dense (unpruned)", *[""] * len(budgets), "0%", str(len(dense)))]
                             + [cell(_figure_text(dense, m)) for m in metrics]
                             + [cell("-") for _ in diffs]
                             + ([cell(str(sum(1 for r in dense if aa_flags(r)))),
@@ -143,7 +146,9 @@ def leaderboard_tables(results: list[dict], keys: tuple[str, ...] = PAGE_METRICS
             best = {m.key: best_labels({lab: summarize(cells[(lab, sp)], m) for lab in labels}, m) for m in metrics}
             for lab in labels:
                 seeds = cells[(lab, sp)]
-                row = [cell(x) for x in (marked(lab, seeds), fmt_sparsity(sp), str(len(seeds)))]
+                pipeline = [pipeline_of(seeds[0]), " / ".join(sorted({budget_text(r) for r in seeds}))]
+                row = [cell(x) for x in (marked(lab, seeds), *pipeline[:len(budgets)], fmt_sparsity(sp),
+                                         str(len(seeds)))]
                 row += [cell(_figure_text(seeds, m), lab in best[m.key]) for m in metrics]
                 for m in diffs:
                     d = paired_difference(cells.get((pairs[lab], sp), []), seeds, m) if lab in pairs else None

@@ -57,6 +57,7 @@ REFERENCES: tuple[Reference, ...] = tuple(
     + _refs("resnet18", "ResNet18", "harp", ((0.90, 83.38, 45.40), (0.95, 83.38, 45.69), (0.99, 83.11, 45.50)))
     + _refs("vgg16_bn", "VGG16", "hydra", ((0.90, 78.31, 43.81), (0.95, 76.58, 42.61), (0.99, 70.59, 35.56)))
     + _refs("vgg16_bn", "VGG16", "harp", ((0.90, 80.70, 42.83), (0.95, 80.26, 41.21), (0.99, 79.42, 42.02)))
+    + _refs("resnet18", "ResNet18", "rst", ((0.90, 60.92, 14.31),))
 )
 REFERENCE_MODELS = sorted({r.model for r in REFERENCES})
 REFERENCE_METHODS = sorted({r.method for r in REFERENCES})
@@ -64,7 +65,8 @@ REFERENCE_SPARSITIES = sorted({r.sparsity for r in REFERENCES})
 
 
 # Each method's public training recipe (its code and configs), phase by phase: what the published checkpoints
-# were trained with. Epochs: pretrain / mask search / finetune.
+# were trained with. Epochs: pretrain / mask search / finetune; a method of another pipeline names the harness
+# phases its recipe maps to ("phases": RST's search runs with the suite's pretrain settings).
 _COMMON = {"lr": (0.1, 0.1, 0.01), "epochs": (100, 20, 100), "batch_size": 128, "schedule": "cosine",
            "momentum": 0.9}
 RECIPES: dict[str, dict] = {
@@ -74,6 +76,11 @@ RECIPES: dict[str, dict] = {
     "harp": {**_COMMON, "objective": "pgd-at", "weight_decay": 5e-4,
              "checkpoint": "best once the size target is met (model_best)",
              "source": "HARP's public code and configs (PGD-AT, weight decay 5e-4, gamma 1.0, rates from 10 % kept)"},
+    "rst": {"phases": ("pretrain",), "lr": (0.1,), "epochs": (160,), "batch_size": 256, "schedule": "piecewise",
+            "momentum": 0.9, "objective": "pgd-at", "weight_decay": 5e-4,
+            "checkpoint": "best by test-set robust accuracy (model_best)",
+            "source": "RST's public code and config_rst (score search on the frozen random network, PGD-7 in "
+                      "train mode, 160 epochs, piecewise lr 0.1, weight decay 5e-4, batch 256; docs/methods/rst.md)"},
 }
 PHASES = ("pretrain", "search", "finetune")
 
@@ -128,7 +135,8 @@ def recipe_differences(cfg: dict, recipe: dict, training: dict) -> list[str]:
     for key, published in (("eps", EPS), ("step_size", STEP_SIZE)):
         if key in threat and abs(float(Fraction(str(threat[key]))) - published) > 1e-9:
             why.append(f"training {key} {threat[key]} (published: {published})")
-    for i, phase in enumerate(PHASES):
+    phases = recipe.get("phases", PHASES)
+    for i, phase in enumerate(phases):
         p = cfg.get(phase) or {}
         wanted = {"objective": recipe["objective"], "weight_decay": recipe["weight_decay"], "lr": recipe["lr"][i],
                   "epochs": recipe["epochs"][i], "batch_size": recipe["batch_size"], "schedule": recipe["schedule"],
@@ -139,7 +147,8 @@ def recipe_differences(cfg: dict, recipe: dict, training: dict) -> list[str]:
             if key in p and p[key] != published:
                 why.append(f"{phase} {key} {p[key]} (published: {published})")
     dense = (cfg.get("dense") or {}).get("source", "pretrain")
-    if dense != "pretrain" or any(f"pretrain {k}" in w for w in why for k in ("objective", "weight_decay")):
+    if phases == PHASES and (dense != "pretrain" or any(f"pretrain {k}" in w for w in why
+                                                         for k in ("objective", "weight_decay"))):
         why.append(f"dense model from {dense} with this suite's recipe (published: each method pretrains its own "
                    f"dense model with its recipe)")
     checkpoint = training.get("checkpoint", "last epoch")

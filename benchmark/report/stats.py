@@ -207,9 +207,36 @@ def s2ap_pairs(results: list[dict]) -> dict[str, str]:
     return pairs
 
 
+PIPELINE_ORDER = ("after", "before", "during")
+PHASE_INITIALS = {"pretrain": "P", "search": "S", "finetune": "F", "train": "T"}
+
+
+def pipeline_of(result: dict) -> str:
+    """When the result's pruner pruned: after / before / during training (results from before pipelines
+    existed are all ``after``)."""
+    return str(result["cell"].get("pipeline") or "after")
+
+
+def budget_text(result: dict) -> str:
+    """The training budget in short, e.g. ``P15+S6+F4 ep, 38k img`` (epochs per phase: P pretrain, S mask
+    search, F finetune, T sparse training; image passes in all); empty for results without a budget."""
+    budget = result.get("budget")
+    if not isinstance(budget, dict) or not isinstance(budget.get("phases"), dict):
+        return ""
+    phases = "+".join(f"{PHASE_INITIALS.get(name, name)}{p.get('epochs')}" for name, p in budget["phases"].items()
+                      if isinstance(p, dict))
+    images = budget.get("image_passes")
+    img = f", {images / 1000:.0f}k img" if isinstance(images, (int, float)) and images >= 1000 else (
+        f", {images} img" if isinstance(images, (int, float)) else "")
+    return f"{phases or '0'} ep{img}"
+
+
 def method_order(results: list[dict]) -> list[str]:
-    """Pruned method labels, each base directly followed by its +S2AP variant(s)."""
-    labels = sorted({r["cell"]["label"] for r in results if not is_dense(r)})
+    """Pruned method labels grouped by pipeline (after, before, during training), each base directly followed
+    by its +S2AP variant(s)."""
+    rank = {r["cell"]["label"]: PIPELINE_ORDER.index(pipeline_of(r)) if pipeline_of(r) in PIPELINE_ORDER
+            else len(PIPELINE_ORDER) for r in results if not is_dense(r)}
+    labels = sorted(rank, key=lambda lab: (rank[lab], lab))
     pairs = s2ap_pairs(results)
     order: list[str] = []
     for lab in labels:

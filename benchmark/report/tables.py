@@ -17,6 +17,7 @@ from benchmark.report.stats import (
     Summary,
     aa_flags,
     best_labels,
+    budget_text,
     by_cell,
     dense_results,
     flag_messages,
@@ -26,6 +27,7 @@ from benchmark.report.stats import (
     is_degenerate,
     method_order,
     paired_difference,
+    pipeline_of,
     protocols,
     robust_above_clean,
     s2ap_pairs,
@@ -99,10 +101,12 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     clean, aa = METRICS["clean"], METRICS["aa"]
     sps, cells, order, pairs = sparsities(results), by_cell(results), method_order(results), s2ap_pairs(results)
     best = {(sp, m.key): best_labels(_cell_summaries(cells, order, sp, m), m) for sp in sps for m in (clean, aa)}
+    budgets = any(budget_text(r) for r in results)  # results with a pipeline budget: show it beside accuracy
+    extra = ["pipeline", "budget"] if budgets else []
     distance = METRICS["median_distance"]
     with_distance = [sp for sp in sps if any(distance.get(r) is not None for lab in order
                                              for r in cells.get((lab, sp), []))]
-    headers = (["method"] + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps]
+    headers = (["method"] + extra + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps]
                + [f"{fmt_sparsity(sp)} median distance" for sp in with_distance]
                + ["seeds", "AA flags", "robust > clean", "degenerate"])
     rows: list[Row] = []
@@ -111,14 +115,16 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
         c, a = summarize(dense, clean), summarize(dense, aa)
         text = (Part(summary_text(c, clean)), Part(" / "), Part(summary_text(a, aa)))
         dist = cell(summary_text(summarize(dense, distance), distance))
-        rows.append(Row([cell("dense (unpruned)"), *[text] * len(sps), *[dist] * len(with_distance),
-                         cell(str(len(dense))),
+        rows.append(Row([cell("dense (unpruned)"), *[cell("")] * len(extra), *[text] * len(sps),
+                         *[dist] * len(with_distance), cell(str(len(dense))),
                          cell(str(_n_aa_flagged(dense))), cell(str(_n_above(dense))),
                          cell(str(_n_degenerate(dense)))], "dense"))
     for lab in order:
         mine = [r for (label, _), rs in cells.items() if label == lab for r in rs]
         n_max = max((len(cells.get((lab, sp), [])) for sp in sps), default=0)
         row = [cell(marked(lab, mine))]
+        if budgets:
+            row += [cell(pipeline_of(mine[0])), cell(" / ".join(sorted({budget_text(r) for r in mine})))]
         for sp in sps:
             c, a = (summarize(cells.get((lab, sp), []), m) for m in (clean, aa))
             row.append((Part(summary_text(c, clean, n_max), lab in best[(sp, "clean")]), Part(" / "),
@@ -129,20 +135,26 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
         rows.append(Row(row + [cell(str(n_max)), cell(str(_n_aa_flagged(mine))), cell(str(_n_above(mine))),
                                cell(str(_n_degenerate(mine)))]))
         if lab in pairs:
-            rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells, with_distance))
+            rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells, with_distance, len(extra)))
     dataset, model, structure = group_cells(group)
     caption = (f"{dataset} / {model} / {structure}: clean / AutoAttack accuracy (%), mean ± std over seeds "
                "(sample std); best per column in bold. Δ rows: +S2AP minus base, mean ± std of the per-seed "
-               "differences (a seed's cells share one dense model)."
+               "differences (a seed's cells share one dense model)." + (BUDGET_NOTE if budgets else "")
                + (" Median distance: each result's median minimum-norm (FMN) distance over its test points, mean "
                   "± std over seeds (higher: further from the decision boundary; the paired Wilcoxon test is in "
                   "details.md)." if with_distance else "") + marks_note(results))
     return Table(f"{dataset} / {model} / {structure}", caption, headers, rows, protocols(results))
 
 
+BUDGET_NOTE = (" Rows are grouped by pipeline: after (robust dense model, mask search, finetune), before (mask "
+               "found on the random initialisation) and during (sparse training from scratch). Budget: training "
+               "epochs per phase (P dense pretraining, shared by a seed's cells; S mask search; F finetune; "
+               "T sparse training) and the training images seen in all (each an adversarial example).")
+
+
 def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict,
-                       with_distance: list[float]) -> Row:
-    row = [cell(f"Δ {variant} - {base}")]
+                       with_distance: list[float], blanks: int = 0) -> Row:
+    row = [cell(f"Δ {variant} - {base}")] + [cell("")] * blanks
     n = 0
     for sp in sps:
         b, v = cells.get((base, sp), []), cells.get((variant, sp), [])

@@ -1,5 +1,6 @@
-"""One cell of a suite: the dense model of its seed, the pruner's mask search, finetuning, evaluation and
-the result record (:func:`run_cell`), with the helpers that set each phase up."""
+"""One cell of a suite: the phases of the pruner's pipeline (after: the dense model of its seed, mask search,
+finetuning; before: mask search on the random initialisation, optional finetuning; during: sparse training
+from scratch), evaluation and the result record (:func:`run_cell`), with the helpers that set each phase up."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from torch import nn
 
 from baselines.base import Pruner
 from baselines.masking import iter_score_masks, sparsity_report
-from benchmark.config import Cell, PhaseConfig, SuiteConfig
+from benchmark.attacks import attack_mode, pgd
+from benchmark.config import Cell, PhaseConfig, SuiteConfig, ThreatConfig
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
@@ -60,13 +62,15 @@ def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
 
 def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list[nn.Parameter]:
     """Freeze the model; train what the pruner's search trains (:meth:`Pruner.search_parameters`: the scores
-    and rates, R-ADMM's weights, nothing for MAD), with BatchNorm exactly when not ``freeze_bn``."""
+    and rates, R-ADMM's weights, nothing for MAD), with BatchNorm exactly when not ``freeze_bn``, except what
+    the pruner keeps fixed in every phase (:meth:`Pruner.frozen_parameters`: RST's non-affine BatchNorm)."""
     for p in model.parameters():
         p.requires_grad_(False)
+    fixed = {id(p) for p in pruner.frozen_parameters()}
     norms = [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             for p in m.parameters(recurse=False)]
+             for p in m.parameters(recurse=False) if id(p) not in fixed]
     in_norms = {id(p) for p in norms}
-    params = [p for p in pruner.search_parameters() if id(p) not in in_norms]
+    params = [p for p in pruner.search_parameters() if id(p) not in in_norms and id(p) not in fixed]
     if not freeze_bn:
         params += norms
     for p in params:
@@ -74,13 +78,113 @@ def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list
     return params
 
 
-def finetune_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """All weights, biases and BatchNorm parameters; scores and rates stay frozen."""
+def finetune_parameters(model: nn.Module, pruner: Pruner | None = None) -> list[nn.Parameter]:
+    """All weights, biases, BatchNorm parameters and a pruner's own trained tensors (TwinRep's twin factors):
+    the parameters of finetuning and of sparse training. Scores, rates and what the pruner keeps fixed
+    (:meth:`~baselines.Pruner.frozen_parameters`) stay frozen."""
     frozen = {id(p) for _, sm in iter_score_masks(model) for p in sm.parameters()}
+    if pruner is not None:
+        frozen |= {id(p) for p in pruner.frozen_parameters()}
     params = [p for p in model.parameters() if id(p) not in frozen]
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def pipeline_phases(cell: Cell, pruner: Pruner) -> dict[str, PhaseConfig]:
+    """The training phases a cell of ``pruner`` runs, by name, with their settings (the cell's effective
+    phases: the suite's, its pruner's recipe, its method entry's own).
+
+    ``after``: the dense ``pretrain`` (shared by the cells of a seed; absent when the dense model is loaded),
+    ``search`` (if the pruner searches) and ``finetune``. ``before``: the mask ``search`` on the random
+    initialisation with the from-scratch budget (the ``pretrain`` settings: the search replaces the dense
+    training), then ``finetune`` if the pruner finetunes. ``during``: one sparse ``train`` phase from scratch
+    with the ``pretrain`` settings. Phases of zero epochs are left out.
+    """
+    if pruner.pipeline == "during":
+        phases = {"train": cell.pretrain}
+    elif pruner.pipeline == "before":
+        phases = {"search": cell.pretrain} if pruner.needs_search else {}
+        if pruner.finetunes:
+            phases["finetune"] = cell.finetune
+    else:
+        phases = {"pretrain": cell.pretrain} if cell.suite.dense.source == "pretrain" else {}
+        if pruner.needs_search:
+            phases["search"] = cell.search
+        phases["finetune"] = cell.finetune
+    return {name: phase for name, phase in phases.items() if phase.epochs > 0}
+
+
+def training_budget(cell: Cell, pruner: Pruner, n_train: int) -> dict:
+    """Epochs and image passes (training images seen, each as an adversarial example) per phase and in all,
+    so pipelines are compared at a stated budget; a loaded dense model's training is not counted."""
+    suite = cell.suite
+    phases = {name: {"epochs": p.epochs, "image_passes": p.epochs * n_train}
+              for name, p in pipeline_phases(cell, pruner).items()}
+    out = {"pipeline": pruner.pipeline, "phases": phases,
+           "epochs": sum(p["epochs"] for p in phases.values()),
+           "image_passes": sum(p["image_passes"] for p in phases.values()),
+           "attack_steps": suite.threat.steps}
+    if pruner.pipeline == "after" and suite.dense.source != "pretrain":
+        out["dense_training"] = f"not counted ({suite.dense.source})"
+    return out
+
+
+def robust_figures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatConfig, steps: int,
+                   batch_size: int, seed: int, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) under PGD-``steps`` (seeded random start) on fixed points."""
+    gen = torch.Generator().manual_seed(seed)
+    correct, loss = 0, 0.0
+    with attack_mode(model):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            x_adv = pgd(model, xb, yb, eps=threat.eps_value, step_size=threat.step_value, steps=steps,
+                        generator=gen)
+            with torch.no_grad():
+                out = model(x_adv)
+            correct += int((out.argmax(1) == yb).sum())
+            loss += float(nn.functional.cross_entropy(out, yb, reduction="sum"))
+    return correct / max(len(x), 1), loss / max(len(x), 1)
+
+
+def epoch_figures(model: nn.Module, data: DataSplits, suite: SuiteConfig,
+                  device: torch.device) -> Callable[[], dict[str, float]]:
+    """What a pruner with ``needs_epoch_figures`` receives after each sparse-training epoch: robust accuracy
+    on the first training points and robust accuracy and loss on the validation split (as many points)."""
+    val = data.val if len(data.val) else data.train  # type: ignore[arg-type]
+    x_val, y_val = first_n(val, len(val))  # type: ignore[arg-type]
+    x_train, y_train = first_n(data.train, len(x_val))
+
+    ev = suite.evaluation
+
+    def figures() -> dict[str, float]:
+        train_acc, _ = robust_figures(model, x_train, y_train, suite.threat, ev.pgd_steps, ev.batch_size, ev.seed,
+                                      device)
+        val_acc, val_loss = robust_figures(model, x_val, y_val, suite.threat, ev.pgd_steps, ev.batch_size, ev.seed,
+                                           device)
+        return {"train_robust_accuracy": train_acc, "val_robust_accuracy": val_acc, "val_robust_loss": val_loss}
+
+    return figures
+
+
+def sparse_training(model: nn.Module, pruner: Pruner, loader, phase: PhaseConfig, threat: ThreatConfig,
+                    device: torch.device, figures: Callable[[], dict[str, float]] | None = None,
+                    desc: str = "sparse training", progress: bool = False,
+                    checkpoint: EpochCheckpoint | None = None) -> list[dict]:
+    """The ``during`` pipeline's one phase: adversarial training of the weights from scratch with the pruner's
+    hooks (:meth:`~baselines.Pruner.begin_training`, ``training_step``, ``end_training_epoch``); ``figures``
+    is measured after each epoch for a pruner that needs it."""
+    if phase.awp:
+        raise ValueError("AWP does not apply to a 'during' pruner's sparse training; set pretrain.awp to false")
+    params = finetune_parameters(model, pruner)
+    pruner.begin_training(phase.epochs, len(loader))
+
+    def end_epoch(epoch: int) -> dict:
+        measured = figures() if (figures is not None and pruner.needs_epoch_figures) else {}
+        return {**measured, **pruner.end_training_epoch(epoch, measured)}
+
+    return train_phase(model, loader, params, phase, threat, device=device, step=pruner.training_step,
+                       on_epoch_end=end_epoch, desc=desc, progress=progress, checkpoint=checkpoint)
 
 
 def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConfig, n: int,
@@ -160,16 +264,20 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.store.paths.model_path`).
     The phases are the cell's effective ones (the suite's, its pruner's recipe, its method entry's own)."""
     s, m = cell.suite, cell.method
-    search, finetune = cell.search, cell.finetune
-    dense_state, pretrain_record = dense.get(cell.seed, cell.pretrain)
-    seed_everything(cell.run_seed)
-    model = build_model(s, data)
-    model.load_state_dict(dense_state)
-    model.to(device)
     pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=s.granularity,
                           skip_first_last=s.skip_first_last, seed=cell.run_seed, **m.options)
-    start_pruner(pruner, model, data, s, cell.run_seed, device, search)
-    phases: dict = {"pretrain": {**pretrain_record, "shared_across_cells": True}}
+    plan = pipeline_phases(cell, pruner)
+    search, finetune = plan.get("search"), plan.get("finetune")
+    phases: dict = {}
+    if pruner.pipeline == "after":
+        dense_state, pretrain_record = dense.get(cell.seed, cell.pretrain)
+        phases["pretrain"] = {**pretrain_record, "shared_across_cells": True}
+    seed_everything(cell.run_seed)
+    model = build_model(s, data)  # before / during: this random initialisation is where the pruner starts
+    if pruner.pipeline == "after":
+        model.load_state_dict(dense_state)
+    model.to(device)
+    start_pruner(pruner, model, data, s, cell.run_seed, device, cell.search)
     history: dict = {}
     mask_record = None
     tag = f"{m.label} s={cell.sparsity:g} seed={cell.seed}" + ("" if cell.search_seed is None
@@ -187,7 +295,20 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             return None
         return BestEpoch(model, pruner, data, s, device, eligible)
 
-    if pruner.needs_search and search.epochs > 0:
+    if "train" in plan:
+        train = plan["train"]
+        loader = make_loader(data.train, train.batch_size, shuffle=True, seed=cell.run_seed,
+                             **loader_settings(s.dataset, device))
+        phases["train"] = {"epochs": train.epochs}
+        with measure(phases["train"], device):
+            history["train"] = sparse_training(
+                model, pruner, loader, train, s.threat, device,
+                epoch_figures(model, data, s, device) if pruner.needs_epoch_figures else None,
+                desc=f"sparse training {tag}", progress=progress,
+                checkpoint=epoch_checkpoint("train", (pruner.extra_state, pruner.load_extra_state)))
+        phases["train"]["s_per_epoch"] = phases["train"]["wall_s"] / train.epochs
+
+    if search is not None:
         params = search_parameters(model, pruner, search.freeze_bn)
         loader = make_loader(data.train, search.batch_size, shuffle=True, seed=cell.run_seed,
                              **loader_settings(s.dataset, device))
@@ -257,8 +378,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     masks = pruner.masks()
     if mask_record is not None:
         mask_record["final_masks_sha"] = masks_fingerprint(masks)
-    if finetune.epochs > 0:
-        params = finetune_parameters(model)
+    if finetune is not None:
+        params = finetune_parameters(model, pruner)
         loader = make_loader(data.train, finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
                              **loader_settings(s.dataset, device))
         phases["finetune"] = {"epochs": finetune.epochs}
@@ -295,10 +416,12 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             "sparsity": cell.sparsity,
             "seed": cell.seed,
             **({} if cell.search_seed is None else {"search_seed": cell.search_seed}),
+            "pipeline": pruner.pipeline,
         },
         config=cell.identity(), config_hash=cell.config_hash(),
-        pruner_options=pruner.options(),
-        training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": checkpoint_text(search, finetune)},
+        pruner_options=pruner.options(), taxonomy=dict(pruner.taxonomy),
+        budget=training_budget(cell, pruner, len(data.train)),
+        training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": checkpoint_text(cell.search, cell.finetune)},
         report=report, target=cell.sparsity, evaluation=evaluation, mask=mask_record, phases=phases,
         history=history, device=device)
     if root is not None:

@@ -74,25 +74,41 @@ def _n_train(suite: SuiteConfig) -> int | None:
     return info.n_train - int(round(suite.dataset.val_fraction * info.n_train))
 
 
+def cell_plan(cell: Cell) -> tuple[str, dict[str, PhaseConfig]]:
+    """The cell's pipeline and the training phases it runs (:func:`benchmark.run.cells.pipeline_phases`);
+    the shared dense pretraining is costed per seed, not per cell."""
+    from benchmark.run.cells import pipeline_phases
+
+    m = cell.method
+    pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=cell.suite.granularity, **m.options)
+    plan = pipeline_phases(cell, pruner)
+    plan.pop("pretrain", None)
+    return pruner.pipeline, plan
+
+
 def cell_cost(cell: Cell) -> CellCost:
-    """Passes of one cell: mask search (S2AP's extra pass included), finetune, and evaluation."""
+    """Passes of one cell: mask search (S2AP's extra pass included) or sparse training, finetune, and
+    evaluation."""
     s = cell.suite
     info = dataset_info(s.dataset.name, s.dataset.options)
     n_train = _n_train(s)
     steps = s.threat.steps
     base, plugin = split_method(cell.method.method)
+    _, plan = cell_plan(cell)
+    main = plan.get("search") or plan.get("train")
     search: float | None = 0.0
-    search_phase = cell.search
-    if get_pruner(base).needs_search and n_train is not None:
-        extra = get_pruner(base)(cell.sparsity, granularity=s.granularity, **cell.method.options).extra_search_passes()
-        search = _training_passes(search_phase, steps, n_train, extra)
+    if n_train is None:
+        search = None
+    elif main is not None:
+        pruner = get_pruner(base)(cell.sparsity, granularity=s.granularity, **cell.method.options)
+        extra = pruner.extra_search_passes() if "search" in plan else 0
+        search = _training_passes(main, steps, n_train, extra)
         if plugin:
             st = cell.method.s2ap
             extra = (steps + 1) if st.regenerate_adversarial else 1
-            search += max(0, search_phase.epochs - st.warmup_epochs) * n_train * extra
-    elif n_train is None:
-        search = None
-    finetune = _training_passes(cell.finetune, steps, n_train) if n_train is not None else None
+            search += max(0, main.epochs - st.warmup_epochs) * n_train * extra
+    finetune = (_training_passes(plan["finetune"], steps, n_train) if "finetune" in plan else 0.0) \
+        if n_train is not None else None
     ev = s.evaluation
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
     aa = n_eval * autoattack_passes(ev.autoattack, info.num_classes or 10)
@@ -221,20 +237,23 @@ def cell_seconds(cell: Cell, t: StepTimes) -> dict[str, float | None]:
     n_train, ev = _n_train(s), s.evaluation
     info = dataset_info(s.dataset.name, s.dataset.options)
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
-    search_phase, finetune_phase = cell.search, cell.finetune
-    search_batches, finetune_batches = _batches(n_train, search_phase.batch_size), _batches(n_train,
-                                                                                            finetune_phase.batch_size)
-    needs_search = get_pruner(split_method(cell.method.method)[0]).needs_search
-    search = 0.0 if not needs_search or not search_phase.epochs else (
-        None if search_batches is None else search_phase.epochs * search_batches * t.search[cell.method.label])
-    finetune = None if finetune_batches is None else \
-        finetune_phase.epochs * finetune_batches * t.finetune[cell.method.label]
-    if search_phase.checkpoint != "last":  # the best-epoch rule scores each search epoch on the validation split
-        evaluate_extra = search_phase.epochs * min(ev.n_examples, _n_val(s)) * t.eval_point
-    else:
-        evaluate_extra = 0.0
-    if finetune_phase.checkpoint != "last":
-        evaluate_extra += finetune_phase.epochs * min(ev.n_examples, _n_val(s)) * t.eval_point
+    _, plan = cell_plan(cell)
+    needs_search = "search" in plan
+    search: float | None = 0.0
+    if "train" in plan:  # sparse training: about a dense training step per batch
+        batches = _batches(n_train, plan["train"].batch_size)
+        search = None if batches is None else plan["train"].epochs * batches * t.pretrain[pretrain_key(plan["train"])]
+    elif needs_search:
+        batches = _batches(n_train, plan["search"].batch_size)
+        search = None if batches is None else plan["search"].epochs * batches * t.search[cell.method.label]
+    finetune_phase = plan.get("finetune")
+    finetune_batches = None if finetune_phase is None else _batches(n_train, finetune_phase.batch_size)
+    finetune = 0.0 if finetune_phase is None else (
+        None if finetune_batches is None else finetune_phase.epochs * finetune_batches * t.finetune[cell.method.label])
+    evaluate_extra = 0.0
+    for phase in (plan.get("search"), finetune_phase):  # the best-epoch rule scores each epoch on the validation split
+        if phase is not None and phase.checkpoint != "last":
+            evaluate_extra += phase.epochs * min(ev.n_examples, _n_val(s)) * t.eval_point
     evaluate = n_eval * t.eval_point * (2 if needs_search else 1) + cell_cost(cell).autoattack * t.pass_s
     evaluate += evaluate_extra
     if needs_search and get_pruner(split_method(cell.method.method)[0]).has_scores:
@@ -311,15 +330,16 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
             lines.append(f"{cell.key}  [{cell.config_hash()}]  evaluation only: min-norm distances from the saved "
                          "model (seconds to minutes)")
             continue
+        main = "sparse training" if cell_plan(cell)[0] == "during" else "search"
         if times is not None:
             sec = cell_seconds(cell, times)
             cost = None if None in sec.values() else sum(sec.values())  # type: ignore[arg-type]
-            lines.append(f"{cell.key}  [{cell.config_hash()}]  ~{_hours(cost)} (search {_hours(sec['search'])}, "
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  ~{_hours(cost)} ({main} {_hours(sec['search'])}, "
                          f"finetune {_hours(sec['finetune'])}, evaluation <= {_hours(sec['evaluate'])})")
         else:
             c = cell_cost(cell)
             cost = c.total
-            lines.append(f"{cell.key}  [{cell.config_hash()}]  {_fmt(c.total)} (search {_fmt(c.search)}, finetune "
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  {_fmt(c.total)} ({main} {_fmt(c.search)}, finetune "
                          f"{_fmt(c.finetune)}, evaluation <= {_fmt(c.evaluation)} of which AutoAttack "
                          f"{c.autoattack:.3g})")
         total = None if total is None or cost is None else total + cost

@@ -115,6 +115,12 @@ def check_result(data: Any, name: str = "result") -> dict:
     s2ap = (options or {}).get("s2ap")
     _kind(name, "pruner_options.s2ap", s2ap, (dict,))
     _kind(name, "pruner_options.s2ap.warmup_epochs", (s2ap or {}).get("warmup_epochs"), (int,))
+    _kind(name, "taxonomy", data.get("taxonomy"), (dict,))
+    budget = data.get("budget")
+    _kind(name, "budget", budget, (dict,))
+    for key in ("epochs", "image_passes"):
+        _finite(name, f"budget.{key}", (budget or {}).get(key))
+    _kind(name, "budget.phases", (budget or {}).get("phases"), (dict,))
     _kind(name, "created", data.get("created"), (str,))
     stored = data.get(CHECKSUM_KEY)
     if stored is not None:
@@ -132,7 +138,7 @@ def _cell(cell: dict, name: str) -> None:
         if name_problem(cell[key]):
             raise _bad(name, f"'cell.{key}' is {str(cell[key])[:40]!r}, expected a name")
     _kind(name, "cell.method", cell["method"], (str,), optional=False)
-    for key in ("pruner", "plugin"):
+    for key in ("pruner", "plugin", "pipeline"):
         _kind(name, f"cell.{key}", cell.get(key), (str,))
     sparsity = cell["sparsity"]
     if not _number(sparsity) or not 0 <= sparsity < 1:
