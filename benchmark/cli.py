@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, ConfigError
 
 
 def _suite(args: argparse.Namespace):
@@ -59,7 +59,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         failure = e
     written = write_suite_tables(root, print)
     if written:
-        print(written[0].read_text())
+        from benchmark.store import gate
+
+        print(gate.read_bytes(root, written[0], limit=64 << 20).decode("utf-8", "replace"))
     if failure is not None:
         raise failure
     return 0
@@ -105,7 +107,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from benchmark.store.results import CHECKSUM_KEY, read_result, result_files
+    from benchmark.store.results import read_result, result_files
 
     root = Path(args.results_dir)
     if not root.exists():
@@ -120,20 +122,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise BenchmarkError(f"{root} is neither a result file (.json) nor a suite file (.yaml); pass a results "
                              "folder, a result file or a suite file")
     files = result_files(root) if root.is_dir() else [root]
-    bad = unchecked = 0
+    bad = 0
     for p in files:
         try:
-            result = read_result(p)
+            read_result(p)
         except BenchmarkError as e:
             print(f"invalid: {e}", file=sys.stderr)
             bad += 1
-            continue
-        if CHECKSUM_KEY not in result:
-            print(f"unchecked: {p}: no checksum (written before checksums); re-run the cell to add one",
-                  file=sys.stderr)
-            unchecked += 1
-    note = f" ({unchecked} without a checksum)" if unchecked else ""
-    print(f"{len(files) - bad} valid{note}, {bad} invalid result files under {root}")
+    print(f"{len(files) - bad} valid, {bad} invalid result files under {root}")
     return 1 if bad else 0
 
 
@@ -159,9 +155,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    import math
+
     from benchmark.run.verify import report_lines, verify
 
     root = results_folder(args.results_dir)
+    if not math.isfinite(args.tolerance) or args.tolerance < 0:
+        raise ConfigError(f"--tolerance {args.tolerance}: give a finite number >= 0, e.g. 1e-6")
+    if args.keep:
+        keep, base = Path(args.keep).resolve(), root.resolve()
+        if keep == base or base in keep.parents or keep in base.parents:
+            raise ConfigError(f"--keep {args.keep}: it overlaps the results folder {root} being verified; give a "
+                              "folder outside it")
     checks = verify(root, patterns=args.cell, n=args.n, seed=args.seed, tolerance=args.tolerance,
                     device=args.device, scratch=Path(args.keep) if args.keep else None,
                     log=lambda line: print(line, file=sys.stderr))

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, StoreError
+from benchmark.store import gate
 
 MAX_BYTES = 256 * 1024
 MAX_ALIASES = 100
@@ -63,10 +64,13 @@ def load_yaml(text: str, what: str) -> Any:
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
-    """Read and parse a YAML file, refusing one larger than ``MAX_BYTES`` before reading it."""
+    """Read and parse a YAML file (a regular file, never a FIFO), refusing one larger than ``MAX_BYTES`` before
+    reading it."""
     try:
-        with open(path, "rb") as f:
+        with gate.open_input(path, what=what) as f:
             raw = f.read(MAX_BYTES + 1)
+    except StoreError as e:
+        raise ConfigError(f"{what}: cannot read {path} ({e})") from None
     except OSError as e:
         raise ConfigError(f"{what}: cannot read {path} ({e.strerror or e})") from None
     if len(raw) > MAX_BYTES:

@@ -29,7 +29,7 @@ from benchmark.report.stats import (
     summarize,
 )
 from benchmark.report.tables import slug
-from benchmark.store.files import atomic_write_bytes
+from benchmark.store import gate
 
 FORMATS = ("png", "svg")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -275,16 +275,17 @@ def make_plots(results: list[dict]) -> list[tuple[tuple[str, str, str], str, str
     return out
 
 
-def write_plots(plots: list, folder: Path) -> list[Path]:
-    """Write the plots under ``folder`` and remove plot files there that are no longer generated."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_plots(plots: list, root: Path, folder: Path) -> list[Path]:
+    """Write the plots under ``folder`` (inside the results folder ``root``, through the gate) and remove plot
+    files there that are no longer generated."""
+    gate.make_folder(root, folder)
     written = []
     for _, _, stem, files in plots:
         for fmt, data in files.items():
             path = folder / f"{stem}.{fmt}"
-            atomic_write_bytes(path, data)
+            gate.write_bytes(root, path, data)
             written.append(path)
-    for stale in sorted(folder.glob("*")):
-        if stale.suffix.lstrip(".") in FORMATS and stale not in written:
-            stale.unlink()
+    for stale in gate.list_files(root, folder, suffixes=tuple(f".{fmt}" for fmt in FORMATS)):
+        if stale not in written:
+            gate.remove(root, stale)
     return written

@@ -139,8 +139,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         if work is None:
             return None
         if extra is None:
-            return EpochCheckpoint(work / f"{phase}.pt")
-        return EpochCheckpoint(work / f"{phase}.pt", *extra)
+            return EpochCheckpoint(root or work, work / f"{phase}.pt")
+        return EpochCheckpoint(root or work, work / f"{phase}.pt", *extra)
 
     if pruner.needs_search and s.search.epochs > 0:
         params = search_parameters(model, pruner, s.search.freeze_bn)

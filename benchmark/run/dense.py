@@ -12,6 +12,7 @@ from benchmark.data import DataSplits, loader_settings, make_loader
 from benchmark.measure import measure
 from benchmark.run.cells import build_model, seed_everything
 from benchmark.run.locks import file_lock
+from benchmark.store import gate
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.store.paths import dense_path
 from benchmark.train.loop import EpochCheckpoint, train_phase
@@ -38,9 +39,9 @@ class DenseCache:
             self._memo[seed] = load_dense(self.suite, build_model(self.suite, self.data))
             return self._memo[seed]
         path = self.path(seed)
-        with file_lock(path.with_suffix(".lock"), wait=True):
-            if path.exists():
-                payload = load_checkpoint(path)
+        with file_lock(self.root, path.with_suffix(".lock"), wait=True):
+            if gate.kind(self.root, path) != "missing":
+                payload = load_checkpoint(self.root, path)
                 out = (payload["state_dict"], {**payload["record"], "reused_checkpoint": path.name})
             else:
                 out = self._pretrain(seed, path)
@@ -58,9 +59,9 @@ class DenseCache:
         with measure(record, self.device):
             history = train_phase(model, loader, list(model.parameters()), s.pretrain, s.threat,
                                   device=self.device, desc=f"pretrain seed {seed}", progress=self.progress,
-                                  checkpoint=EpochCheckpoint(progress_file))
+                                  checkpoint=EpochCheckpoint(self.root, progress_file))
         record["final_loss"] = history[-1]["loss"] if history else None
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save_checkpoint(path, {"state_dict": state, "record": record})
-        progress_file.unlink(missing_ok=True)
+        save_checkpoint(self.root, path, {"state_dict": state, "record": record})
+        gate.remove(self.root, progress_file)
         return state, record

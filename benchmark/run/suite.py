@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -28,16 +27,17 @@ from benchmark.run.cells import load_data, run_cell
 from benchmark.run.dense import DenseCache
 from benchmark.run.locks import file_lock, locked_elsewhere
 from benchmark.run.threads import oversubscription, resolve_threads, torch_threads
-from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
+from benchmark.store import gate
+from benchmark.store.checkpoints import load_tensors, save_tensors
 from benchmark.store.files import os_error_text
 from benchmark.store.paths import mask_path, result_path, suite_dir, work_dir
-from benchmark.store.results import existing_hash, read_result, write_result
+from benchmark.store.results import existing_hash, read_result, result_files, write_result
 from s2ap import mask_distance
 
 
 def pending_cells(suite: SuiteConfig, root: Path, force: bool = False) -> list[Cell]:
     """Cells without a valid result of the same config hash (all cells with ``force``)."""
-    return [c for c in suite.cells() if force or existing_hash(result_path(c, root)) != c.config_hash()]
+    return [c for c in suite.cells() if force or existing_hash(result_path(c, root), root) != c.config_hash()]
 
 
 def execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, device: torch.device,
@@ -58,10 +58,10 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
                   progress: bool, force: bool) -> str:
     out = result_path(cell, root)
     lock = out.with_name(out.name + ".lock")
-    with file_lock(lock, wait=False, note=cell.config_hash()) as taken:
+    with file_lock(root, lock, wait=False, note=cell.config_hash()) as taken:
         if not taken:
-            return locked_elsewhere(cell, lock)
-        if not force and existing_hash(out) == cell.config_hash():
+            return locked_elsewhere(cell, root, lock)
+        if not force and existing_hash(out, root) == cell.config_hash():
             return f"  {cell.key}: finished by another process"
         work = work_dir(cell, root)
         try:
@@ -70,9 +70,9 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
             raise BenchmarkError(f"cell {cell.key} stopped: {e} ({work})") from None
         except OUT_OF_MEMORY:
             raise out_of_memory(f"cell {cell.key} stopped (finished epochs resume from {work})", device) from None
-        save_checkpoint(mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
-        write_result(out, result)
-        shutil.rmtree(work, ignore_errors=True)
+        result["mask_file"] = save_tensors(root, mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
+        write_result(out, result, root)
+        gate.remove_tree(root, work)
     ev = result["evaluation"]
     aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
     return (f"  {cell.key}: clean {ev['clean_accuracy']:.3f}  AA {'-' if aa is None else f'{aa:.3f}'}  "
@@ -126,12 +126,10 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
         log(warning)
     root = suite_dir(suite, results_dir)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"config field 'results_dir': {root} is not writable ({e.strerror}); "
+        gate.write_bytes(root, root / ".write-test", b"")
+        gate.remove(root, root / ".write-test")
+    except BenchmarkError as e:
+        raise ConfigError(f"config field 'results_dir': {root} is not writable ({e}); "
                           "pass --results-dir with a writable folder") from None
     from benchmark.run.dense_reference import evaluate_dense, pending_dense_seeds
 
@@ -188,7 +186,7 @@ def write_suite_tables(root: Path, log: Callable[[str], None] = print) -> list[P
     corrupt result files are reported through ``log`` and skipped. Returns the files written."""
     from benchmark.report import write_tables
 
-    if not (root.is_dir() and any(root.rglob("*.json")) and os.access(root, os.W_OK)):
+    if not (root.is_dir() and os.access(root, os.W_OK) and result_files(root)):
         return []
     written, problems = write_tables(root)
     for p in problems:
@@ -206,18 +204,26 @@ def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
     for c in suite.cells():
         groups.setdefault((c.method.label, c.sparsity), []).append(c)
     for group in groups.values():
-        done = [c for c in group
-                if mask_path(c, root).exists() and existing_hash(result_path(c, root)) == c.config_hash()]
+        done, stored = [], {}
+        for c in group:
+            try:
+                r = read_result(result_path(c, root), root)
+            except BenchmarkError:
+                continue
+            if r["config_hash"] == c.config_hash() and r.get("mask_file"):
+                done.append(c)
+                stored[(c.seed, c.search_seed)] = r
         if len(done) < 2:
             continue
-        masks = {(c.seed, c.search_seed): load_checkpoint(mask_path(c, root)) for c in done}
+        fix = f"re-run the suite (s2ap-bench run {suite.name}) to recompute the cell"
+        masks = {k: load_tensors(root, r["mask_file"], fix) for k, r in stored.items()}
         pairs = {}
         for a, b in itertools.combinations(sorted(masks, key=lambda k: (k[0], -1 if k[1] is None else k[1])), 2):
             pairs[(a, b)] = mask_distance({k: v.float() for k, v in masks[a].items()},
                                           {k: v.float() for k, v in masks[b].items()})
         for c in done:
             path = result_path(c, root)
-            result = read_result(path)
+            result = stored[(c.seed, c.search_seed)]
             if result.get("mask") is None:
                 continue
             me = (c.seed, c.search_seed)
@@ -236,7 +242,7 @@ def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
                                         "mean_normalized": float(np.mean([d["normalized"] for d in part])),
                                         "n_pairs": len(part)}
             result["mask"]["stability"]["cross_seed"] = record
-            write_result(path, result)
+            write_result(path, result, root)
 
 
 def _run_name(run: tuple[int, int | None]) -> str:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from baselines.base import adversarial_step
 from benchmark.attacks.pgd import attack_mode, pgd
 from benchmark.config import PhaseConfig, ThreatConfig
+from benchmark.store import gate
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.train.awp import awp_step
 
@@ -153,12 +154,13 @@ class BF16Forward(nn.Module):
 class EpochCheckpoint:
     """Per-epoch training state (model, optimiser, schedule, RNG, shuffling, log, extra state) in one file."""
 
+    root: Path
     path: Path
     get_extra: Callable[[], dict] = dict
     set_extra: Callable[[dict], None] = lambda state: None
 
     def save(self, model: nn.Module, optimizer, scheduler, loader: DataLoader, history: list[dict]) -> None:
-        save_checkpoint(self.path, {
+        save_checkpoint(self.root, self.path, {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -170,9 +172,9 @@ class EpochCheckpoint:
 
     def restore(self, model: nn.Module, optimizer, scheduler, loader: DataLoader) -> list[dict]:
         """Load a stored state if there is one; returns the log of the epochs already done."""
-        if not self.path.exists():
+        if gate.kind(self.root, self.path) == "missing":
             return []
-        state = load_checkpoint(self.path)
+        state = load_checkpoint(self.root, self.path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
