@@ -43,6 +43,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in describe(suite, times, root):
             print(line)
         print(f"{len(suite.cells())} cells -> {root}")
+        from benchmark.store.migrate import needs_migration
+
+        legacy = needs_migration(root) if root.is_dir() else []
+        if legacy:
+            print(f"note: {len(legacy)} result(s) keep .pt masks and models without their sha256, so they count as "
+                  f"not done; run s2ap-bench migrate {root} first (nothing is recomputed)")
         return 0
     failure: BenchmarkError | None = None
     try:
@@ -173,6 +179,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for line in report_lines(checks, args.tolerance):
         print(line)
     return 1 if any(c.differences for c in checks) else 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from benchmark.store.migrate import migrate
+
+    migrate(results_folder(args.results_dir))
+    return 0
 
 
 def cmd_bench_s2ap(args: argparse.Namespace) -> int:
@@ -314,6 +327,11 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default cpu")
     ver.add_argument("--keep", metavar="DIR", help="keep the recomputed results in DIR (default: a temporary folder)")
     ver.set_defaults(func=cmd_verify)
+
+    mig = sub.add_parser("migrate", help="convert a results folder's .pt masks and models to safetensors and record "
+                                         "their sha256 (run from a clean git tree; figures and hashes unchanged)")
+    mig.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    mig.set_defaults(func=cmd_migrate)
 
     val = sub.add_parser("validate", help="check result files against the schema, or a suite file")
     val.add_argument("results_dir", help="a results folder, one result file (.json) or a suite file (.yaml)")

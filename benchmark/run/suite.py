@@ -132,6 +132,13 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
         raise ConfigError(f"config field 'results_dir': {root} is not writable ({e}); "
                           "pass --results-dir with a writable folder") from None
     from benchmark.run.dense_reference import evaluate_dense, pending_dense_seeds
+    from benchmark.store.migrate import needs_migration
+
+    legacy = needs_migration(root)
+    if legacy:
+        raise BenchmarkError(f"{len(legacy)} result(s) under {root} keep .pt masks and models without their sha256 "
+                             f"(e.g. {legacy[0]}); run s2ap-bench migrate {root} first (nothing is recomputed), "
+                             "else every such cell would be run again")
 
     device = resolve_device(suite.device)
     cells = suite.cells()
