@@ -87,6 +87,7 @@ class Pruner:
     name: ClassVar[str] = ""
     has_scores: ClassVar[bool] = True
     needs_search: ClassVar[bool] = True
+    learns_rates: ClassVar[bool] = False  # learnt per-layer keep rates (HARP): what S2AP's perturb_rates perturbs
     granularities: ClassVar[tuple[str, ...]] = ("weight",)
 
     def __init__(

@@ -160,6 +160,7 @@ class Harp(Pruner):
     """
 
     granularities = ("weight", "channel")
+    learns_rates = True
 
     def __init__(self, sparsity: float, *, alpha: float = 0.1, gamma_hw: float = 1.0, init: str = "uniform",
                  start_keep: float | None = None, input_size: Sequence[int] | None = None, **kwargs) -> None:

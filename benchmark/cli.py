@@ -188,9 +188,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_ranges(args: argparse.Namespace, positive: tuple[str, ...], fractions: tuple[str, ...] = ()) -> None:
+    """Refuse, in one line with exit 2, a count below 1 or a sparsity outside (0, 1) among ``args``."""
+    import math
+
+    for name in positive:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+    for name in fractions:
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and 0 < value < 1):
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be a number in (0, 1), e.g. 0.99")
+
+
 def cmd_bench_s2ap(args: argparse.Namespace) -> int:
     from benchmark.bench.s2ap import print_overhead, s2ap_overhead
 
+    check_ranges(args, ("repeats", "threads"), ("sparsity",))
     report = s2ap_overhead(args.suite, base=args.base, repeats=args.repeats, sparsity=args.sparsity,
                            device=args.device, overrides=list(args.set or []), threads=args.threads,
                            progress=not args.no_progress)
@@ -201,6 +216,7 @@ def cmd_bench_s2ap(args: argparse.Namespace) -> int:
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from benchmark.bench.speed import print_speed, speed
 
+    check_ranges(args, ("batch_size", "batches", "steps", "repeats", "threads", "eval_examples", "eval_batch_size"))
     report = speed(args.model, args.device, batch_size=args.batch_size, batches=args.batches, steps=args.steps,
                    repeats=args.repeats, eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size,
                    autoattack_version=args.autoattack, bf16=args.bf16, channels_last=args.channels_last,

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
+from baselines.base import NonFiniteLossError
 from benchmark.config import SuiteConfig, config_hash
 from benchmark.data import DataSplits, loader_settings, make_loader
+from benchmark.errors import BenchmarkError, CheckpointError
 from benchmark.measure import measure
 from benchmark.run.cells import build_model, seed_everything
 from benchmark.run.locks import file_lock
@@ -41,12 +43,33 @@ class DenseCache:
         path = self.path(seed)
         with file_lock(self.root, path.with_suffix(".lock"), wait=True):
             if gate.kind(self.root, path) != "missing":
-                payload = load_checkpoint(self.root, path)
-                out = (payload["state_dict"], {**payload["record"], "reused_checkpoint": path.name})
+                out = self._cached(path)
             else:
-                out = self._pretrain(seed, path)
+                try:
+                    out = self._pretrain(seed, path)
+                except NonFiniteLossError as e:
+                    raise BenchmarkError(f"dense pretraining of seed {seed} stopped: {e}; lower pretrain.lr or check "
+                                         "the data (its last good epoch resumes from "
+                                         f"{path.with_name(path.stem + '.epoch.pt')})") from None
         self._memo[seed] = out
         return out
+
+    def _cached(self, path: Path) -> tuple[dict, dict]:
+        """A stored dense model, refused in one line unless it is this harness's record for this model."""
+        payload = load_checkpoint(self.root, path)
+        state, record = payload.get("state_dict"), payload.get("record")
+        fix = f"delete {path} (it is pretrained again) or give the right --results-dir"
+        if not isinstance(state, dict) or not isinstance(record, dict):
+            raise CheckpointError(f"cached dense model {path} is not one this harness wrote (no state_dict and "
+                                  f"record); {fix}")
+        if self.data is not None:
+            try:
+                build_model(self.suite, self.data).load_state_dict(state)
+            except (RuntimeError, TypeError, ValueError) as e:
+                first = " ".join(str(e).split())[:160]
+                raise CheckpointError(f"cached dense model {path} does not fit model {self.suite.model!r} "
+                                      f"({first}); {fix}") from None
+        return state, {**record, "reused_checkpoint": path.name}
 
     def _pretrain(self, seed: int, path: Path) -> tuple[dict, dict]:
         s = self.suite

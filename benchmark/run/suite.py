@@ -12,6 +12,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -168,16 +169,22 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
                 log(lines[-1])
     elif todo or references:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            seeds = sorted({c.seed for c in todo} | set(references))
-            for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
-                                                    s in references) for s in seeds]):
-                log(future.result())  # a failed pretraining fails its cells too, with the same line
-            futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force)
-                       for c in todo]
-            for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name, disable=not progress):
-                lines.append(future.result())
-                log(lines[-1])
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                seeds = sorted({c.seed for c in todo} | set(references))
+                for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
+                                                        s in references) for s in seeds]):
+                    log(future.result())  # a failed pretraining fails its cells too, with the same line
+                futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force)
+                           for c in todo]
+                for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name,
+                                   disable=not progress):
+                    lines.append(future.result())
+                    log(lines[-1])
+        except BrokenProcessPool:
+            raise BenchmarkError(f"a worker process died (killed by the system, e.g. out of memory) after "
+                                 f"{len(lines)} of {len(todo)} cells; finished cells are kept, run again with fewer "
+                                 "--workers or smaller batch sizes") from None
     annotate_cross_seed(suite, root)
     if tables:
         write_suite_tables(root, log)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from baselines.base import adversarial_step
 from benchmark.attacks.pgd import attack_mode, pgd
 from benchmark.config import PhaseConfig, ThreatConfig
+from benchmark.errors import CheckpointError
 from benchmark.store import gate
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.train.awp import awp_step
@@ -175,11 +176,16 @@ class EpochCheckpoint:
         if gate.kind(self.root, self.path) == "missing":
             return []
         state = load_checkpoint(self.root, self.path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if state["loader_rng"] is not None and loader.generator is not None:
-            loader.generator.set_state(state["loader_rng"])
-        self.set_extra(state["extra"])
-        return list(state["history"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            if state["loader_rng"] is not None and loader.generator is not None:
+                loader.generator.set_state(state["loader_rng"])
+            self.set_extra(state["extra"])
+            return list(state["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            what = f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+            raise CheckpointError(f"epoch checkpoint {self.path} does not fit this run ({what}; foreign, or from "
+                                  "another version); delete it to start the phase over") from None
