@@ -131,7 +131,7 @@ def test_unknown_results_folder_is_an_error(tmp_path: Path, capsys) -> None:
 @pytest.mark.slow
 def test_process_pool_runs_every_cell_and_compares_seeds(tmp_path: Path) -> None:
     evaluation = {**tiny_suite_dict()["evaluation"], "autoattack": "none"}
-    suite = build(SuiteConfig, tiny_suite_dict(name="pool", seeds=[0, 1], methods=["hydra", "hydra+s2ap"],
+    suite = build(SuiteConfig, tiny_suite_dict(name="pool", seeds=[0, 1], methods=["hydra", {"method": "hydra+s2ap", "s2ap": {"warmup_epochs": 1}}],
                                                evaluation=evaluation))
     logs: list[str] = []
     run_suite(suite, results_dir=tmp_path, progress=False, workers=2, log=logs.append)
