@@ -26,6 +26,9 @@ TINY_SUITE = {
     "device": "cpu",
 }
 
+# the plug-in arm of a short test search: a warm-up shorter than the search (else it is its base pruner)
+S2AP_ARM = {"method": "hydra+s2ap", "s2ap": {"warmup_epochs": 1}}
+
 
 def cell_files(root: Path) -> list[Path]:
     """The result files of the pruned cells under ``root`` (without the dense references)."""

@@ -21,9 +21,9 @@ from benchmark.run.suite import run_suite
 from benchmark.store.checkpoints import load_checkpoint, load_input_checkpoint, save_checkpoint
 from benchmark.store.paths import work_dir
 from benchmark.store.results import read_result
-from tests.conftest import cell_files, tiny_suite_dict
+from tests.conftest import S2AP_ARM, cell_files, tiny_suite_dict
 
-FOUR_CELLS = dict(name="faults", sparsities=[0.9, 0.99], methods=["hydra", {"method": "hydra+s2ap", "s2ap": {"warmup_epochs": 1}}],
+FOUR_CELLS = dict(name="faults", sparsities=[0.9, 0.99], methods=["hydra", S2AP_ARM],
                   evaluation={**tiny_suite_dict()["evaluation"], "autoattack": "none"})
 NO_AA = {**tiny_suite_dict()["evaluation"], "autoattack": "none"}
 
@@ -165,7 +165,7 @@ def test_an_interrupted_search_resumes_bit_exactly(tmp_path: Path, monkeypatch) 
     """Stopping after the first search epoch and re-running gives the same masks as an uninterrupted run."""
     import benchmark.run.cells as runner
 
-    suite = build(SuiteConfig, tiny_suite_dict(name="resume", methods=[{"method": "hydra+s2ap", "s2ap": {"warmup_epochs": 1}}],
+    suite = build(SuiteConfig, tiny_suite_dict(name="resume", methods=[S2AP_ARM],
                                                search={"epochs": 3, "lr": 0.1, "batch_size": 128},
                                                evaluation=NO_AA))
     run_suite(suite, results_dir=tmp_path / "straight", progress=False, log=lambda s: None)
