@@ -147,7 +147,7 @@ def table_html(table: Table, table_id: str) -> str:
         tds = "".join(f"<td>{''.join(_part_html(p) for p in c)}</td>" for c in row.cells)
         body.append(f'<tr class="{row.kind}"{_attrs(row.attrs)}>{tds}</tr>')
     return (f'<p class="caption">{escape(table.caption)}</p>\n<div class="scroll"><table class="sortable" '
-            f'id="{table_id}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body)
+            f'id="{escape(table_id)}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body)
             + "\n</tbody>\n</table></div>")
 
 
@@ -172,7 +172,7 @@ def plots_html(plots: list) -> str:
     for group, rs_plots in _by_group(plots).items():
         figures = []
         for _, kind, stem, files in rs_plots:
-            links = " ".join(f'<a href="plots/{stem}.{fmt}">{fmt.upper()}</a>' for fmt in sorted(files))
+            links = " ".join(f'<a href="plots/{escape(quote(stem))}.{fmt}">{fmt.upper()}</a>' for fmt in sorted(files))
             figures.append(f'<figure>{inline_svg(files["svg"])}<figcaption>{escape(PLOT_CAPTIONS.get(kind, kind))} '
                            f"{links}</figcaption></figure>")
         parts.append(f'<div class="plots"{_attrs(filter_attrs(group))}><h3>{escape(" / ".join(group))}</h3>\n'
