@@ -240,3 +240,12 @@ def test_verify_refuses_a_nan_tolerance_and_keeping_into_the_results_folder(tmp_
     assert "overlaps the results folder" in one_line(capsys.readouterr().err)
     assert main(["verify", str(tmp_path), "--keep", str(tmp_path.parent)]) == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("method", ["dense", "hydra", "hydra+s2ap", "a b", "../x"])
+def test_evaluate_refuses_a_row_name_of_the_harness(tmp_path: Path, capsys, method: str) -> None:
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(1)}, checkpoint)
+    assert main(["evaluate", str(checkpoint), "--method", method, "--results-dir", str(tmp_path / "out")]) == 2
+    one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()

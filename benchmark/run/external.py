@@ -19,6 +19,7 @@ from benchmark.measure import measure, resolve_device
 from benchmark.models.files import load_model_file
 from benchmark.models.robustbench import ZOO_MODEL
 from benchmark.run.cells import build_model, load_data
+from benchmark.run.dense_reference import DENSE
 from benchmark.store import gate
 from benchmark.store.paths import name_problem, suite_dir
 from benchmark.store.results import load_results, result_record, write_result
@@ -53,9 +54,14 @@ def result_file(root: Path, suite: SuiteConfig, method: str, sparsity: float) ->
 
 def check_method_name(method: str, root: Path) -> None:
     """A non-empty name without '/' that no result of the harness in ``root`` uses."""
+    from s2ap import list_methods
+
     problem = name_problem(method)
     if problem:
         raise ConfigError(f"--method {method[:70]!r}: {problem}")
+    if method in (*list_methods(), DENSE):
+        raise ConfigError(f"--method {method!r} is the name of a method the harness ran or runs (its cells and the "
+                          "dense reference have that row and path); choose another name for the external checkpoint")
     results, _ = load_results(root) if root.is_dir() else ([], [])
     if any(r["cell"]["label"] == method and not r["cell"].get("external") for r in results):
         raise ConfigError(f"--method {method!r} is the name of a method the harness ran in {root}; choose another "
