@@ -202,6 +202,21 @@ def check_ranges(args: argparse.Namespace, positive: tuple[str, ...], fractions:
             raise ConfigError(f"--{name.replace('_', '-')} {value}: must be a number in (0, 1), e.g. 0.99")
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    if args.what == "suite":
+        from benchmark.config.json_schema import suite_schema
+
+        schema = suite_schema()
+    else:
+        from benchmark.store.record_schema import result_schema
+
+        schema = result_schema()
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
 def cmd_bench_s2ap(args: argparse.Namespace) -> int:
     from benchmark.bench.s2ap import print_overhead, s2ap_overhead
 
@@ -348,6 +363,10 @@ def parser() -> argparse.ArgumentParser:
                                          "their sha256 (run from a clean git tree; figures and hashes unchanged)")
     mig.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
     mig.set_defaults(func=cmd_migrate)
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of a suite file or a result file")
+    sch.add_argument("what", choices=["suite", "result"])
+    sch.set_defaults(func=cmd_schema)
 
     val = sub.add_parser("validate", help="check result files against the schema, or a suite file")
     val.add_argument("results_dir", help="a results folder, one result file (.json) or a suite file (.yaml)")
