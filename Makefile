@@ -9,7 +9,7 @@ SMOKE_DIR ?= build/smoke
 BENCH_BASELINE ?= tests/benchmarks/baseline/cpu-2core.json
 BENCH_ARGS ?= --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=min:40%
 
-.PHONY: smoke digits test test-quick test-slow lint bench
+.PHONY: smoke digits test test-quick test-slow lint docs bench
 
 $(BIN)/s2ap-bench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,31 @@ test-slow: $(BIN)/s2ap-bench
 lint: $(BIN)/s2ap-bench
 	$(BIN)/ruff check .
 
+# The documentation site (mkdocs.yml, docs/) into build/site/; --strict: a broken link or anchor fails it
+docs: $(BIN)/s2ap-bench
+	$(BIN)/mkdocs build --strict -d build/site
+
 # Hot-path benchmarks (tests/benchmarks, not part of `make test`), one thread, each beside a bare-PyTorch twin
 bench: $(BIN)/s2ap-bench
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-timer=time.process_time \
 		$(BENCH_ARGS)
+
+# Every GPU check in one call, within 8 minutes, into results/gpu/<date>-<gpu>/ (scripts/gpu_check.py, docs/gpu.md).
+# On a machine whose own python3 holds a CUDA build of torch:
+#   make gpu-check GPU_PYTHON=python3 GPU_CHECK_ARGS="--out $OUT/gpu"
+# The logic on this machine's CPU, in seconds: make gpu-check GPU_CHECK_ARGS="--device cpu --quick --out build/gpu"
+GPU_PYTHON ?= $(BIN)/python
+GPU_CARRY ?= build/gpu-carry
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check gpu-carry
+gpu-check:
+	PYTHONPATH="$(CURDIR):$(abspath $(GPU_CARRY))$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) scripts/gpu_check.py \
+		$(GPU_CHECK_ARGS)
+
+# What a GPU machine's image lacks, to travel with the working tree (build/ is ignored: name $(GPU_CARRY) in
+# the device tool's carry): pyautoattack, pure Python, copied from the venv without its 43 MB of examples
+gpu-carry:
+	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)
+	cp -r "$$($(BIN)/python -c 'import os, pyautoattack; print(os.path.dirname(pyautoattack.__file__))')" $(GPU_CARRY)/
+	rm -rf $(GPU_CARRY)/pyautoattack/examples $(GPU_CARRY)/pyautoattack/__pycache__
+	du -sh $(GPU_CARRY)

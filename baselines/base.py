@@ -177,6 +177,11 @@ class Pruner:
     def load_extra_state(self, state: dict) -> None:
         """Restore what :meth:`extra_state` returned."""
 
+    def target_met(self) -> bool:
+        """Whether the search has met the pruner's own target (HARP: its size loss reached 0); a best-epoch
+        checkpoint rule considers only the epochs where it has. Pruners without such a target: always."""
+        return True
+
     # -- after the search ----------------------------------------------------------------------------------
     def freeze(self) -> None:
         """Fix the masks for finetuning and zero the masked weights."""

@@ -23,6 +23,8 @@ from baselines.masking import keep_count, raw_weight
 STRATEGIES = ("uniform", "lamp", "erk")
 PUBLIC_START_KEEP = 0.10  # the public recipe's weight-pruning strategies "010_*" start at 10 % kept
 RATE_CLIP = 1e-2  # the public code clips (k - k_min) / (1 - k_min) to [0.01, 0.99] before the logit
+# freeze() reports every layer whose exact-target count differs from its learnt keep ratio by more than this factor
+RESCALE_REPORT_FACTOR = 1.5
 
 
 def lamp_keep_ratios(weights: dict[str, Tensor], keep: float) -> dict[str, float]:
@@ -156,14 +158,19 @@ class Harp(Pruner):
     ``start_keep``. Rates are clipped as in the public code (``sigmoid`` argument within 1 % of 0 and 1).
     ``gamma_hw`` defaults to 1.0, the public code's default (``--gamma``); the paper uses 0.01-0.1 on CIFAR-10.
     Channel mode counts only the output channels of each layer (``FLOPs_l * k_l``): a masked channel is zeroed
-    in its own layer, and the next layer's input weights stay in place.
+    in its own layer, and the next layer's input weights stay in place. ``exact_target`` (default true) rescales
+    the learnt rates so the total meets the target exactly (:meth:`freeze`); false keeps each layer's learnt
+    rate, as the public finetuning does (the achieved sparsity then differs from the target).
     """
 
     granularities = ("weight", "channel")
     learns_rates = True
 
     def __init__(self, sparsity: float, *, alpha: float = 0.1, gamma_hw: float = 1.0, init: str = "uniform",
-                 start_keep: float | None = None, input_size: Sequence[int] | None = None, **kwargs) -> None:
+                 start_keep: float | None = None, input_size: Sequence[int] | None = None, exact_target: bool = True,
+                 **kwargs) -> None:
+        if not isinstance(exact_target, bool):
+            raise ValueError(f"harp option 'exact_target' must be true or false, got {exact_target!r}")
         if init not in STRATEGIES:
             raise ValueError(f"harp option 'init' must be one of {', '.join(STRATEGIES)}, got {init!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
@@ -182,6 +189,7 @@ class Harp(Pruner):
                              f"got {input_size!r}")
         super().__init__(sparsity, **kwargs)
         self.alpha, self.gamma_hw, self.init = float(alpha), float(gamma_hw), init
+        self.exact_target = exact_target
         self.input_size = None if input_size is None else tuple(input_size)
         default_start = max(self.keep_ratio, PUBLIC_START_KEEP) if self.granularity == "weight" else 1.0
         self.start_keep = default_start if start_keep is None else float(start_keep)
@@ -198,7 +206,7 @@ class Harp(Pruner):
     def options(self) -> dict:
         return {**super().options(), "alpha": self.alpha, "gamma_hw": self.gamma_hw, "init": self.init,
                 "start_keep": self.start_keep, "size_objective": "weights" if self.granularity == "weight" else "flops",
-                "final": self.final}
+                "exact_target": self.exact_target, "final": self.final}
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def init_scores(self, model: nn.Module) -> None:
@@ -265,6 +273,10 @@ class Harp(Pruner):
             self.gamma = (epoch + 2) * self.gamma_hw
         return {"size_loss": hw, "size_fraction": fraction, "gamma_hw": self.gamma}
 
+    def target_met(self) -> bool:
+        """The size loss has reached 0 (the public code's ``reach_hw``; its ``model_best`` waits for it)."""
+        return self.gamma_frozen
+
     def extra_state(self) -> dict:
         return {"gamma": self.gamma, "gamma_frozen": self.gamma_frozen}
 
@@ -273,12 +285,15 @@ class Harp(Pruner):
 
     # -- the final mask ------------------------------------------------------------------------------------------
     def freeze(self) -> None:
-        """Fix per-layer counts from the learnt rates so the total kept weights is round(k_target * N).
+        """Fix per-layer counts from the learnt rates so the total kept weights is round(k_target * N) (with
+        ``exact_target``; otherwise ``round(k_l * units_l)`` per layer, the learnt rates as they are).
 
         Each layer's wish is k_l * (units of the layer); :func:`exact_counts` scales the wishes to the budget and
         rounds them (largest remainder) to integers summing exactly to the target (weight mode), or to within
         one channel below it (channel mode). The counts replace the rates as fixed keep ratios; the mask is
-        then the top-k of |scores| with those counts. The outcome is recorded in ``options()["final"]``.
+        then the top-k of |scores| with those counts. The outcome is recorded in ``options()["final"]``, with the
+        largest factor between a layer's final and learnt keep ratio and every layer changed by more than
+        ``RESCALE_REPORT_FACTOR`` (``rescaled_beyond_factor``).
         """
         self._remove_hooks()
         units = {name: sm.scores.numel() for name, sm in self.layers.items()}
@@ -287,16 +302,26 @@ class Harp(Pruner):
             learnt = {name: float(sm.keep_ratio()) for name, sm in self.layers.items()}
         total = sum(sm.n_weights for sm in self.layers.values())
         target = keep_count(self.keep_ratio, total)
-        counts = exact_counts({n: learnt[n] * units[n] for n in units}, units, target, per_unit)
+        if self.exact_target:
+            counts = exact_counts({n: learnt[n] * units[n] for n in units}, units, target, per_unit)
+        else:  # the public finetuning: each layer keeps round(k_l * units) of its units, whatever the total
+            counts = {n: min(max(keep_count(learnt[n], units[n]), 1), units[n]) for n in units}
         for name, sm in self.layers.items():
             sm.set_keep_ratio(counts[name] / units[name])
         kept = sum(counts[n] * per_unit[n] for n in counts)
+        changes = {n: counts[n] / units[n] / learnt[n] for n in counts}
         self.final = {
             "target_kept_weights": target,
             "kept_weights": kept,
             "achieved_sparsity": 1 - kept / total,
             "learnt_layer_keep": learnt,
             "layer_keep": {n: counts[n] / units[n] for n in counts},
+            "exact_target": self.exact_target,
+            # the largest factor by which the final keep ratio of a layer differs from its learnt one (either way)
+            "rescale_factor_max": max(max(c, 1 / c) for c in changes.values()),
+            "rescaled_beyond_factor": {n: c for n, c in changes.items()
+                                       if max(c, 1 / c) > RESCALE_REPORT_FACTOR},
+            "rescale_report_factor": RESCALE_REPORT_FACTOR,
         }
         if self.cost:
             cost = sum(self.cost.values())

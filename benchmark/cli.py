@@ -1,4 +1,4 @@
-"""Command line: ``s2ap-bench run | ls | table | report | validate | evaluate | verify``. A thin layer over the
+"""Command line: ``s2ap-bench run | sweep | ls | table | report | validate | evaluate | verify``. A thin layer over the
 library functions."""
 
 from __future__ import annotations
@@ -22,6 +22,21 @@ def _suite(args: argparse.Namespace):
         overrides.append(f"device={args.device}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if getattr(args, "methods", None) else None
     return load_suite(args.suite, overrides, methods)
+
+
+def print_pilot_seeds(pilot: Path, points: float) -> None:
+    """The seeds a target difference (in points) needs, from a pilot's results (``run --dry-run``)."""
+    from benchmark.report.significance import pilot_seed_lines
+    from benchmark.store.results import load_results
+
+    if not 0 < points < 100:
+        raise ConfigError(f"--target-difference {points}: give the difference in accuracy points, in (0, 100)")
+    if not pilot.is_dir():
+        raise ConfigError(f"--pilot {pilot}: no such results folder; give a folder with results of this protocol")
+    results, _ = load_results(pilot)
+    print(f"pilot: {pilot} ({len(results)} results)")
+    for line in pilot_seed_lines(results, points / 100):
+        print(line)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -49,6 +64,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if legacy:
             print(f"note: {len(legacy)} result(s) keep .pt masks and models without their sha256, so they count as "
                   f"not done; run s2ap-bench migrate {root} first (nothing is recomputed)")
+        if args.target_difference is not None:
+            print_pilot_seeds(Path(args.pilot) if args.pilot else root, args.target_difference)
+        return 0
+    if args.evaluation_only:
+        from benchmark.run.evaluation_only import recompute_suite
+
+        with torch_threads(resolve_threads(args.threads, 1)):
+            failed = recompute_suite(suite, root)
+        write_suite_tables(root, print)
+        if failed:
+            raise BenchmarkError(f"{failed} of {len(suite.cells())} cells could not be recomputed evaluation-only "
+                                 "(see FAILED lines above)")
         return 0
     failure: BenchmarkError | None = None
     try:
@@ -70,6 +97,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(gate.read_bytes(root, written[0], limit=64 << 20).decode("utf-8", "replace"))
     if failure is not None:
         raise failure
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from benchmark.config.sweeps import parse_grid
+    from benchmark.run.sweep import plan_lines, run_sweep
+    from benchmark.run.threads import resolve_threads, torch_threads
+
+    for item in args.set_grid or []:
+        args.set = [*(args.set or []), f"sweep.grid={json.dumps(parse_grid(item))}"]
+    args.seeds = args.sparsities = args.device = None
+    suite = _suite(args)
+    if not suite.sweep:
+        from benchmark.errors import ConfigError
+
+        raise ConfigError(f"suite {suite.name!r} has no sweep: block; give --set-grid 's2ap.gamma=[0.01,0.05]'")
+    if args.dry_run:
+        times = None
+        if args.measure:
+            from benchmark.progress import Stages
+            from benchmark.run.cost import measure_steps
+
+            with torch_threads(resolve_threads(args.threads, args.workers)), \
+                    Stages("measuring one step of each phase", 3 + len(suite.methods), not args.no_progress) as bar:
+                times = measure_steps(suite, on_stage=bar.start)
+        for line in plan_lines(suite, times, args.results_dir):
+            print(line)
+        return 0
+    run_sweep(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
+              workers=args.workers, threads=args.threads, test_stage=not args.selection_only)
     return 0
 
 
@@ -163,9 +222,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import math
 
-    from benchmark.run.verify import report_lines, verify
+    from benchmark.run.noise import DEFAULT_SETTINGS, parse_setting
+    from benchmark.run.verify import SHOWN, report_lines, verify, within_noise
 
     root = results_folder(args.results_dir)
+    if args.threads is not None and args.threads < 1:
+        raise BenchmarkError(f"--threads {args.threads}: give at least 1 thread, or leave it out to use the recorded "
+                             "count")
     if not math.isfinite(args.tolerance) or args.tolerance < 0:
         raise ConfigError(f"--tolerance {args.tolerance}: give a finite number >= 0, e.g. 1e-6")
     if args.keep:
@@ -173,12 +236,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if keep == base or base in keep.parents or keep in base.parents:
             raise ConfigError(f"--keep {args.keep}: it overlaps the results folder {root} being verified; give a "
                               "folder outside it")
+    noise = None if args.noise is None else [parse_setting(s) for s in args.noise or DEFAULT_SETTINGS]
     checks = verify(root, patterns=args.cell, n=args.n, seed=args.seed, tolerance=args.tolerance,
-                    device=args.device, scratch=Path(args.keep) if args.keep else None,
-                    log=lambda line: print(line, file=sys.stderr))
+                    device=args.device, scratch=Path(args.keep) if args.keep else None, threads=args.threads,
+                    noise=noise, log=lambda line: print(line, file=sys.stderr))
     for line in report_lines(checks, args.tolerance):
         print(line)
-    return 1 if any(c.differences for c in checks) else 0
+    if noise:
+        from benchmark.report.generate import comparable_results
+        from benchmark.report.significance import effects_beside_noise
+
+        results, _ = comparable_results(root)
+        for c in checks:
+            cell = next(r for r in results if r.get("_path") == c.name)
+            spread = {path: c.noise.spread(path) for _, path in SHOWN}  # type: ignore[union-attr]
+            for line in effects_beside_noise(results, cell, spread):
+                print(f"{c.name}: {line}")
+    return 1 if any(c.differences and not within_noise(c) for c in checks) else 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -223,7 +297,7 @@ def cmd_bench_s2ap(args: argparse.Namespace) -> int:
     check_ranges(args, ("repeats", "threads"), ("sparsity",))
     report = s2ap_overhead(args.suite, base=args.base, repeats=args.repeats, sparsity=args.sparsity,
                            device=args.device, overrides=list(args.set or []), threads=args.threads,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, clock=args.clock)
     print_overhead(report)
     return 0
 
@@ -263,6 +337,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
     run.add_argument("--dry-run", action="store_true",
                      help="list the cells (done ones marked) with their estimated cost and exit (reads no data)")
+    run.add_argument("--target-difference", type=float, metavar="POINTS",
+                     help="with --dry-run: the seeds each seed-level comparison needs to detect this many accuracy "
+                          "points at 80 %% power, from the per-seed spread of a pilot's results")
+    run.add_argument("--pilot", metavar="DIR",
+                     help="with --target-difference: the pilot's results folder (default: the suite's own)")
+    run.add_argument("--evaluation-only", action="store_true",
+                     help="recompute only the minimum-norm evaluation (evaluation.min_norm*) of cells with a result, "
+                          "from each cell's saved model; every other figure is kept")
     run.add_argument("--measure", action="store_true",
                      help="with --dry-run: time one real step of each phase here and estimate the time left")
     run.add_argument("--executor", choices=["local", "slurm", "local-submitit"], default="local",
@@ -271,6 +353,28 @@ def parser() -> argparse.ArgumentParser:
                      help="a submitit parameter, e.g. slurm_partition=gpu or timeout_min=720")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    sw = sub.add_parser("sweep", help="tune an S2AP setting per (method, sparsity) on the validation split, then run "
+                                      "the suite with the selected values",
+                        description="Runs a grid of one S2AP setting for the suite's +s2ap methods (the suite's "
+                                    "sweep: block, or --set-grid), scores each value by PGD robust accuracy on the "
+                                    "validation split (never the test points), selects per (method, sparsity) the "
+                                    "best mean over the sweep seeds, writes the curve and the selection to "
+                                    "<results>/<suite>/sweep/, then runs the suite with the selected values and its "
+                                    "own test evaluation.")
+    sw.add_argument("suite", help="suite name or YAML path")
+    sw.add_argument("--set-grid", action="append", metavar="KEY=[VALUES]",
+                    help="the grid, e.g. 's2ap.gamma=[0.005,0.01,0.02,0.05,0.1]' (replaces the suite's sweep grid)")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. sweep.seeds=[0,1]")
+    sw.add_argument("--results-dir", help="root folder for results (default: the suite's results_dir)")
+    sw.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
+    sw.add_argument("--threads", type=int, help=THREADS_HELP)
+    sw.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
+    sw.add_argument("--selection-only", action="store_true", help="stop after the selection and its record")
+    sw.add_argument("--dry-run", action="store_true", help="list both stages' cells with their cost and exit")
+    sw.add_argument("--measure", action="store_true", help="with --dry-run: time one real step of each phase here")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sw.set_defaults(func=cmd_sweep)
 
     ls = sub.add_parser("ls", help="list pruners, models, data sets and suites")
     ls.add_argument("what", nargs="?", choices=["pruners", "models", "datasets", "suites"])
@@ -299,6 +403,8 @@ def parser() -> argparse.ArgumentParser:
                                             "in every repeat; prints the medians and the ratios to the base.")
     b_s2ap.add_argument("--suite", default="digits-smoke", help="suite whose data, model and budgets are used")
     b_s2ap.add_argument("--base", default="hydra", help="score-based pruner to compare with its +s2ap variant")
+    b_s2ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall clock, or the process's CPU time (steadier on a shared machine, with --threads 1)")
     b_s2ap.add_argument("--repeats", type=int, default=5, help="timed epochs per arm (after one warm-up epoch)")
     b_s2ap.add_argument("--sparsity", type=float, default=0.99, help="target sparsity of the masks searched")
     b_s2ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the epochs run")
@@ -357,6 +463,12 @@ def parser() -> argparse.ArgumentParser:
                      help="largest absolute difference allowed on a number (default 1e-6; other values must be equal)")
     ver.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default cpu")
     ver.add_argument("--keep", metavar="DIR", help="keep the recomputed results in DIR (default: a temporary folder)")
+    ver.add_argument("--threads", type=int, help="torch threads for the recomputation (default: the recorded count)")
+    ver.add_argument("--noise", nargs="*", metavar="SETTING",
+                     help="measure the numerical noise: recompute each cell in a child process under every SETTING "
+                          "(native, capability=default|avx2|avx512, threads=N, or both joined by a comma; default: "
+                          "native capability=avx2 capability=default), report the spread of every figure beside the "
+                          "folder's effects, and judge differences against it; the first setting is the one compared")
     ver.set_defaults(func=cmd_verify)
 
     mig = sub.add_parser("migrate", help="convert a results folder's .pt masks and models to safetensors and record "

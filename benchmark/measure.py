@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -72,6 +73,40 @@ def git_state(root: Path | None = None) -> dict:
     return {"commit": commit or None, "dirty": dirty if commit else None}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build_setting(config: str, key: str) -> str | None:
+    found = re.search(rf"\b{key}=([^,\s]+)", config)
+    return found.group(1) if found else None
+
+
+def numerics() -> dict:
+    """What decides the last bits of a CPU result: the kernel path torch dispatches to (``ATEN_CPU_CAPABILITY``
+    can lower it), the BLAS / LAPACK and oneDNN builds, the thread count and the CPU model."""
+    config = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version ([^\s]+)", config)
+    onednn = re.search(r"(?:MKL-DNN|oneDNN) (v[\d.]+)", config)
+    blas = _build_setting(config, "BLAS_INFO")
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": f"{blas} {mkl.group(1)}" if blas == "mkl" and mkl else blas,
+        "lapack": _build_setting(config, "LAPACK_INFO"),
+        "onednn": (onednn.group(1) if onednn else "unknown") if torch.backends.mkldnn.is_available() else None,
+        "threads": torch.get_num_threads(),
+        "cpu_model": cpu_model(),
+    }
+
+
 def environment(device: torch.device) -> dict:
     versions = {}
     for pkg in PACKAGES:
@@ -88,4 +123,5 @@ def environment(device: torch.device) -> dict:
         or platform.machine(),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads()},
+        "numerics": numerics(),
     }

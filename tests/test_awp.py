@@ -36,6 +36,44 @@ def run_step(model: nn.Module, step, epoch: int = 0) -> None:
     step(lambda: x, lambda x_adv: F.cross_entropy(model(x_adv), y), opt, epoch)
 
 
+def test_sam_is_the_step_with_one_global_ball() -> None:
+    """SAM (scope "global"): v = rho * ||w|| * g / ||g|| with the norms over every perturbed weight together."""
+    rho = 0.05
+    model = net()
+    expected = copy.deepcopy(model)
+    x, y = batch()
+    weights = [expected[0].weight, expected[2].weight]
+    grads = torch.autograd.grad(F.cross_entropy(expected(x), y), weights)
+    w_all = torch.cat([w.detach().flatten() for w in weights])
+    g_all = torch.cat([g.flatten() for g in grads])
+    vs = [rho * w_all.norm() * g / g_all.norm() for g in grads]
+    with torch.no_grad():
+        for w, v in zip(weights, vs):
+            w.add_(v)
+    F.cross_entropy(expected(x), y).backward()
+    with torch.no_grad():
+        for w, v in zip(weights, vs):
+            w.sub_(v)
+        for p in expected.parameters():
+            p.sub_(0.1 * p.grad)
+    run_step(model, awp_step(model, rho, scope="global"))
+    for got, want in zip(model.parameters(), expected.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    # and it is not AWP's per-layer ball
+    other = net()
+    run_step(other, awp_step(other, rho))
+    assert any(not torch.allclose(a, b) for a, b in zip(model.parameters(), other.parameters()))
+
+
+def test_sam_and_awp_are_one_or_the_other_and_never_in_the_search() -> None:
+    with pytest.raises(ConfigError, match="turn one of them off"):
+        build(PhaseConfig, {"awp": True, "sam": True})
+    with pytest.raises(ConfigError, match="search.sam"):
+        build(SuiteConfig, tiny_suite_dict(search={"sam": True}))
+    assert "sam" not in identity_dict(build(PhaseConfig, {})) and identity_dict(
+        build(PhaseConfig, {"sam": True}))["sam"] is True
+
+
 def test_the_step_is_sgd_with_the_gradient_at_the_perturbed_weights() -> None:
     gamma = 0.05
     model = net()

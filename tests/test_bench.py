@@ -24,7 +24,7 @@ def test_s2ap_overhead_reports_every_arm() -> None:
     report = s2ap_overhead(repeats=1, overrides=SMALL)
     floor, attack = "hydra + one extra forward/backward (the floor)", "PGD-2 attack alone (no update)"
     assert set(report["ratio_to_base"]) == {"hydra", floor, "hydra+s2ap (reuse x_adv)", "hydra+s2ap (regenerate x_adv)",
-                                            attack}
+                                            "hydra+s2ap (previous-step ascent)", attack}
     assert report["ratio_to_base"]["hydra"] == 1.0 and report["ratio_to_floor"][floor] == 1.0
     assert all(t > 0 for t in report["median_s_per_epoch"].values())
     assert report["ratio_to_base"][attack] < 1  # the attack is part of every step
@@ -33,6 +33,13 @@ def test_s2ap_overhead_reports_every_arm() -> None:
     assert report["extra_pass_in_pgd_iterations"] == pytest.approx((times[floor] - times["hydra"]) / iteration)
     assert report["floor_if_pass_were_one_iteration"] == pytest.approx(1 + iteration / times["hydra"])
     assert report["ratio_to_base_quartiles"][attack] == (report["ratio_to_base"][attack],) * 2
+
+
+def test_the_cpu_clock_is_an_option_and_is_recorded() -> None:
+    report = s2ap_overhead(repeats=1, overrides=SMALL, clock="cpu", threads=1)
+    assert report["clock"] == "cpu" and all(t > 0 for t in report["median_s_per_epoch"].values())
+    with pytest.raises(ValueError, match="clock"):
+        s2ap_overhead(repeats=1, overrides=SMALL, clock="gpu")
 
 
 def test_ratios_are_paired_by_repeat() -> None:
@@ -141,3 +148,8 @@ def test_dry_run_estimates_costs_without_the_data(capsys) -> None:
     assert cell_cost(hydra).autoattack == pytest.approx(10_000 * (100 + 900 + 900 + 5000 / 3))
 
 
+
+
+def test_speed_leaves_out_one_workload_but_not_both() -> None:
+    with pytest.raises(ValueError, match="nothing to time"):
+        speed("tiny_resnet", "cpu", skip_training=True, skip_autoattack=True)

@@ -1,23 +1,37 @@
 """Per-example outcomes (packing round trip, storage in results) and the statistics on constructed cases with
-known answers: Wilson intervals, exact McNemar, the paired bootstrap, the significance tables."""
+known answers: Wilson intervals, exact McNemar, the seed-level t-test (against scipy and the closed form at 2
+degrees of freedom), the exact sign-flip test (against an explicit enumeration), Holm (by hand), power (against a
+published value and a simulation), and the significance and power tables."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
 from torch import nn
 
 from benchmark.config import EvalConfig, ThreatConfig
 from benchmark.evaluate.outcomes import pack, read_outcomes, unpack
 from benchmark.evaluate.robustness import evaluate
+from benchmark.report.power import minimum_detectable_difference, seeds_needed, t_power
 from benchmark.report.significance import (
+    accuracy_interval,
     binomial_two_sided,
-    bootstrap_mean,
     compare,
+    comparison_rows,
+    family_size,
+    holm,
     mcnemar_exact,
+    paired_t,
+    pilot_seeds,
+    power_table,
+    sign_flip_p,
     significance_markdown,
     wilson,
 )
@@ -68,42 +82,121 @@ def test_exact_mcnemar_on_a_hand_built_table() -> None:
     # by hand: 2 * P(X <= 2), X ~ Bin(11, 1/2) = 2 * (1 + 11 + 55) / 2048 = 134 / 2048
     assert p == pytest.approx(134 / 2048, rel=1e-12)
     assert mcnemar_exact(b, a)[2] == p and binomial_two_sided(0, 0) == 1.0 and binomial_two_sided(5, 10) == 1.0
-    scipy_stats = pytest.importorskip("scipy.stats")
     for k, n in [(9, 11), (3, 20), (40, 100), (0, 7)]:
         assert binomial_two_sided(k, n) == pytest.approx(scipy_stats.binomtest(k, n, 0.5).pvalue, rel=1e-9)
 
 
-def test_bootstrap_on_constructed_cases() -> None:
-    # every point of every run has the same value: every replicate is that value
-    assert np.all(bootstrap_mean({(0, 0): np.ones(50), (1, 1): np.ones(50)}) == 1.0)
-    # one run of 1,000 points at 0.3: the bootstrap sd of a mean is sqrt(p (1 - p) / n) = 0.01449
-    rep = bootstrap_mean({(0, 0): np.arange(1000) < 300}, draws=4000)
-    assert rep.mean() == pytest.approx(0.3, abs=0.002) and rep.std() == pytest.approx(0.01449, rel=0.08)
-    # runs that differ: resampling runs adds their spread (means 0.2 and 0.8 -> replicates near 0.2, 0.5, 0.8)
-    rep = bootstrap_mean({(0, 0): np.arange(1000) < 200, (1, 1): np.arange(1000) < 800}, draws=4000)
-    assert np.mean(rep < 0.3) == pytest.approx(0.25, abs=0.03) and np.mean(rep > 0.7) == pytest.approx(0.25, abs=0.03)
-    # the same inputs give the same replicates (fixed seed: tables are reproducible)
-    runs = {(0, 0): np.arange(30) % 3 == 0}
-    assert np.array_equal(bootstrap_mean(runs), bootstrap_mean(runs))
+def _t_df2_p(values: list[float]) -> float:
+    """Two-sided p of the one-sample t-test on 3 values, by hand: the t law with 2 degrees of freedom has the
+    closed-form cdf 1/2 + t / (2 sqrt(2 + t^2)), so p = 1 - |t| / sqrt(2 + t^2)."""
+    mean = sum(values) / 3
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    t = mean / (sd / math.sqrt(3))
+    return 1 - abs(t) / math.sqrt(2 + t * t)
 
 
-def test_compare_pairs_runs_and_points() -> None:
+def test_paired_t_against_a_closed_form_and_scipy() -> None:
+    # fmnist HYDRA+S2AP - HYDRA at 99 %, AutoAttack points won / lost per seed: 9/27, 8/16, 11/16 of 500
+    d = [(9 - 27) / 500, (8 - 16) / 500, (11 - 16) / 500]
+    t = paired_t(d)
+    assert t.p == pytest.approx(_t_df2_p(d), rel=1e-10) and t.p == pytest.approx(0.12, abs=0.005)
+    # the 97.5 % point of t with 2 df, inverting the closed-form cdf: t / sqrt(2 + t^2) = 0.95
+    half = math.sqrt(2 * 0.95**2 / (1 - 0.95**2)) * statistics.stdev(d) / math.sqrt(3)
+    assert (t.low, t.high) == pytest.approx((statistics.fmean(d) - half, statistics.fmean(d) + half), rel=1e-9)
+    assert round(100 * t.low, 1) == -5.4 and round(100 * t.high, 1) == 1.3  # what the independent review found
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 5, 10):
+        a, b = rng.random(n), rng.random(n)
+        ref = scipy_stats.ttest_rel(a, b)
+        ci = ref.confidence_interval()
+        t = paired_t(a - b)
+        assert t.p == pytest.approx(ref.pvalue, rel=1e-9) and (t.low, t.high) == pytest.approx((ci.low, ci.high))
+    assert paired_t([0.02] * 3).p == 0.0 and paired_t([0.0, 0.0, 0.0]).p == 1.0  # no spread
+    with pytest.raises(ValueError):
+        paired_t([0.1])
+
+
+def _enumerated_sign_flip(values: list[float]) -> float:
+    observed = abs(sum(values))
+    sums = [abs(sum(s * v for s, v in zip(signs, values))) for signs in itertools.product((1, -1), repeat=len(values))]
+    return sum(1 for x in sums if x >= observed - 1e-12) / len(sums)
+
+
+def test_sign_flip_is_the_exact_enumeration() -> None:
+    assert sign_flip_p([0.01, 0.02, 0.03]) == 0.25  # only +++ and --- reach |sum| = 0.06: 2 of 8
+    # |5 - 1 + 2| = 6: reached by +-+ / -+- (6) and +++ / --- (8); not by ++- (4) or +-- (2): 4 of 8
+    assert sign_flip_p([0.05, -0.01, 0.02]) == 0.5
+    assert sign_flip_p([0.1, 0.2, -0.3]) == 1.0  # a sum of 0 in exact arithmetic: every pattern ties
+    assert sign_flip_p([0.04]) == 1.0 and sign_flip_p([0.01] * 7) == 2 / 128
+    rng = np.random.default_rng(2)
+    for n in range(1, 11):
+        v = list(rng.normal(0.01, 0.02, size=n))
+        assert sign_flip_p(v) == _enumerated_sign_flip(v)
+
+
+def test_holm_by_hand() -> None:
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06 (never below the one before)
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # step-down at 5 %: 0.005 < 0.05/4 rejects, 0.01 < 0.05/3 rejects, 0.03 >= 0.05/2 stops
+    assert [a < 0.05 for a in holm(p)] == [True, False, False, True]
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
+
+
+def test_power_against_a_published_value_and_a_simulation() -> None:
+    # paired t, effect size 1, n = 10, two-sided 5 %: power 0.8031; effect size 0.5 needs n = 34 for 80 %
+    assert t_power(1.0, 1.0, 10) == pytest.approx(0.8031, abs=5e-4)
+    assert seeds_needed(1.0, 0.5) == 34
+    rng = np.random.default_rng(0)
+    for n, delta, sd in ((3, 2.0, 1.36), (6, 2.0, 1.36), (5, -0.5, 1.0)):
+        x = rng.normal(delta, sd, size=(100_000, n))
+        t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(n))
+        simulated = float(np.mean(np.abs(t) > scipy_stats.t.ppf(0.975, n - 1)))
+        assert t_power(delta, sd, n) == pytest.approx(simulated, abs=0.006)
+
+
+def test_minimum_detectable_difference_and_seeds_needed() -> None:
+    sd = 1.36
+    for n in (2, 3, 8):
+        mdd = minimum_detectable_difference(sd, n)
+        assert t_power(mdd, sd, n) == pytest.approx(0.8, abs=1e-9)
+    for target in (1.0, 2.0, 0.3):
+        direct = next(n for n in range(2, 10_000) if t_power(target, sd, n) >= 0.8)
+        assert seeds_needed(sd, target) == direct
+    assert seeds_needed(1.0, 1e-3, max_seeds=1000) is None and minimum_detectable_difference(0.0, 3) == 0.0
+    with pytest.raises(ValueError):
+        seeds_needed(1.0, 0.0)
+
+
+def test_compare_takes_seeds_as_units() -> None:
     n = 1000
     base = {(s, s): np.arange(n) < 600 for s in range(3)}
-    better = {(s, s): np.arange(n) < 650 for s in range(3)}  # +5 points, the same 50 points in every run
+    gains = (50, 60, 40)
+    better = {(s, s): np.arange(n) < 600 + gains[s] for s in range(3)}
     c = compare(better, base)
-    assert c.mean == pytest.approx(0.05) and c.runs == 3 and c.n == n
-    assert [r[1:3] for r in c.per_run] == [(50, 0)] * 3 and c.pooled_p == pytest.approx(2 / 2**150)
-    assert c.significant and c.low > 0.03 and c.verdict == "significant"
-    # equal accuracy with discordant points both ways: not significant, McNemar p = 1
-    swap = {(s, s): (np.arange(n) < 600) ^ np.isin(np.arange(n), [0, 600]) for s in range(3)}
-    c = compare(swap, base)
-    assert c.mean == 0 and c.pooled_p == 1.0 and not c.significant
+    assert c.per_seed == pytest.approx((0.05, 0.06, 0.04)) and c.seeds == c.runs == 3 and c.n == n
+    ref = scipy_stats.ttest_rel([0.65, 0.66, 0.64], [0.6, 0.6, 0.6])
+    assert c.t.p == pytest.approx(ref.pvalue, rel=1e-9) and c.flip_p == 0.25
+    assert [r[1:3] for r in c.per_run] == [(50, 0), (60, 0), (40, 0)] and c.pooled_p == pytest.approx(2 / 2**150)
+    assert c.detectable == pytest.approx(minimum_detectable_difference(0.01, 3))
+    # two search seeds per dense seed: a dense seed is one unit, the mean of its runs
+    a = {(0, 0): np.arange(n) < 700, (0, 1): np.arange(n) < 800, (1, 0): np.arange(n) < 600, (1, 1): np.arange(n) < 700}
+    b = {k: np.arange(n) < 600 for k in a}
+    c = compare(a, b)
+    assert c.per_seed == pytest.approx((0.15, 0.05)) and (c.seeds, c.runs) == (2, 4)
+    one = compare({(0, 0): np.arange(200) < 100}, {(0, 0): np.arange(200) < 104})
+    assert one.t is None and one.flip_p == 1.0 and one.pooled_p == pytest.approx(0.125)
     assert compare(base, {(7, 7): np.ones(n, bool)}) is None  # no common run
-    # four discordant points, all one way, in one run: the point bootstrap excludes 0, exact McNemar does not
-    # reject (p = 2 / 16): not significant
-    c = compare({(0, 0): np.arange(200) < 100}, {(0, 0): np.arange(200) < 104})
-    assert c.high < 0 and c.pooled_p == pytest.approx(0.125) and not c.significant
+
+
+def test_accuracy_interval_over_seeds_and_for_one_run() -> None:
+    acc = accuracy_interval({(s, s): np.arange(100) < k for s, k in enumerate((60, 70, 65))})
+    lo, hi = scipy_stats.t.interval(0.95, 2, loc=0.65, scale=scipy_stats.sem([0.6, 0.7, 0.65]))
+    assert acc.method == "t over seeds" and (acc.low, acc.high) == pytest.approx((lo, hi)) and acc.seeds == 3
+    one = accuracy_interval({(0, 0): np.arange(10) < 8})
+    assert one.method == "Wilson, one run" and (one.low, one.high) == pytest.approx(wilson(8, 10))
+    same = accuracy_interval({(0, 0): np.arange(10) < 8, (0, 1): np.arange(10) < 6})
+    assert same.low is None and same.mean == pytest.approx(0.7) and same.text() == "70.0"
 
 
 def _result(label: str, plugin: str | None, seed: int, aa: np.ndarray, clean: np.ndarray) -> dict:
@@ -115,31 +208,75 @@ def _result(label: str, plugin: str | None, seed: int, aa: np.ndarray, clean: np
                            "autoattack": {"robust_accuracy": float(aa.mean())}}}
 
 
-def test_significance_tables_say_significant_with_n() -> None:
-    n = 500
+def _suite(n: int = 500) -> list[dict]:
+    """Three seeds of HYDRA, HYDRA+S2AP and random: S2AP gains 10 points in every seed (+10.0, +10.4, +9.6);
+    random loses to HYDRA by many points with many discordant points, but by very different amounts per seed."""
     clean = np.ones(n, bool)
     results = []
-    for s in range(3):
-        results.append(_result("hydra", None, s, np.arange(n) < 250, clean))
-        results.append(_result("hydra+s2ap", "s2ap", s, np.arange(n) < 300, clean))
-    text = significance_markdown(results)
+    for s, (jitter, rand) in enumerate(((0, 100), (2, 240), (-2, 10))):
+        results.append(_result("hydra", None, s, np.arange(n) < 250 + 2 * s, clean))
+        results.append(_result("hydra+s2ap", "s2ap", s, np.arange(n) < 300 + 2 * s + jitter, clean))
+        results.append(_result("random", None, s, np.arange(n) < rand, clean))
+    return results
+
+
+def test_significance_marks_come_from_the_seed_level_test_after_holm() -> None:
+    rows = {(r.a, r.b, r.metric): r for r in comparison_rows(_suite())}
+    assert family_size(list(rows.values())) == 4  # S2AP - base robust and clean, hydra / hydra+s2ap vs random
+    s2ap = rows[("hydra+s2ap", "hydra", "autoattack")]
+    p = _t_df2_p([0.100, 0.104, 0.096])
+    assert s2ap.comparison.t.p == pytest.approx(p, rel=1e-9)
+    assert s2ap.holm_p == pytest.approx(4 * p, rel=1e-9) and s2ap.significant  # the smallest p of 4
+    floor = rows[("hydra", "random", "autoattack")]
+    assert floor.comparison.pooled_p < 1e-4 and not floor.significant  # McNemar alone does not mark it
+    assert floor.comparison.flip_p == 0.25 and floor.holm_p == pytest.approx(
+        min(1.0, max(3 * sorted(r.comparison.t.p for r in rows.values())[1], 2 * floor.comparison.t.p)))
+    text = significance_markdown(_suite())
+    assert "family of 4" in text and "Family: the 4 seed-level tests" in text and "Holm" in text
+    assert text.count("**significant**") == 1
     line = next(row for row in text.splitlines() if row.startswith("| S2AP - base") and "AutoAttack" in row)
-    assert "+10.0" in line and "3 x 500" in line and "| **significant**" in line
+    assert "+10.0" in line and "3 x 500" in line and "| **significant**" in line and "McNemar" not in line
     line = next(row for row in text.splitlines() if row.startswith("| S2AP - base") and "| clean" in row)
     assert "+0.0" in line and "not significant" in line
-    assert "60.0 [" in text and "50.0 [" in text  # accuracies with their intervals
-    assert "method vs method" not in text  # the only pair is the S2AP one
+    assert "50.4 [49.4, 51.4]" in text and "60.4 [" in text and "t over seeds" in text
+    assert "McNemar p, these models" in text
     assert significance_markdown([{**r, "evaluation": {k: v for k, v in r["evaluation"].items()
-                                                       if k != "outcomes"}} for r in results]) == ""
+                                                       if k != "outcomes"}} for r in _suite()]) == ""
 
 
-def test_bootstrap_nests_search_seeds_within_dense_seeds() -> None:
-    """Two dense seeds with two search runs each, means 0.2 on dense seed 0 and 0.8 on dense seed 1: dense seeds
-    are drawn first, so a replicate is ~0.2, ~0.5 or ~0.8 with probabilities 1/4, 1/2, 1/4 (drawing the four
-    runs as independent units would give 0.2 only with probability 1/16)."""
-    n = 10_000
-    low, high = np.arange(n) < 2_000, np.arange(n) < 8_000
-    rep = bootstrap_mean({(0, 0): low, (0, 1): low, (1, 0): high, (1, 1): high}, draws=4000)
-    assert np.mean(rep < 0.3) == pytest.approx(0.25, abs=0.03)
-    assert np.mean(np.abs(rep - 0.5) < 0.05) == pytest.approx(0.5, abs=0.03)
-    assert np.all((rep < 0.3) | (np.abs(rep - 0.5) < 0.05) | (rep > 0.7))
+def test_power_table_gives_the_detectable_difference_and_the_seeds_needed() -> None:
+    table = power_table(("d", "m", "unstructured"), _suite())
+    row = next(r for r in table.rows if r.cells[1][0].text == "hydra+s2ap" and r.cells[4][0].text == "AutoAttack")
+    texts = [c[0].text for c in row.cells]
+    sd = statistics.stdev([0.100, 0.104, 0.096])
+    assert texts[5] == "+10.0, +10.4, +9.6" and texts[6] == "3" and texts[7] == f"{100 * sd:.2f}"
+    assert texts[8] == f"{100 * minimum_detectable_difference(sd, 3):.1f}"
+    assert texts[9:] == [str(seeds_needed(sd, 0.01)), str(seeds_needed(sd, 0.02))]
+    assert all(r.cells[4][0].text != "clean" or r.cells[9][0].text == "2" for r in table.rows)  # no spread: 2
+
+
+def test_pilot_seeds_come_from_the_pilot_spread() -> None:
+    found = {(row.a, row.b, row.metric): n for _, row, n in pilot_seeds(_suite(), 0.01, power=0.9)}
+    sd = statistics.stdev([0.100, 0.104, 0.096])
+    assert found[("hydra+s2ap", "hydra", "autoattack")] == seeds_needed(sd, 0.01, power=0.9)
+    assert found[("hydra+s2ap", "hydra", "clean")] == 2 and len(found) == 4  # no spread: the fewest a t-test takes
+
+
+def test_dry_run_sizes_seeds_for_a_target_difference_from_a_pilot(tmp_path, capsys) -> None:
+    """``run --dry-run --target-difference`` prints, per seed-level comparison of the pilot, what seeds_needed
+    gives for the pilot's per-seed spread; a bad target or pilot is one line, exit 2."""
+    from benchmark.cli import main
+    from benchmark.report.significance import pilot_seeds
+    from benchmark.store.results import load_results
+
+    pilot = Path(__file__).resolve().parents[1] / "results" / "fmnist"
+    results, _ = load_results(pilot)
+    expected = pilot_seeds(results, 0.01)
+    assert main(["run", "fmnist", "--dry-run", "--set", "evaluation.min_norm=none", "--target-difference", "1",
+                 "--pilot", str(pilot)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(expected)} comparisons" in out
+    group, row, n = next(e for e in expected if e[2] is not None)
+    assert f"{row.a} vs {row.b} at " in out and f": {n} seeds (pilot: 3)" in out
+    assert main(["run", "fmnist", "--dry-run", "--target-difference", "0"]) == 2
+    assert main(["run", "fmnist", "--dry-run", "--target-difference", "1", "--pilot", str(tmp_path / "no")]) == 2

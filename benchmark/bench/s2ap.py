@@ -42,8 +42,11 @@ def attack_only_step(adversarial, robust_loss, optimizer, epoch: int):
     return torch.zeros(())
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: float, device: torch.device,
-                      arm: Literal["step", "floor", "attack"] = "step") -> float:
+                      arm: Literal["step", "floor", "attack"] = "step", clock: str = "wall") -> float:
     """Seconds for one mask-search epoch of ``method`` (S2AP active from the first epoch); ``arm`` "floor" runs
     the base pruner's step plus one extra forward/backward (:func:`floor_step`), "attack" only the PGD attack
     of every step (:func:`attack_only_step`)."""
@@ -62,33 +65,43 @@ def time_search_epoch(suite: SuiteConfig, method: MethodConfig, data, sparsity: 
         step = attack_only_step
     else:
         step = pruner.search_step
-    start = time.perf_counter()
+    now = CLOCKS[clock]
+    start = now()
     with warnings.catch_warnings():  # the attack-only arm steps the schedule without an optimizer step
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
         train_phase(model, loader, params, phase, suite.threat, device=device, step=step, progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
 def s2ap_overhead(suite_name: str = "digits-smoke", base: str = "hydra", repeats: int = 5,
                   sparsity: float = 0.99, device: str = "cpu", overrides: list[str] | None = None,
-                  threads: int | None = None, progress: bool = False) -> dict:
+                  threads: int | None = None, progress: bool = False, clock: str = "wall") -> dict:
     """Epoch times of ``base``, the floor, ``base+s2ap`` (reused adversarial examples), ``base+s2ap``
-    (regenerated) and the PGD attack alone, alternating their order in every repeat so drifts in machine speed
+    (regenerated), ``base+s2ap`` with the previous step's gradient as ascent direction (one forward/backward per
+    step, like the base) and the PGD attack alone, alternating their order in every repeat so drifts in machine speed
     hit all alike; torch uses ``threads`` threads (default: :func:`benchmark.run.threads.default_threads`).
 
     Ratios are paired: each arm's time over the reference arm's in the same repeat, median over repeats (with
     quartiles). ``extra_pass_in_pgd_iterations`` is what the floor's one extra forward/backward costs in units
     of one input-gradient PGD iteration, ``(floor - base) / (attack / steps)``;
     ``floor_if_pass_were_one_iteration`` is the ratio the floor would have if it cost one:
-    ``1 + (attack / steps) / base``."""
+    ``1 + (attack / steps) / base``.
+
+    ``clock`` "cpu" times the process's CPU time instead of the wall clock: on one thread, what other work on a
+    shared machine does to the wall clock (waiting for a core) is then left out."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and device != "cpu":
+        raise ValueError("clock 'cpu' measures CPU time; a GPU's time needs --clock wall")
     with torch_threads(resolve_threads(threads)) as n:
-        return {**_overhead(suite_name, base, repeats, sparsity, device, overrides, progress), "threads": n}
+        return {**_overhead(suite_name, base, repeats, sparsity, device, overrides, progress, clock), "threads": n,
+                "clock": clock}
 
 
 def _overhead(suite_name: str, base: str, repeats: int, sparsity: float, device: str, overrides: list[str] | None,
-              progress: bool) -> dict:
+              progress: bool, clock: str) -> dict:
     suite = load_suite(suite_name, overrides)
     dev = torch.device(device)
     data = load_data(suite)
@@ -100,6 +113,8 @@ def _overhead(suite_name: str, base: str, repeats: int, sparsity: float, device:
         f"{base}+s2ap (reuse x_adv)": MethodConfig(f"{base}+s2ap"),
         f"{base}+s2ap (regenerate x_adv)": MethodConfig(
             f"{base}+s2ap", s2ap=replace(MethodConfig(f"{base}+s2ap").s2ap, regenerate_adversarial=True)),
+        f"{base}+s2ap (previous-step ascent)": MethodConfig(
+            f"{base}+s2ap", s2ap=replace(MethodConfig(f"{base}+s2ap").s2ap, ascent="previous", batchnorm="perturbed")),
         attack_arm: MethodConfig(base),
     }
     kind = {floor_arm: "floor", attack_arm: "attack"}
@@ -107,13 +122,13 @@ def _overhead(suite_name: str, base: str, repeats: int, sparsity: float, device:
     names = list(arms)
     with Stages("bench s2ap: mask-search epochs", 1 + repeats * len(names), progress) as bar:
         bar.start(f"warm-up ({base})")
-        time_search_epoch(suite, arms[base], data, sparsity, dev)  # warm-up, not counted
+        time_search_epoch(suite, arms[base], data, sparsity, dev, clock=clock)  # warm-up, not counted
         for r in range(repeats):
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
                 bar.start(f"{name}, repeat {r + 1}/{repeats}")
                 times[name].append(time_search_epoch(suite, arms[name], data, sparsity, dev,
-                                                     kind.get(name, "step")))
+                                                     kind.get(name, "step"), clock))
     steps = suite.threat.steps
     base_t, floor_t, attack_t = times[base], times[floor_arm], times[attack_arm]
     return {
@@ -156,7 +171,8 @@ def print_overhead(report: dict) -> None:
                      f"{report['ratio_to_floor'][name]:.3f}x"])
     print(f"S2AP overhead per mask-search epoch ({report['suite']}: {report['model']} on {report['dataset']}, "
           f"sparsity {report['sparsity']}, PGD-{report['threat_steps']}, {report['device']}, "
-          f"{report['threads']} thread(s), median of {report['repeats']} interleaved repeats; ratios paired by repeat)")
+          f"{report['threads']} thread(s), {report['clock']} clock, median of {report['repeats']} interleaved repeats; "
+          "ratios paired by repeat)")
     print(tabulate(rows, headers=["arm", "s / epoch", "ratio to base", "quartiles", "ratio to floor"],
                    tablefmt="github"))
     print(f"the extra forward/backward costs {report['extra_pass_in_pgd_iterations']:.2f} PGD iterations; were it "

@@ -119,6 +119,15 @@ def fit_clean(model: nn.Module, dataset: Dataset, device: torch.device, steps: i
     return model.eval()
 
 
+def training_setup(batch_size: int, steps: int, bf16: bool = False,
+                   channels_last: bool = False) -> tuple[PhaseConfig, ThreatConfig]:
+    """The timed training workload: one epoch of PGD-``steps`` (eps 8/255, step 2/255) at a constant lr 0.01."""
+    threat = ThreatConfig(eps="8/255", step_size="2/255", steps=steps)
+    phase = PhaseConfig(epochs=1, lr=0.01, batch_size=batch_size, schedule="constant", bf16=bf16,
+                        channels_last=channels_last)
+    return phase, threat
+
+
 def _interleaved(arms: dict[str, Callable[[], object]], repeats: int, device: torch.device,
                  bar: Stages | None = None) -> dict[str, list]:
     """Seconds of each arm per repeat, the order of the arms reversed every other repeat (after a warm-up);
@@ -143,30 +152,33 @@ def _interleaved(arms: dict[str, Callable[[], object]], repeats: int, device: to
 def speed(model: str = "resnet18", device: str = "auto", *, batch_size: int = 128, batches: int = 8,
           steps: int = 10, repeats: int = 3, eval_examples: int = 100, eval_batch_size: int = 500,
           autoattack_version: str = "fast", bf16: bool = False, channels_last: bool = False,
-          model_options: dict | None = None, skip_autoattack: bool = False, fit_steps: int = 40,
-          threads: int | None = None, progress: bool = False) -> dict:
+          model_options: dict | None = None, skip_autoattack: bool = False, skip_training: bool = False,
+          fit_steps: int = 40, threads: int | None = None, progress: bool = False) -> dict:
     """Images/s of the harness and of plain PyTorch for PGD-``steps`` adversarial training and AutoAttack, on
     synthetic 32x32 data; returns the figures and the ratios (harness / bare). AutoAttack attacks a copy of the
     model fitted for ``fit_steps`` clean steps (so that its points are classified correctly and attacked).
+    ``skip_training`` / ``skip_autoattack`` leave one workload out (its entry is then None).
     Both arms run with ``threads`` torch threads (default: :func:`benchmark.run.threads.default_threads`)."""
+    if skip_training and skip_autoattack:
+        raise ValueError("skip_training and skip_autoattack leave nothing to time; drop one of them")
+    workloads = (0 if skip_training else 1) + (0 if skip_autoattack else 1)
     with torch_threads(resolve_threads(threads)) as n, \
-            Stages("bench speed", 2 * (repeats + 1) * (1 if skip_autoattack else 2), progress) as bar:
+            Stages("bench speed", 2 * (repeats + 1) * workloads, progress) as bar:
         report = _speed(model, device, batch_size, batches, steps, repeats, eval_examples, eval_batch_size,
-                        autoattack_version, bf16, channels_last, model_options, skip_autoattack, fit_steps, bar)
+                        autoattack_version, bf16, channels_last, model_options, skip_autoattack, skip_training,
+                        fit_steps, bar)
     return {**report, "threads": n}
 
 
 def _speed(model: str, device: str, batch_size: int, batches: int, steps: int, repeats: int, eval_examples: int,
            eval_batch_size: int, autoattack_version: str, bf16: bool, channels_last: bool, model_options: dict | None,
-           skip_autoattack: bool, fit_steps: int, bar: Stages) -> dict:
+           skip_autoattack: bool, skip_training: bool, fit_steps: int, bar: Stages) -> dict:
     if autoattack_version not in AUTOATTACK_VERSIONS or autoattack_version == "none":
         raise ValueError(f"autoattack_version must be 'standard' or 'fast', got {autoattack_version!r}")
     dev = resolve_device(device)
     n_train = batch_size * batches
     data = load_dataset("synthetic", val_fraction=0.0, n_train=n_train, n_test=eval_examples)
-    threat = ThreatConfig(eps="8/255", step_size="2/255", steps=steps)
-    phase = PhaseConfig(epochs=1, lr=0.01, batch_size=batch_size, schedule="constant", bf16=bf16,
-                        channels_last=channels_last)
+    phase, threat = training_setup(batch_size, steps, bf16, channels_last)
     options = dict(model_options or {})
 
     def fresh() -> nn.Module:
@@ -174,10 +186,10 @@ def _speed(model: str, device: str, batch_size: int, batches: int, steps: int, r
         return create_model(model, data.num_classes, data.input_shape[0], **options).to(dev)
 
     models = {"harness": fresh(), "bare": fresh()}
-    train_times = _interleaved({
+    training = None if skip_training else _figures(_interleaved({
         "training harness": lambda: harness_epoch(models["harness"], data.train, phase, threat, dev),
         "training bare": lambda: bare_epoch(models["bare"], data.train, phase, threat, dev),
-    }, repeats, dev, bar)
+    }, repeats, dev, bar), n_train)
     report = {
         "model": model,
         "model_options": options,
@@ -190,7 +202,7 @@ def _speed(model: str, device: str, batch_size: int, batches: int, steps: int, r
         "bf16": bf16,
         "channels_last": channels_last,
         "repeats": repeats,
-        "training": _figures(train_times, n_train),
+        "training": training,
         "autoattack": None,
     }
     if not skip_autoattack:
@@ -227,9 +239,10 @@ def print_speed(report: dict) -> None:
           "interleaved repeats)")
     rows = []
     tr = report["training"]
-    rows.append([f"PGD-{report['attack_steps']} adversarial training, batch {report['batch_size']}, "
-                 f"{report['images_per_repeat']} images", f"{tr['images_per_s']['harness']:.1f}",
-                 f"{tr['images_per_s']['bare']:.1f}", f"{tr['ratio']:.3f}x"])
+    if tr is not None:
+        rows.append([f"PGD-{report['attack_steps']} adversarial training, batch {report['batch_size']}, "
+                     f"{report['images_per_repeat']} images", f"{tr['images_per_s']['harness']:.1f}",
+                     f"{tr['images_per_s']['bare']:.1f}", f"{tr['ratio']:.3f}x"])
     aa = report["autoattack"]
     if aa is not None:
         rows.append([f"AutoAttack {aa['version']}, {aa['n_examples']} points ({100 * aa['clean_accuracy']:.0f} % "

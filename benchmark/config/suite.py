@@ -26,14 +26,27 @@ from s2ap.plugin import S2APSettings
 OBJECTIVES = ("pgd-at", "trades")
 SCHEDULES = ("cosine", "constant")
 AUTOATTACK_VERSIONS = ("standard", "fast", "none")
+MIN_NORM_ATTACKS = ("none", "fmn")
+MIN_NORM_NORMS = ("Linf", "L2")
 STRUCTURES = {"unstructured": "weight", "channel": "channel"}
 DEVICES = ("auto", "cpu", "cuda")
 DENSE_SOURCES = ("pretrain", "checkpoint", "robustbench")
 ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
+# Which epoch's state a phase ends with: its last, or the one of best PGD robust accuracy on the validation split
+# (the public HARP code's ``model_best``, which it picks on the test loader; in a mask search only among the epochs
+# once the pruner's own target is met, see :meth:`baselines.base.Pruner.target_met`).
+CHECKPOINT_RULES = ("last", "best-val-robust")
+EVAL_SPLITS = ("test", "val")
+PHASES = ("pretrain", "search", "finetune")
+RECIPE_KEYS = (*PHASES, "options")
 # Fields added after results were first published enter a config's identity (and hash) only when set away from
 # these defaults, so earlier results stay valid; runtime-only fields never enter it.
 LATE_FIELD_DEFAULTS: dict[str, Any] = {"bf16": False, "channels_last": False, "awp": False, "awp_gamma": 0.005,
-                                         "awp_warmup": 0}
+                                         "awp_warmup": 0, "sam": False, "sam_rho": 0.005, "min_norm": "none",
+                                         "min_norm_norm": "Linf", "min_norm_steps": 100, "min_norm_step_size": 1.0,
+                                         "clean_bn_pass": False, "checkpoint": "last", "split": "test"}
+# The evaluation fields of the minimum-norm attack (an evaluation-only recompute may change just these).
+MIN_NORM_FIELDS = ("min_norm", "min_norm_norm", "min_norm_steps", "min_norm_step_size")
 RUNTIME_FIELDS = ("num_workers",)
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_BATCH = 2**16
@@ -150,12 +163,22 @@ class PhaseConfig:
     channels_last: bool = False  # channels-last memory format for the model and its inputs in training
     awp: bool = False  # adversarial weight perturbation (benchmark.train.awp) on the trained weights
     awp_gamma: float = 0.005  # AWP radius relative to each layer's weight norm
-    awp_warmup: int = 0  # epochs of the phase run without AWP first
+    awp_warmup: int = 0  # epochs of the phase run without AWP (or SAM) first
+    sam: bool = False  # SAM on the trained weights (benchmark.train.awp, one global ball)
+    sam_rho: float = 0.005  # SAM radius relative to the norm of all the trained weights together
+    # one extra clean forward pass in train mode before each step, as HYDRA's and HARP's public trainers run it
+    # (its output only feeds their accuracy log): BatchNorm's running statistics then mix clean and adversarial
+    # batches; the gradient is unchanged
+    clean_bn_pass: bool = False
+    checkpoint: str = "last"  # one of CHECKPOINT_RULES
 
     def __post_init__(self) -> None:
+        _choice(self, "checkpoint", CHECKPOINT_RULES)
         _positive(self, "epochs", allow_zero=True)
         _positive(self, "lr", "batch_size", "trades_beta")
-        _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", allow_zero=True)
+        _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", "sam_rho", allow_zero=True)
+        if self.awp and self.sam:
+            raise FieldError("sam", True, "AWP and SAM both perturb the weights: turn one of them off")
         _at_most(self, MAX_BATCH, "batch_size")
         _choice(self, "schedule", SCHEDULES)
         _choice(self, "objective", OBJECTIVES)
@@ -163,7 +186,9 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation protocol: AutoAttack version, number of test points, PGD steps, sharpness batch."""
+    """Evaluation protocol: AutoAttack version, number of test points, PGD steps, sharpness batch, and the
+    optional minimum-norm attack (``min_norm: fmn``: each point's smallest adversarial distance, FMN with
+    ``min_norm_steps`` steps of initial size ``min_norm_step_size`` in ``min_norm_norm``)."""
 
     n_examples: int = 1000
     autoattack: str = "standard"
@@ -172,9 +197,21 @@ class EvalConfig:
     seed: int = 0
     sharpness_examples: int = 128
     sharpness_iterations: int = 20
+    # the points evaluated: the first n_examples test points, or (for a sweep's selection) the validation split,
+    # so that the test points never decide a setting
+    split: str = "test"
+    min_norm: str = "none"
+    min_norm_norm: str = "Linf"
+    min_norm_steps: int = 100
+    min_norm_step_size: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive(self, "n_examples", "pgd_steps", "batch_size", "sharpness_examples", "sharpness_iterations")
+        _positive(self, "n_examples", "pgd_steps", "batch_size", "sharpness_examples", "sharpness_iterations",
+                  "min_norm_steps", "min_norm_step_size")
+        _choice(self, "split", EVAL_SPLITS)
+        _choice(self, "min_norm", MIN_NORM_ATTACKS)
+        _choice(self, "min_norm_norm", MIN_NORM_NORMS)
+        _at_most(self, 100_000, "min_norm_steps")
         _positive(self, "seed", allow_zero=True)
         _at_most(self, MAX_BATCH, "batch_size", "sharpness_examples")
         _at_most(self, MAX_SEED, "seed")
@@ -238,9 +275,18 @@ class MethodConfig:
     label: str | None = None
     options: dict = field(default_factory=dict)
     s2ap: S2APSettings = field(default_factory=S2APSettings)
+    # this entry's own phase settings (e.g. ``{finetune: {awp: true}}`` for an AWP arm), over the suite's phases and
+    # its base pruner's recipe; they enter its cells' identity through the effective phases
+    phases: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from s2ap import check_method
+
+        for key, value in self.phases.items():
+            if key not in PHASES:
+                raise FieldError(f"phases.{_short(str(key))[1:-1]}", value, f"is not a phase; use {', '.join(PHASES)}")
+            if not isinstance(value, dict):
+                raise FieldError(f"phases.{key}", value, "must be a mapping of phase fields, e.g. {awp: true}")
 
         try:
             check_method(self.method)
@@ -257,11 +303,18 @@ class MethodConfig:
 
         return split_method(self.method)[1]
 
+    @property
+    def base(self) -> str:
+        """The base pruner's name (``hydra`` for ``hydra+s2ap``): the key of its recipe."""
+        from s2ap import split_method
+
+        return split_method(self.method)[0]
+
     def identity(self) -> dict:
         """What defines this method's results (the S2AP settings only where the plug-in is used)."""
         out: dict[str, Any] = {"method": self.method, "options": dict(sorted(self.options.items()))}
         if self.uses_s2ap:
-            out["s2ap"] = dataclasses.asdict(self.s2ap)
+            out["s2ap"] = self.s2ap.identity()
         return out
 
 
@@ -289,6 +342,12 @@ class SuiteConfig:
     results_dir: str = "results"
     dense: DenseConfig = field(default_factory=DenseConfig)
     normalize: bool = False  # a Normalize layer with the data set's mean/std in front of the model
+    # each method's own recipe, keyed by base pruner name: ``{hydra: {pretrain: {...}, search: {...}, finetune:
+    # {...}, options: {...}}}`` (or the name of a packaged preset, ``hydra-public``), merged over the suite's phases
+    # (and under each entry's own options and phases) for that pruner's cells and its ``+s2ap`` arm alike
+    recipes: dict = field(default_factory=dict)
+    # ``s2ap-bench sweep``'s grid and its seeds: ``{grid: {s2ap.gamma: [0.01, 0.05]}, seeds: [0, 1, 2]}``
+    sweep: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from benchmark.data import NORMALIZATION
@@ -323,9 +382,16 @@ class SuiteConfig:
             values = list(getattr(self, name))
             if len(set(values)) != len(values):
                 raise FieldError(name, values, "must not list a value twice (each cell has one result file)")
-        if self.search.awp:
-            raise FieldError("search.awp", True, "AWP perturbs trained weights and the mask search trains none; "
-                             "set finetune.awp (or pretrain.awp) instead")
+        object.__setattr__(self, "recipes", resolve_recipes(self.recipes))
+        object.__setattr__(self, "methods", tuple(self._with_recipe_options(m) for m in self.methods))
+        for m in self.methods:
+            for name in ("awp", "sam"):
+                if getattr(self.phases_for(m)["search"], name):
+                    raise FieldError(f"search.{name}", True, f"{name.upper()} perturbs trained weights and the mask "
+                                     f"search trains none; set finetune.{name} (or pretrain.{name}) instead")
+        from benchmark.config.sweeps import check_sweep
+
+        check_sweep(self)
         labels = [m.label for m in self.methods]
         if len({lab.casefold() for lab in labels}) != len(labels):
             raise FieldError("methods", labels, "method labels must be unique, also ignoring case (set 'label' to "
@@ -340,6 +406,41 @@ class SuiteConfig:
 
         check_suite(self)
 
+    def _with_recipe_options(self, m: MethodConfig) -> MethodConfig:
+        """``m`` with its base pruner's recipe options under its own."""
+        recipe = self.recipes.get(m.base, {}).get("options", {})
+        return m if not recipe else dataclasses.replace(m, options={**recipe, **m.options})
+
+    def phases_for(self, method: MethodConfig) -> dict[str, PhaseConfig]:
+        """The effective pretrain, search and finetune phases of ``method``'s cells: the suite's, then its base
+        pruner's recipe, then the entry's own ``phases``."""
+        recipe = self.recipes.get(method.base, {})
+        out = {}
+        for name in PHASES:
+            own, theirs = recipe.get(name, {}), method.phases.get(name, {})
+            phase = getattr(self, name)
+            if own or theirs:
+                where = f"methods[{self.methods.index(method)}] ({method.label}) phases." if theirs else \
+                    f"recipes.{method.base}."
+                phase = build(PhaseConfig, {**to_dict(phase), **own, **theirs}, f"{where}{name}.")
+            out[name] = phase
+        return out
+
+    def pretrains(self) -> list[PhaseConfig]:
+        """The distinct effective pretrain phases of the suite's methods (one dense model per seed each)."""
+        out: list[PhaseConfig] = []
+        for m in self.methods:
+            p = self.phases_for(m)["pretrain"]
+            if p not in out:
+                out.append(p)
+        return out
+
+    def reference_pretrain(self) -> PhaseConfig:
+        """The pretrain of the dense reference row: the suite's own if a method uses it, else the first
+        method's effective one."""
+        pretrains = self.pretrains()
+        return self.pretrain if self.pretrain in pretrains else pretrains[0]
+
     @property
     def granularity(self) -> str:
         return STRUCTURES[self.structure]
@@ -351,13 +452,14 @@ class SuiteConfig:
         return [Cell(self, m, sp, seed, t) for seed in self.seeds for t in searches for sp in self.sparsities
                 for m in self.methods]
 
-    def dense_identity(self, seed: int) -> dict:
-        """What defines the dense robust model of a seed (its checkpoint is reused by every cell)."""
+    def dense_identity(self, seed: int, pretrain: PhaseConfig | None = None) -> dict:
+        """What defines the dense robust model of a seed pretrained with ``pretrain`` (default: the suite's); its
+        checkpoint is reused by every cell whose effective pretrain is the same."""
         out = {
             "dataset": identity_dict(self.dataset),
             "model": self.model,
             "threat": to_dict(self.threat),
-            "pretrain": identity_dict(self.pretrain),
+            "pretrain": identity_dict(pretrain or self.pretrain),
             "seed": seed,
         }
         if self.normalize:
@@ -382,19 +484,35 @@ class Cell:
         """The seed of this cell's mask search and finetuning."""
         return self.seed if self.search_seed is None else self.search_seed
 
+    @property
+    def pretrain(self) -> PhaseConfig:
+        """This cell's effective phases (the suite's, its pruner's recipe, its method entry's own)."""
+        return self.suite.phases_for(self.method)["pretrain"]
+
+    @property
+    def search(self) -> PhaseConfig:
+        return self.suite.phases_for(self.method)["search"]
+
+    @property
+    def finetune(self) -> PhaseConfig:
+        return self.suite.phases_for(self.method)["finetune"]
+
     def identity(self) -> dict:
+        """What defines this cell's result: the effective phases, never the recipe that set them (so a cell run
+        from a recipe and the same cell written out phase by phase have one hash)."""
         s = self.suite
         extra = {} if self.search_seed is None else {"search_seed": self.search_seed}
+        phases = s.phases_for(self.method)
         return {
             "suite": s.name,
-            **s.dense_identity(self.seed),
+            **s.dense_identity(self.seed, phases["pretrain"]),
             "structure": s.structure,
             "skip_first_last": s.skip_first_last,
             "method": self.method.identity(),
             "sparsity": self.sparsity,
-            "search": identity_dict(s.search),
-            "finetune": identity_dict(s.finetune),
-            "evaluation": to_dict(s.evaluation),
+            "search": identity_dict(phases["search"]),
+            "finetune": identity_dict(phases["finetune"]),
+            "evaluation": identity_dict(s.evaluation),
             **extra,
         }
 
@@ -418,6 +536,60 @@ def identity_dict(obj: Any) -> dict:
         if name in out and out[name] == default:
             del out[name]
     return out
+
+
+def resolve_recipes(recipes: dict) -> dict:
+    """The ``recipes`` mapping with packaged preset names read (``benchmark/suites/recipes/<name>.yaml``) and
+    every key checked: a base pruner name, with ``pretrain``/``search``/``finetune``/``options`` mappings."""
+    from baselines.base import get_pruner
+    from s2ap import split_method
+
+    out = {}
+    for pruner, recipe in recipes.items():
+        where = f"recipes.{_short(str(pruner))[1:-1]}"
+        try:
+            base, plugin = split_method(str(pruner))
+            get_pruner(base)
+        except (ValueError, LookupError) as e:
+            raise ConfigError(f"config field '{where}': {e}") from None
+        if plugin:
+            raise ConfigError(f"config field '{where}': recipes are keyed by the base pruner ({base!r}); its +s2ap "
+                              "arm always shares the base's recipe")
+        if isinstance(recipe, str):
+            recipe = read_recipe(recipe, where)
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"config field '{where}': got {_short(recipe)}, must be a mapping or a packaged recipe "
+                              f"name ({', '.join(packaged_recipes())})")
+        for key, value in recipe.items():
+            if key not in RECIPE_KEYS:
+                raise ConfigError(f"config field '{where}.{_short(str(key))[1:-1]}' is not known; known: "
+                                  f"{', '.join(RECIPE_KEYS)}")
+            if not isinstance(value, dict):
+                raise ConfigError(f"config field '{where}.{key}': got {_short(value)}, must be a mapping")
+            if key != "options":
+                build(PhaseConfig, {**to_dict(PhaseConfig()), **value}, f"{where}.{key}.")
+        out[base] = plain_copy(recipe)
+    return out
+
+
+def packaged_recipes() -> list[str]:
+    folder = resources.files("benchmark") / "suites" / "recipes"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe(name: str, where: str) -> dict:
+    """A packaged recipe preset (``benchmark/suites/recipes/<name>.yaml``) as a plain mapping."""
+    names = packaged_recipes()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"config field '{where}': unknown recipe {_short(name)}{hint}; known: {', '.join(names)}")
+    text = (resources.files("benchmark") / "suites" / "recipes" / f"{name}.yaml").read_text()
+    data = load_yaml(text, f"recipe {name!r}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {name!r} must be a YAML mapping")
+    data.pop("description", None)
+    return data
 
 
 # -- building dataclasses from plain data, with field paths in every error ----------------------------------

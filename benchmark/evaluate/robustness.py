@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from benchmark.attacks.pgd import attack_mode, pgd
 from benchmark.config import EvalConfig, ThreatConfig
 from benchmark.errors import BenchmarkError
+from benchmark.evaluate.min_norm import consistency_flags, min_norm_record
 from benchmark.evaluate.outcomes import correct, outcomes_record
 
 AUTOATTACK_ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"], "fast": ["apgd-ce", "apgd-t"]}
@@ -132,12 +133,16 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatConfig, cfg: 
                                        seed=cfg.seed, batch_size=cfg.batch_size, device=device)
     aa_correct = out["autoattack"].pop("robust_correct") if out["autoattack"] else None
     out["outcomes"] = outcomes_record(len(x), clean=clean_correct, pgd=pgd_ok, autoattack=aa_correct)
+    if cfg.min_norm != "none":
+        on_stage(f"FMN {cfg.min_norm_norm}")
+        out["min_norm"] = min_norm_record(model, x, y, cfg, threat.eps_value,
+                                          None if aa_correct is None else aa_correct.numpy())
     flags = list(out["autoattack"]["flags"]) if out["autoattack"] else []
     robust = out["autoattack"]["robust_accuracy"] if out["autoattack"] else pgd_acc
     if robust > clean:
         flags.append("robust accuracy above clean accuracy: the evaluation is unreliable")
     out["degenerate"] = degeneracy_flags(pred, y, out["autoattack"])
-    out["flags"] = flags + out["degenerate"]
+    out["flags"] = flags + out["degenerate"] + consistency_flags(out.get("min_norm"))
     return out
 
 

@@ -22,6 +22,7 @@ from benchmark.store.checkpoints import (
     MAX_TENSOR_FILE,
     TENSOR_FORMAT,
     load_input_checkpoint,
+    load_tensors,
     save_tensors,
     tensors_from_bytes,
 )
@@ -44,6 +45,16 @@ def read_model_state(path: Path | str) -> dict:
             raise CheckpointError(str(e)) from None
         return tensors_from_bytes(data, f"checkpoint {path}")
     return load_input_checkpoint(path)
+
+
+def load_result_model(root: Path, record: dict, model: nn.Module, model_name: str, fix: str) -> nn.Module:
+    """Load the model file a result names (``record``: its ``model_file``) from the suite folder ``root`` into
+    ``model`` (eval mode), after checking the file's sha256 against the record; one-line errors ending in ``fix``."""
+    from benchmark.models.state_dicts import fit_state_dict
+
+    model.load_state_dict(fit_state_dict(model, load_tensors(root, record, fix), f"model file {record['path']}",
+                                         model_name))
+    return model.eval()
 
 
 def load_model_file(path: Path, model: nn.Module, model_name: str) -> nn.Module:

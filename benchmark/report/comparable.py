@@ -1,12 +1,16 @@
 """Which results may share a table: the same protocol (everything in a cell's configuration but the method, the
 sparsity and the seed, suite name included). Tables are grouped by protocol, never averaged or paired across
 one; within a protocol a (method label, sparsity, seed, search seed) has one result and a label one method
-configuration, and the other files are set aside with the reason."""
+configuration, and the other files are set aside with the reason. The minimum-norm evaluation fields are not
+part of a protocol: they add figures (distances, compared only among results with the same attack settings) and
+change none of the others."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+
+from benchmark.config.suite import MIN_NORM_FIELDS
 
 CELL_ONLY = ("method", "sparsity", "seed", "search_seed")  # what varies between the cells of one protocol
 
@@ -17,6 +21,8 @@ def protocol(r: dict, keys: set[str] | None = None) -> dict:
     result without a configuration has one)."""
     config = {k: v for k, v in (r.get("config") or {}).items()
               if k not in CELL_ONLY and (keys is None or k in keys)}
+    if isinstance(config.get("evaluation"), dict):
+        config["evaluation"] = {k: v for k, v in config["evaluation"].items() if k not in MIN_NORM_FIELDS}
     c, ev = r["cell"], r["evaluation"]
     stated = {"suite": r["suite"], "dataset": c["dataset"], "model": c["model"], "structure": c["structure"],
               "eps": ev["eps"], "n_examples": ev["n_examples"],

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from benchmark.report.comparable import set_aside
 from benchmark.report.reference import comparison_table, published_table
-from benchmark.report.significance import significance_markdown
+from benchmark.report.security import min_norm_markdown
+from benchmark.report.significance import power_markdown, significance_markdown
 from benchmark.report.tables import (
     HEADER,
     LATEX_PACKAGES,
@@ -57,7 +58,7 @@ def table_texts(results: list[dict]) -> dict[str, str]:
         "leaderboard.md": leaderboard_markdown(results) + significance_markdown(results),
         "leaderboard.tex": leaderboard_latex(results),
         "leaderboard.csv": leaderboard_csv(results),
-        "details.md": details_markdown(results),
+        "details.md": details_markdown(results) + power_markdown(results) + min_norm_markdown(results),
         "details.tex": leaderboard_latex(results, details=True),
         "reference.md": reference_markdown(results),
         "reference.tex": reference_latex(results),
@@ -93,12 +94,12 @@ def write_report(results_dir: Path | str) -> tuple[list[Path], list[str]]:
     """Tables, plots (``plots/*.png|svg``) and ``index.html`` of a results folder; returns the files written and
     the skipped corrupt result files."""
     from benchmark.report.html import page
-    from benchmark.report.plots import make_plots, write_plots
+    from benchmark.report.plots import make_plots, sweep_plots, write_plots
 
     root = Path(results_dir)
     results, problems = comparable_results(root)
     written = _write_tables(results, root)
-    plots = make_plots(results)
+    plots = make_plots(results) + sweep_plots(root)
     written += write_plots(plots, root, root / "plots")
     gate.write_text(root, root / "index.html", page(results, plots, problems))
     written.append(root / "index.html")

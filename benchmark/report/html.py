@@ -164,6 +164,8 @@ PLOT_CAPTIONS = {
     "mask-stability": "Sparsity-aware Hamming distance between masks of consecutive mask-search epochs, mean "
                       "± std over seeds (band): base dashed, +S2AP solid.",
     "per-layer-sparsity": "Achieved sparsity of each prunable layer, counted from the exported weights.",
+    "security-curves": "Security curves: robust accuracy vs perturbation radius from each point's minimum-norm "
+                       "(FMN) distance, mean ± std over seeds (band), 0 to 2 x eps; markers: AutoAttack at eps.",
 }
 
 
@@ -316,8 +318,8 @@ NAV = (("leaderboard", "Leaderboard"), ("plots", "Plots"), ("s2ap", "S2AP minus 
 
 
 def significance_html(results: list[dict]) -> str:
-    """The intervals and paired-difference tables of the groups whose results stored per-point outcomes."""
-    from benchmark.report.significance import has_outcomes, intervals_table, significance_table
+    """The intervals, paired-difference and power tables of the groups whose results stored per-point outcomes."""
+    from benchmark.report.significance import has_outcomes, intervals_table, power_table, significance_table
 
     parts = []
     for group, rs in group_results(results).items():
@@ -326,7 +328,8 @@ def significance_html(results: list[dict]) -> str:
             slug = "-".join(group)
             parts += [f"<h3>{escape(' / '.join(group))}</h3>",
                       table_html(intervals_table(group, rs), f"intervals-{slug}"),
-                      table_html(significance_table(group, rs), f"tests-{slug}")]
+                      table_html(significance_table(group, rs), f"tests-{slug}"),
+                      table_html(power_table(group, rs), f"power-{slug}")]
     return "\n".join(parts)
 
 

@@ -1,7 +1,8 @@
 """Plots from result dicts, written as PNG and SVG with matplotlib's Agg renderer (no pyplot, no GUI state).
 
 Per (dataset, model, structure): robust accuracy vs sparsity with error bars, clean vs robust accuracy per
-seed, mask change across mask-search epochs (base vs +S2AP), and achieved sparsity per layer. Files are
+seed, mask change across mask-search epochs (base vs +S2AP), and achieved sparsity per layer; and from a suite's
+sweep records, validation robust accuracy vs the swept value. Files are
 byte-identical when regenerated from the same results (fixed SVG id salt, no dates in the metadata).
 """
 
@@ -16,6 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from benchmark.errors import BenchmarkError
+from benchmark.report.security import method_curve, min_norm_settings, radii, with_distances
 from benchmark.report.stats import (
     METRICS,
     by_cell,
@@ -30,6 +33,8 @@ from benchmark.report.stats import (
 )
 from benchmark.report.tables import slug
 from benchmark.store import gate
+
+SWEEP_RECORD_BYTES = 16 << 20
 
 FORMATS = ("png", "svg")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -236,6 +241,54 @@ def per_layer_sparsity(group: tuple[str, str, str], results: list[dict]) -> Figu
     return fig
 
 
+def security_curves(group: tuple[str, str, str], results: list[dict]) -> Figure | None:
+    """Robust accuracy vs perturbation radius from the per-point minimum-norm distances, mean ± std over seeds
+    (band), one panel per sparsity; the threat model's eps and AutoAttack's accuracy there are marked."""
+    rs = with_distances(results)
+    if not rs:
+        return None
+    grid, norm = radii(rs), min_norm_settings(rs[0])["norm"]
+    cells, order, styles = by_cell(rs), method_order(results), method_styles(results)
+    sps = [sp for sp in sparsities(rs) if any(cells.get((lab, sp)) for lab in order)]
+    fig, axes = _panels(len(sps))
+    dense = method_curve(dense_results(rs), grid)
+    eps = float(rs[0]["evaluation"]["eps_float"])
+    for ax, sp in zip(axes, sps):
+        for lab in order:
+            curve = method_curve(cells.get((lab, sp), []), grid)
+            if curve is None:
+                continue
+            st = styles[lab]
+            ax.plot(grid, 100 * curve.mean, label=lab, color=st["color"], linestyle=st["linestyle"], linewidth=1.2)
+            if curve.n > 1:
+                ax.fill_between(grid, 100 * (curve.mean - curve.std), 100 * (curve.mean + curve.std),
+                                color=st["color"], alpha=0.12, linewidth=0)
+            aa = summarize(cells.get((lab, sp), []), METRICS["aa"])
+            if aa is not None and norm == "Linf":
+                ax.plot([eps], [aa.mean], color=st["color"], marker=st["marker"], linestyle="",
+                        markerfacecolor=st["markerfacecolor"], markeredgecolor=st["markeredgecolor"],
+                        markersize=st["markersize"])
+        if dense is not None:
+            ax.plot(grid, 100 * dense.mean, color="black", linestyle=":", linewidth=1.2, label="dense (unpruned)")
+        if norm == "Linf":
+            ax.axvline(eps, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"sparsity {fmt_sparsity(sp)}")
+        ax.set_xlabel(f"perturbation radius ({norm})")
+        ax.set_xlim(0, grid[-1])
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("robust accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if norm == "Linf":
+        handles.append(Line2D([], [], color="grey", marker="o", linestyle=":", label="threat eps; marker: AutoAttack"))
+        labels.append("threat eps; marker: AutoAttack")
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+    attack = min_norm_settings(rs[0])
+    fig.suptitle(f"Security curves: robust accuracy vs radius from FMN's per-point minimum distances\n"
+                 f"{' / '.join(group)}; {_subtitle(rs).split(';')[0]}; FMN {attack['steps']} steps "
+                 f"({attack['library']} {attack['library_version']})")
+    return fig
+
+
 def count(n: int) -> str:
     """A weight count in a few characters: 288, 5.1k, 11M."""
     for div, unit in ((1e6, "M"), (1e3, "k")):
@@ -244,11 +297,74 @@ def count(n: int) -> str:
     return str(n)
 
 
+def sweep_curves(record: dict) -> Figure | None:
+    """Validation robust accuracy vs the swept value (a sweep record of ``s2ap-bench sweep``): one panel per
+    sparsity, one line per method, the 95 % t-interval over seeds as error bars and the selected value ringed."""
+    entries = record.get("selections") or []
+    sps = sorted({e["sparsity"] for e in entries})
+    if not sps:
+        return None
+    methods = sorted({e["method"] for e in entries})
+    fig, axes = _panels(len(sps))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in record["grid"])
+    for ax, sp in zip(axes, sps):
+        for i, lab in enumerate(methods):
+            entry = next((e for e in entries if e["method"] == lab and e["sparsity"] == sp), None)
+            if entry is None:
+                continue
+            pts = entry["curve"]
+            xs = [p["value"] if numeric else record["grid"].index(p["value"]) for p in pts]
+            ys = [100 * p["mean"] for p in pts]
+            # the interval drawn within [0, 100] % (an accuracy cannot leave it; the record keeps the t-interval)
+            lo = [100 * (p["mean"] - max(p["interval95"][0], 0.0)) if p["interval95"] else 0.0 for p in pts]
+            hi = [100 * (min(p["interval95"][1], 1.0) - p["mean"]) if p["interval95"] else 0.0 for p in pts]
+            color = PALETTE[i % len(PALETTE)]
+            ax.errorbar(xs, ys, yerr=[lo, hi], capsize=3, color=color, marker=MARKERS[i % len(MARKERS)], label=lab)
+            chosen = next(p for p in pts if p["value"] == entry["selected"])
+            ax.plot([chosen["value"] if numeric else record["grid"].index(chosen["value"])], [100 * chosen["mean"]],
+                    marker="o", markersize=12, markerfacecolor="none", markeredgecolor=color, linestyle="none")
+        if numeric:
+            ax.set_xscale("log")
+        else:
+            ax.set_xticks(range(len(record["grid"])), [str(v) for v in record["grid"]])
+        ax.set_xlabel(record["field"])
+        ax.set_title(f"sparsity {fmt_sparsity(sp)}")
+        ax.legend(loc="best")
+    axes[0].set_ylabel("validation PGD accuracy (%)")
+    fig.suptitle(f"Sweep of {record['field']} on the validation split ({record['suite']})\nmean and 95 % "
+                 f"t-interval over {len(record['seeds'])} seeds (within 0-100 %); ringed: selected")
+    return fig
+
+
+def sweep_plots(root: Path) -> list[tuple[tuple[str, str, str], str, str, dict[str, bytes]]]:
+    """The sweep-curve plot of every sweep record under ``<root>/sweep/`` (a record that does not read is
+    skipped; the sweep command rewrites it)."""
+    import json
+
+    from benchmark.store.paths import SWEEP_FOLDER
+
+    out = []
+    for path in gate.list_files(root, Path(root) / SWEEP_FOLDER, suffixes=(".json",)):
+        try:
+            record = json.loads(gate.read_bytes(root, path, limit=SWEEP_RECORD_BYTES))
+            group = tuple(record["group"])
+            with matplotlib.rc_context(STYLE):
+                fig = sweep_curves(record)
+        except (BenchmarkError, OSError, ValueError, KeyError, TypeError):
+            continue
+        if fig is None:
+            continue
+        stem = slug(*group, "sweep", path.stem)
+        out.append((group, f"sweep of {record['field']}", stem, {fmt: render(fig, fmt, stem) for fmt in FORMATS}))
+    return out
+
+
 PLOTS: dict[str, Callable[[tuple[str, str, str], list[dict]], Figure | None]] = {
     "robust-vs-sparsity": robust_vs_sparsity,
     "clean-vs-robust": clean_vs_robust,
     "mask-stability": mask_stability,
     "per-layer-sparsity": per_layer_sparsity,
+    "security-curves": security_curves,
 }
 
 

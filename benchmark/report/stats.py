@@ -72,6 +72,8 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            lambda r: _get(r, "mask", "sharpness", "live_channels", "top_eigenvalue"), "lower", 2),
     Metric("mask_robust", "mask robust (%)", lambda r: _get(r, "mask", "robust_accuracy_after_search"), "higher", 2,
            100, "%"),
+    Metric("median_distance", "median min-norm distance", lambda r: _get(r, "evaluation", "min_norm", "median"),
+           "higher", 4),
     # pretraining is shared by every cell of a seed: no best is marked for it
     *(Metric(f"time_{p}", f"{p} (s)", (lambda r, p=p: _get(r, "phases", p, "wall_s")),
              None if p == "pretrain" else "lower", 1, 1, "s") for p in PHASES),

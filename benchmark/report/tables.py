@@ -36,8 +36,9 @@ from benchmark.report.stats import (
 MISSING = "-"
 DETAIL_METRICS = ("achieved_sparsity", "time_pretrain", "time_search", "time_finetune", "time_evaluate",
                   "peak_memory", "mask_change", "seed_distance", "search_seed_distance", "sharpness", "sharpness_live",
-                  "mask_robust")
-EFFECT_METRICS = ("aa", "clean", "mask_change", "seed_distance", "sharpness", "sharpness_live", "mask_robust")
+                  "mask_robust", "median_distance")
+EFFECT_METRICS = ("aa", "clean", "mask_change", "seed_distance", "sharpness", "sharpness_live", "mask_robust",
+                  "median_distance")
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,20 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     clean, aa = METRICS["clean"], METRICS["aa"]
     sps, cells, order, pairs = sparsities(results), by_cell(results), method_order(results), s2ap_pairs(results)
     best = {(sp, m.key): best_labels(_cell_summaries(cells, order, sp, m), m) for sp in sps for m in (clean, aa)}
-    headers = ["method"] + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps] + ["seeds", "AA flags", "robust > clean",
-                                                                          "degenerate"]
+    distance = METRICS["median_distance"]
+    with_distance = [sp for sp in sps if any(distance.get(r) is not None for lab in order
+                                             for r in cells.get((lab, sp), []))]
+    headers = (["method"] + [f"{fmt_sparsity(sp)} clean / AA" for sp in sps]
+               + [f"{fmt_sparsity(sp)} median distance" for sp in with_distance]
+               + ["seeds", "AA flags", "robust > clean", "degenerate"])
     rows: list[Row] = []
     dense = dense_results(results)
     if dense:
         c, a = summarize(dense, clean), summarize(dense, aa)
         text = (Part(summary_text(c, clean)), Part(" / "), Part(summary_text(a, aa)))
-        rows.append(Row([cell("dense (unpruned)"), *[text] * len(sps), cell(str(len(dense))),
+        dist = cell(summary_text(summarize(dense, distance), distance))
+        rows.append(Row([cell("dense (unpruned)"), *[text] * len(sps), *[dist] * len(with_distance),
+                         cell(str(len(dense))),
                          cell(str(_n_aa_flagged(dense))), cell(str(_n_above(dense))),
                          cell(str(_n_degenerate(dense)))], "dense"))
     for lab in order:
@@ -116,18 +123,25 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
             c, a = (summarize(cells.get((lab, sp), []), m) for m in (clean, aa))
             row.append((Part(summary_text(c, clean, n_max), lab in best[(sp, "clean")]), Part(" / "),
                         Part(summary_text(a, aa, n_max), lab in best[(sp, "aa")])))
+        for sp in with_distance:
+            summaries = _cell_summaries(cells, order, sp, distance)
+            row.append(cell(summary_text(summaries[lab], distance, n_max), lab in best_labels(summaries, distance)))
         rows.append(Row(row + [cell(str(n_max)), cell(str(_n_aa_flagged(mine))), cell(str(_n_above(mine))),
                                cell(str(_n_degenerate(mine)))]))
         if lab in pairs:
-            rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells))
+            rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells, with_distance))
     dataset, model, structure = group_cells(group)
     caption = (f"{dataset} / {model} / {structure}: clean / AutoAttack accuracy (%), mean ± std over seeds "
                "(sample std); best per column in bold. Δ rows: +S2AP minus base, mean ± std of the per-seed "
-               "differences (a seed's cells share one dense model)." + marks_note(results))
+               "differences (a seed's cells share one dense model)."
+               + (" Median distance: each result's median minimum-norm (FMN) distance over its test points, mean "
+                  "± std over seeds (higher: further from the decision boundary; the paired Wilcoxon test is in "
+                  "details.md)." if with_distance else "") + marks_note(results))
     return Table(f"{dataset} / {model} / {structure}", caption, headers, rows, protocols(results))
 
 
-def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict) -> Row:
+def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict,
+                       with_distance: list[float]) -> Row:
     row = [cell(f"Δ {variant} - {base}")]
     n = 0
     for sp in sps:
@@ -136,6 +150,9 @@ def _accuracy_diff_row(base: str, variant: str, sps: list[float], cells: dict) -
         n = max(n, c.n if c else 0)
         row.append((Part(summary_text(c, METRICS["clean"], signed=True)), Part(" / "),
                     Part(summary_text(a, METRICS["aa"], signed=True))))
+    for sp in with_distance:
+        d = paired_difference(cells.get((base, sp), []), cells.get((variant, sp), []), METRICS["median_distance"])
+        row.append(cell(summary_text(d, METRICS["median_distance"], signed=True)))
     return Row(row + [cell(str(n)), cell(""), cell(""), cell("")], "diff")
 
 
@@ -226,6 +243,9 @@ FLAG_HELP = (
     ("Square Attack has decreased the robust accuracy", "the black-box Square attack broke points the gradient "
      "attacks did not, a sign of gradient masking; the robust accuracy of record already counts those points."),
     ("robust accuracy above clean accuracy", "impossible for a sound evaluation: the robust figure is unreliable."),
+    ("min-norm", "the minimum-norm attack (FMN) found a distance above eps for more than 3 % of the test points on "
+     "points AutoAttack breaks at eps: FMN is weaker than AutoAttack there, so the security curve overstates "
+     "robustness near eps (AutoAttack's accuracy at eps stays the figure of record; see docs/security-curves.md)."),
 )
 
 

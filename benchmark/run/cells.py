@@ -15,14 +15,16 @@ from torch import nn
 
 from baselines.base import Pruner
 from baselines.masking import iter_score_masks, sparsity_report
-from benchmark.config import Cell, SuiteConfig
+from benchmark.config import Cell, PhaseConfig, SuiteConfig
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
+from benchmark.errors import BenchmarkError
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
 from benchmark.measure import measure
 from benchmark.models import create_model
 from benchmark.models.files import save_model
 from benchmark.models.robustbench import ZOO_MODEL
 from benchmark.progress import Stages
+from benchmark.run.best import BestEpoch, own_target_met
 from benchmark.store.paths import model_path
 from benchmark.store.results import result_record
 from benchmark.train.loop import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
@@ -77,12 +79,13 @@ def finetune_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConfig, n: int,
-                            device: torch.device) -> Callable[[], torch.Tensor]:
-    """A loss closure on a fixed batch of validation points and their adversarial examples (eval mode)."""
+                            device: torch.device, phase: PhaseConfig | None = None) -> Callable[[], torch.Tensor]:
+    """A loss closure on a fixed batch of validation points and their adversarial examples (eval mode), under
+    the objective of ``phase`` (default: the suite's mask search)."""
     source = data.val if len(data.val) else data.train  # type: ignore[arg-type]
     x, y = first_n(source, n)
     x, y = x.to(device), y.to(device)
-    objective = make_objective(suite.search, suite.threat)
+    objective = make_objective(phase or suite.search, suite.threat)
     rng = torch.get_rng_state()
     torch.manual_seed(suite.evaluation.seed)
     x_adv = objective.perturb(model, x, y)
@@ -96,14 +99,22 @@ def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConf
 
 
 def start_pruner(pruner: Pruner, model: nn.Module, data: DataSplits, suite: SuiteConfig, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, phase: PhaseConfig | None = None) -> None:
     """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode
-    (training batches on ``device``, drawn only as the pruner asks for them), then ``attach(model)``."""
-    loader = make_loader(data.train, suite.search.batch_size, shuffle=True, seed=seed)
+    (training batches of ``phase``'s size, default the suite's search, on ``device``, drawn only as the pruner
+    asks for them), then ``attach(model)``."""
+    loader = make_loader(data.train, (phase or suite.search).batch_size, shuffle=True, seed=seed)
     batches = ((x.to(device), y.to(device)) for x, y in loader)
     model.eval()
     pruner.prepare(model, batches)
     pruner.attach(model)
+
+
+def checkpoint_text(search: PhaseConfig, finetune: PhaseConfig) -> str:
+    """How each phase's final state was chosen, for the result's ``training.checkpoint``."""
+    if search.checkpoint == finetune.checkpoint == "last":
+        return "last epoch"  # the text of every earlier result
+    return f"search: {search.checkpoint}, finetune: {finetune.checkpoint}"
 
 
 def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
@@ -115,20 +126,32 @@ def masks_fingerprint(masks: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def evaluation_points(suite: SuiteConfig, data: DataSplits) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points a cell is evaluated on: the first ``n_examples`` of the test split, or of the validation split
+    with ``evaluation.split: val`` (a sweep's selection stage, which never reads a test point)."""
+    source = data.val if suite.evaluation.split == "val" else data.test
+    if suite.evaluation.split == "val" and not len(source):  # type: ignore[arg-type]
+        raise BenchmarkError("evaluation.split is 'val' but the validation split is empty; set dataset.val_fraction "
+                             "above 0")
+    return first_n(source, suite.evaluation.n_examples)
+
+
 def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.device, progress: bool = True,
              work: Path | None = None, root: Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """Prune, finetune and evaluate one cell; returns its result record (schema in benchmark.store.results) and
     its final masks. With ``work``, each epoch is checkpointed there and an interrupted cell resumes; with
-    ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.store.paths.model_path`)."""
+    ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.store.paths.model_path`).
+    The phases are the cell's effective ones (the suite's, its pruner's recipe, its method entry's own)."""
     s, m = cell.suite, cell.method
-    dense_state, pretrain_record = dense.get(cell.seed)
+    search, finetune = cell.search, cell.finetune
+    dense_state, pretrain_record = dense.get(cell.seed, cell.pretrain)
     seed_everything(cell.run_seed)
     model = build_model(s, data)
     model.load_state_dict(dense_state)
     model.to(device)
     pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=s.granularity,
                           skip_first_last=s.skip_first_last, seed=cell.run_seed, **m.options)
-    start_pruner(pruner, model, data, s, cell.run_seed, device)
+    start_pruner(pruner, model, data, s, cell.run_seed, device, search)
     phases: dict = {"pretrain": {**pretrain_record, "shared_across_cells": True}}
     history: dict = {}
     mask_record = None
@@ -142,12 +165,18 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             return EpochCheckpoint(root or work, work / f"{phase}.pt")
         return EpochCheckpoint(root or work, work / f"{phase}.pt", *extra)
 
-    if pruner.needs_search and s.search.epochs > 0:
-        params = search_parameters(model, pruner, s.search.freeze_bn)
-        loader = make_loader(data.train, s.search.batch_size, shuffle=True, seed=cell.run_seed,
+    def best_epoch(phase: PhaseConfig, eligible: Callable[[], bool]) -> BestEpoch | None:
+        if phase.checkpoint == "last":
+            return None
+        return BestEpoch(model, pruner, data, s, device, eligible)
+
+    if pruner.needs_search and search.epochs > 0:
+        params = search_parameters(model, pruner, search.freeze_bn)
+        loader = make_loader(data.train, search.batch_size, shuffle=True, seed=cell.run_seed,
                              **loader_settings(s.dataset, device))
         distances: list[dict] = []
         previous = {"masks": pruner.masks()}
+        best = best_epoch(search, own_target_met(pruner))
 
         def end_epoch(epoch: int) -> dict:
             log = dict(pruner.end_search_epoch(epoch))
@@ -157,29 +186,36 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             distances.append(d)
             log["mask_change"] = d["normalized"]
             log["mask_change_sparsity_aware"] = d["sparsity_aware"]
+            if best is not None:
+                log.update(best.end_epoch(epoch))
             return log
 
         def get_extra() -> dict:
-            return {"pruner": pruner.extra_state(), "distances": list(distances)}
+            return {"pruner": pruner.extra_state(), "distances": list(distances),
+                    **({} if best is None else {"best": best.state()})}
 
         def set_extra(state: dict) -> None:
             pruner.load_extra_state(state["pruner"])
             distances[:] = state["distances"]
             previous["masks"] = pruner.masks()
+            if best is not None:
+                best.load(state["best"])
 
-        phases["search"] = {"epochs": s.search.epochs}
+        phases["search"] = {"epochs": search.epochs}
         with measure(phases["search"], device):
-            history["search"] = train_phase(model, loader, params, s.search, s.threat, device=device,
+            history["search"] = train_phase(model, loader, params, search, s.threat, device=device,
                                             step=pruner.search_step, on_epoch_end=end_epoch,
                                             desc=f"search {tag}", progress=progress,
                                             checkpoint=epoch_checkpoint("search", (get_extra, set_extra)))
-        phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / s.search.epochs
-        x_eval, y_eval = first_n(data.test, s.evaluation.n_examples)
+        phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / search.epochs
+        if best is not None:
+            phases["search"]["checkpoint"] = best.restore()
+        x_eval, y_eval = evaluation_points(s, data)
         sharpness = None
         with Stages(f"after search {tag}", 1 + pruner.has_scores, progress) as bar:
             if pruner.has_scores:
                 bar.start("sharpness")
-                batch_loss = fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device)
+                batch_loss = fixed_adversarial_batch(model, data, s, s.evaluation.sharpness_examples, device, search)
                 sharpness = score_sharpness(pruner, batch_loss, iterations=s.evaluation.sharpness_iterations,
                                             seed=s.evaluation.seed)
             bar.start(f"PGD-{s.evaluation.pgd_steps} of the searched mask")
@@ -202,21 +238,27 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     masks = pruner.masks()
     if mask_record is not None:
         mask_record["final_masks_sha"] = masks_fingerprint(masks)
-    if s.finetune.epochs > 0:
+    if finetune.epochs > 0:
         params = finetune_parameters(model)
-        loader = make_loader(data.train, s.finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
+        loader = make_loader(data.train, finetune.batch_size, shuffle=True, seed=cell.run_seed + 1,
                              **loader_settings(s.dataset, device))
-        phases["finetune"] = {"epochs": s.finetune.epochs}
+        phases["finetune"] = {"epochs": finetune.epochs}
+        chosen = best_epoch(finetune, lambda: True)
+        extra = None if chosen is None else (lambda: {"best": chosen.state()},  # type: ignore[union-attr]
+                                             lambda state: chosen.load(state["best"]))  # type: ignore[union-attr]
         with measure(phases["finetune"], device):
-            history["finetune"] = train_phase(model, loader, params, s.finetune, s.threat, device=device,
+            history["finetune"] = train_phase(model, loader, params, finetune, s.threat, device=device,
                                               desc=f"finetune {tag}", progress=progress,
-                                              checkpoint=epoch_checkpoint("finetune"))
+                                              on_epoch_end=None if chosen is None else chosen.end_epoch,
+                                              checkpoint=epoch_checkpoint("finetune", extra))
+        if chosen is not None:
+            phases["finetune"]["checkpoint"] = chosen.restore()
 
     pruned = pruner.export().to(device)
     report = sparsity_report(pruned)
-    x_test, y_test = first_n(data.test, s.evaluation.n_examples)
+    x_test, y_test = evaluation_points(s, data)
     phases["evaluate"] = {}
-    stages = 2 + (s.evaluation.autoattack != "none")
+    stages = 2 + (s.evaluation.autoattack != "none") + (s.evaluation.min_norm != "none")
     with Stages(f"evaluate {tag}", stages, progress) as bar, measure(phases["evaluate"], device):
         evaluation = evaluate(pruned, x_test, y_test, s.threat, s.evaluation, device, on_stage=bar.start)
 
@@ -236,7 +278,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             **({} if cell.search_seed is None else {"search_seed": cell.search_seed}),
         },
         config=cell.identity(), config_hash=cell.config_hash(),
-        pruner_options=pruner.options(), training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
+        pruner_options=pruner.options(),
+        training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": checkpoint_text(search, finetune)},
         report=report, target=cell.sparsity, evaluation=evaluation, mask=mask_record, phases=phases,
         history=history, device=device)
     if root is not None:

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from baselines.base import get_pruner
-from benchmark.config import Cell, PhaseConfig, SuiteConfig
+from benchmark.config import Cell, PhaseConfig, SuiteConfig, config_hash, identity_dict
 from benchmark.data import dataset_info
 from benchmark.measure import resolve_device
 from benchmark.models import create_model
@@ -61,6 +61,12 @@ class CellCost:
         return self.search + self.finetune + self.evaluation
 
 
+def _n_val(suite: SuiteConfig) -> int:
+    """Points of the validation split (0 when unknown before loading)."""
+    info = dataset_info(suite.dataset.name, suite.dataset.options)
+    return 0 if info.n_train is None else int(round(suite.dataset.val_fraction * info.n_train))
+
+
 def _n_train(suite: SuiteConfig) -> int | None:
     info = dataset_info(suite.dataset.name, suite.dataset.options)
     if info.n_train is None:
@@ -77,14 +83,14 @@ def cell_cost(cell: Cell) -> CellCost:
     base, plugin = split_method(cell.method.method)
     search: float | None = 0.0
     if get_pruner(base).needs_search and n_train is not None:
-        search = _training_passes(s.search, steps, n_train)
+        search = _training_passes(cell.search, steps, n_train)
         if plugin:
             st = cell.method.s2ap
             extra = (steps + 1) if st.regenerate_adversarial else 1
-            search += max(0, s.search.epochs - st.warmup_epochs) * n_train * extra
+            search += max(0, cell.search.epochs - st.warmup_epochs) * n_train * extra
     elif n_train is None:
         search = None
-    finetune = _training_passes(s.finetune, steps, n_train) if n_train is not None else None
+    finetune = _training_passes(cell.finetune, steps, n_train) if n_train is not None else None
     ev = s.evaluation
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
     aa = n_eval * autoattack_passes(ev.autoattack, info.num_classes or 10)
@@ -94,20 +100,26 @@ def cell_cost(cell: Cell) -> CellCost:
 
 
 def pretrain_cost(suite: SuiteConfig) -> float | None:
-    """Passes of one seed's dense pretraining (0 when the dense model is loaded)."""
+    """Passes of one seed's dense pretrainings, one per distinct effective pretrain (0 when loaded)."""
     if suite.dense.source != "pretrain":
         return 0.0
     n_train = _n_train(suite)
-    return None if n_train is None else _training_passes(suite.pretrain, suite.threat.steps, n_train)
+    return None if n_train is None else sum(_training_passes(p, suite.threat.steps, n_train)
+                                            for p in suite.pretrains())
+
+
+def pretrain_key(pretrain: PhaseConfig) -> str:
+    """The key of a pretrain phase in :attr:`StepTimes.pretrain`."""
+    return config_hash(identity_dict(pretrain))
 
 
 @dataclass(frozen=True)
 class StepTimes:
     """Seconds of one real step of each phase on this machine (median of the timed steps)."""
 
-    pretrain: float  # one pretrain batch: attack + update
+    pretrain: dict[str, float]  # one pretrain batch (attack + update), by :func:`pretrain_key` of each pretrain
     search: dict[str, float]  # one mask-search batch, by method label (S2AP active)
-    finetune: float  # one finetune batch
+    finetune: dict[str, float]  # one finetune batch, by method label (its effective finetune phase)
     eval_point: float  # clean + PGD-k accuracy of one test point
     pass_s: float  # one forward + backward pass of one image (AutoAttack and sharpness, as upper bounds)
     device: str
@@ -163,26 +175,31 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
         return _timed(lambda: train_phase(net, data, params, one, suite.threat, device=device, progress=False,
                                           **kwargs), repeats, clock)
 
-    on_stage("pretrain step")
-    net = model()
-    pretrain = step(net, list(net.parameters()), suite.pretrain)
+    pretrain: dict[str, float] = {}
+    for phase in suite.pretrains():
+        on_stage("pretrain step")
+        net = model()
+        pretrain[pretrain_key(phase)] = step(net, list(net.parameters()), phase)
     search: dict[str, float] = {}
-    finetune = 0.0
+    finetune: dict[str, float] = {}
+    measured: dict[PhaseConfig, float] = {}
     for m in suite.methods:
+        phases = suite.phases_for(m)
         on_stage(f"search step {m.label}")
         net = model()
         pruner = build_pruner(m.method, suite.sparsities[0], s2ap=replace(m.s2ap, warmup_epochs=0),
                               granularity=suite.granularity, skip_first_last=suite.skip_first_last, **m.options)
-        data = loader(suite.search.batch_size)
+        data = loader(phases["search"].batch_size)
         net.eval()
         pruner.prepare(net, ((x.to(device), y.to(device)) for x, y in data))
         pruner.attach(net)
-        search[m.label] = step(net, search_parameters(net, pruner, suite.search.freeze_bn), suite.search, pruner) \
-            if pruner.needs_search else 0.0
-        if not finetune:
+        search[m.label] = step(net, search_parameters(net, pruner, phases["search"].freeze_bn), phases["search"],
+                               pruner) if pruner.needs_search else 0.0
+        if phases["finetune"] not in measured:  # one measurement per distinct finetune phase
             pruner.freeze()
             on_stage("finetune step")
-            finetune = step(net, finetune_parameters(net), suite.finetune)
+            measured[phases["finetune"]] = step(net, finetune_parameters(net), phases["finetune"])
+        finetune[m.label] = measured[phases["finetune"]]
     on_stage("evaluation step")
     ev = suite.evaluation
     n = min(ev.batch_size, ev.n_examples, 64)
@@ -190,9 +207,9 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
     net = model().eval()
     eval_batch = _timed(lambda: (correct(net, x, y, ev.batch_size),
                                  pgd_accuracy(net, x, y, suite.threat, ev.pgd_steps, ev.batch_size)), repeats, clock)
-    passes = suite.pretrain.batch_size * (suite.threat.steps + 1 + (FORWARD if suite.pretrain.objective == "trades"
-                                                                   else 0))
-    return StepTimes(pretrain, search, finetune, eval_batch / n, pretrain / passes, str(device),
+    first = suite.pretrains()[0]
+    passes = first.batch_size * (suite.threat.steps + 1 + (FORWARD if first.objective == "trades" else 0))
+    return StepTimes(pretrain, search, finetune, eval_batch / n, pretrain[pretrain_key(first)] / passes, str(device),
                      torch.get_num_threads())
 
 
@@ -202,12 +219,22 @@ def cell_seconds(cell: Cell, t: StepTimes) -> dict[str, float | None]:
     n_train, ev = _n_train(s), s.evaluation
     info = dataset_info(s.dataset.name, s.dataset.options)
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
-    search_batches, finetune_batches = _batches(n_train, s.search.batch_size), _batches(n_train, s.finetune.batch_size)
+    search_phase, finetune_phase = cell.search, cell.finetune
+    search_batches, finetune_batches = _batches(n_train, search_phase.batch_size), _batches(n_train,
+                                                                                            finetune_phase.batch_size)
     needs_search = get_pruner(split_method(cell.method.method)[0]).needs_search
-    search = 0.0 if not needs_search or not s.search.epochs else (
-        None if search_batches is None else s.search.epochs * search_batches * t.search[cell.method.label])
-    finetune = None if finetune_batches is None else s.finetune.epochs * finetune_batches * t.finetune
+    search = 0.0 if not needs_search or not search_phase.epochs else (
+        None if search_batches is None else search_phase.epochs * search_batches * t.search[cell.method.label])
+    finetune = None if finetune_batches is None else \
+        finetune_phase.epochs * finetune_batches * t.finetune[cell.method.label]
+    if search_phase.checkpoint != "last":  # the best-epoch rule scores each search epoch on the validation split
+        evaluate_extra = search_phase.epochs * min(ev.n_examples, _n_val(s)) * t.eval_point
+    else:
+        evaluate_extra = 0.0
+    if finetune_phase.checkpoint != "last":
+        evaluate_extra += finetune_phase.epochs * min(ev.n_examples, _n_val(s)) * t.eval_point
     evaluate = n_eval * t.eval_point * (2 if needs_search else 1) + cell_cost(cell).autoattack * t.pass_s
+    evaluate += evaluate_extra
     if needs_search and get_pruner(split_method(cell.method.method)[0]).has_scores:
         evaluate += ev.sharpness_examples * (s.threat.steps + 2 * ev.sharpness_iterations) * t.pass_s
     return {"search": search, "finetune": finetune, "evaluate": evaluate}
@@ -221,8 +248,13 @@ def dense_seconds(suite: SuiteConfig, t: StepTimes) -> tuple[float | None, float
     evaluate = n_eval * (t.eval_point + autoattack_passes(ev.autoattack, info.num_classes or 10) * t.pass_s)
     if suite.dense.source != "pretrain":
         return 0.0, evaluate
-    batches = _batches(_n_train(suite), suite.pretrain.batch_size)
-    return (None if batches is None else suite.pretrain.epochs * batches * t.pretrain), evaluate
+    total = 0.0
+    for phase in suite.pretrains():  # one dense model per distinct effective pretrain
+        batches = _batches(_n_train(suite), phase.batch_size)
+        if batches is None:
+            return None, evaluate
+        total += phase.epochs * batches * t.pretrain[pretrain_key(phase)]
+    return total, evaluate
 
 
 def _hours(seconds: float | None) -> str:
@@ -253,6 +285,7 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
     its cost, each seed's dense model and reference, and the total of what is left to run."""
     from benchmark.config import config_hash
     from benchmark.run.dense_reference import dense_identity, dense_result_path
+    from benchmark.run.evaluation_only import derivable
     from benchmark.store.paths import result_path
     from benchmark.store.results import existing_hash
 
@@ -265,6 +298,10 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
             done += 1
             took = _recorded_seconds(path)
             lines.append(f"{cell.key}  [{cell.config_hash()}]  done" + (f" (took {_hours(took)})" if took else ""))
+            continue
+        if path is not None and derivable(cell, root):  # type: ignore[arg-type]
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  evaluation only: min-norm distances from the saved "
+                         "model (seconds to minutes)")
             continue
         if times is not None:
             sec = cell_seconds(cell, times)

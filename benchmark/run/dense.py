@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from baselines.base import NonFiniteLossError
-from benchmark.config import SuiteConfig, config_hash
+from benchmark.config import PhaseConfig, SuiteConfig, config_hash
 from benchmark.data import DataSplits, loader_settings, make_loader
 from benchmark.errors import BenchmarkError, CheckpointError
 from benchmark.measure import measure
@@ -21,37 +21,45 @@ from benchmark.train.loop import EpochCheckpoint, train_phase
 
 
 class DenseCache:
-    """Robust dense models, pretrained once per seed and stored as checkpoints under the suite folder."""
+    """Robust dense models, pretrained once per seed and pretrain phase and stored as checkpoints under the suite
+    folder (``root``). Cells share a dense model exactly when their effective pretrain (with a method's recipe)
+    and hence their dense identity are equal: the checkpoint is keyed by the hash of that identity."""
 
     def __init__(self, suite: SuiteConfig, root: Path, data: DataSplits, device: torch.device,
                  progress: bool) -> None:
         self.suite, self.root, self.data, self.device, self.progress = suite, root, data, device, progress
-        self._memo: dict[int, tuple[dict, dict]] = {}
+        self._memo: dict[tuple[int, str], tuple[dict, dict]] = {}
 
-    def path(self, seed: int) -> Path:
-        return dense_path(self.root, seed, config_hash(self.suite.dense_identity(seed)))
+    def _hash(self, seed: int, pretrain: PhaseConfig | None) -> str:
+        return config_hash(self.suite.dense_identity(seed, pretrain))
 
-    def get(self, seed: int) -> tuple[dict, dict]:
-        """(state dict, pretrain record) of the dense model for ``seed``; trains it if not stored."""
-        if seed in self._memo:
-            return self._memo[seed]
+    def path(self, seed: int, pretrain: PhaseConfig | None = None) -> Path:
+        """The checkpoint of ``seed``'s dense model pretrained with ``pretrain`` (default: the suite's)."""
+        return dense_path(self.root, seed, self._hash(seed, pretrain))
+
+    def get(self, seed: int, pretrain: PhaseConfig | None = None) -> tuple[dict, dict]:
+        """(state dict, pretrain record) of the dense model for ``seed`` and ``pretrain`` (default: the suite's
+        pretrain); trains it if not stored."""
+        key = (seed, self._hash(seed, pretrain))
+        if key in self._memo:
+            return self._memo[key]
         if self.suite.dense.source != "pretrain":  # a checkpoint file or a RobustBench entry, shared by all seeds
             from benchmark.run.dense_sources import load_dense
 
-            self._memo[seed] = load_dense(self.suite, build_model(self.suite, self.data))
-            return self._memo[seed]
-        path = self.path(seed)
+            self._memo[key] = load_dense(self.suite, build_model(self.suite, self.data))
+            return self._memo[key]
+        path = self.path(seed, pretrain)
         with file_lock(self.root, path.with_suffix(".lock"), wait=True):
             if gate.kind(self.root, path) != "missing":
                 out = self._cached(path)
             else:
                 try:
-                    out = self._pretrain(seed, path)
+                    out = self._pretrain(seed, path, pretrain or self.suite.pretrain)
                 except NonFiniteLossError as e:
                     raise BenchmarkError(f"dense pretraining of seed {seed} stopped: {e}; lower pretrain.lr or check "
                                          "the data (its last good epoch resumes from "
                                          f"{path.with_name(path.stem + '.epoch.pt')})") from None
-        self._memo[seed] = out
+        self._memo[key] = out
         return out
 
     def _cached(self, path: Path) -> tuple[dict, dict]:
@@ -71,16 +79,16 @@ class DenseCache:
                                       f"({first}); {fix}") from None
         return state, {**record, "reused_checkpoint": path.name}
 
-    def _pretrain(self, seed: int, path: Path) -> tuple[dict, dict]:
+    def _pretrain(self, seed: int, path: Path, pretrain: PhaseConfig) -> tuple[dict, dict]:
         s = self.suite
         seed_everything(seed)
         model = build_model(s, self.data).to(self.device)
-        loader = make_loader(self.data.train, s.pretrain.batch_size, shuffle=True, seed=seed,
+        loader = make_loader(self.data.train, pretrain.batch_size, shuffle=True, seed=seed,
                              **loader_settings(s.dataset, self.device))
-        record: dict = {"epochs": s.pretrain.epochs}
+        record: dict = {"epochs": pretrain.epochs}
         progress_file = path.with_name(path.stem + ".epoch.pt")
         with measure(record, self.device):
-            history = train_phase(model, loader, list(model.parameters()), s.pretrain, s.threat,
+            history = train_phase(model, loader, list(model.parameters()), pretrain, s.threat,
                                   device=self.device, desc=f"pretrain seed {seed}", progress=self.progress,
                                   checkpoint=EpochCheckpoint(self.root, progress_file))
         record["final_loss"] = history[-1]["loss"] if history else None

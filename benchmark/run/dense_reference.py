@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 
 from baselines.masking import sparsity_report
-from benchmark.config import SuiteConfig, config_hash, to_dict
-from benchmark.data import DataSplits, first_n
+from benchmark.config import SuiteConfig, config_hash
+from benchmark.config.suite import MIN_NORM_FIELDS, identity_dict
+from benchmark.data import DataSplits
 from benchmark.evaluate.robustness import evaluate
 from benchmark.measure import measure
 from benchmark.progress import Stages
-from benchmark.run.cells import build_model
+from benchmark.run.cells import build_model, evaluation_points
 from benchmark.run.dense import DenseCache
 from benchmark.run.locks import file_lock
 from benchmark.store import gate
@@ -25,9 +26,12 @@ DENSE = "dense"
 
 
 def dense_identity(suite: SuiteConfig, seed: int) -> dict:
-    """What defines a seed's dense reference: its dense model and the evaluation protocol."""
-    return {"suite": suite.name, **suite.dense_identity(seed), "structure": suite.structure,
-            "method": {"method": DENSE}, "evaluation": to_dict(suite.evaluation)}
+    """What defines a seed's dense reference: its dense model (:meth:`SuiteConfig.reference_pretrain`) and the
+    evaluation protocol. The minimum-norm fields are left out: the dense model is not kept, so a reference
+    evaluated before them stays valid (and has no distances); one evaluated with ``min_norm`` on has them."""
+    evaluation = {k: v for k, v in identity_dict(suite.evaluation).items() if k not in MIN_NORM_FIELDS}
+    return {"suite": suite.name, **suite.dense_identity(seed, suite.reference_pretrain()), "structure": suite.structure,
+            "method": {"method": DENSE}, "evaluation": evaluation}
 
 
 def dense_result_path(suite: SuiteConfig, root: Path, seed: int) -> Path:
@@ -45,7 +49,7 @@ def pending_dense_seeds(suite: SuiteConfig, root: Path, dense: DenseCache | None
                                                                                                            seed)):
             continue
         available = suite.dense.source != "pretrain" or seed in pending_cell_seeds or (
-            dense is not None and gate.is_file(root, dense.path(seed)))
+            dense is not None and gate.is_file(root, dense.path(seed, suite.reference_pretrain())))
         if available:
             out.append(seed)
     return out
@@ -61,14 +65,14 @@ def evaluate_dense(suite: SuiteConfig, root: Path, data: DataSplits, dense: Dens
             return f"  dense seed {seed}: reference being evaluated by another process, skipped"
         if not force and existing_hash(out, root) == h:
             return f"  dense seed {seed}: reference finished by another process"
-        state, pretrain_record = dense.get(seed)
+        state, pretrain_record = dense.get(seed, suite.reference_pretrain())
         model = build_model(suite, data)
         model.load_state_dict(state)
         model.to(device).eval()
         ev = suite.evaluation
-        x, y = first_n(data.test, ev.n_examples)
+        x, y = evaluation_points(suite, data)
         phases: dict = {"pretrain": {**pretrain_record, "shared_across_cells": True}, "evaluate": {}}
-        stages = 2 + (ev.autoattack != "none")
+        stages = 2 + (ev.autoattack != "none") + (ev.min_norm != "none")
         with Stages(f"evaluate dense seed {seed}", stages, progress) as bar, measure(phases["evaluate"], device):
             evaluation = evaluate(model, x, y, suite.threat, ev, device, on_stage=bar.start)
         report = sparsity_report(model, suite.skip_first_last)

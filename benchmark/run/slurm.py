@@ -32,6 +32,8 @@ def _dense_job(suite: SuiteConfig, root: str, seed: int, force: bool = False) ->
     device = resolve_device(suite.device)
     data = load_data(suite)
     dense = DenseCache(suite, Path(root), data, device, progress=False)
+    for pretrain in suite.pretrains():  # each recipe's own dense model
+        dense.get(seed, pretrain)
     return evaluate_dense(suite, Path(root), data, dense, device, seed, progress=False, force=force)
 
 
@@ -153,7 +155,7 @@ def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | 
     cache = DenseCache(suite, root, None, None, progress=False)  # type: ignore[arg-type]  (paths only)
     seeds = set(pending_dense_seeds(suite, root, cache, {c.seed for c in todo}, force))  # dense references
     if suite.dense.source == "pretrain":
-        seeds |= {c.seed for c in todo if not gate.is_file(root, cache.path(c.seed))}
+        seeds |= {c.seed for c in todo if not gate.is_file(root, cache.path(c.seed, c.pretrain))}
     for seed in sorted(seeds):
         dense_jobs[seed] = submit(_dense_job, suite, str(root), seed, force)
         log(f"  dense seed {seed}: job {dense_jobs[seed].job_id}")

@@ -26,6 +26,7 @@ from benchmark.errors import BenchmarkError, ConfigError, out_of_memory
 from benchmark.measure import OUT_OF_MEMORY, git_state, resolve_device
 from benchmark.run.cells import load_data, run_cell
 from benchmark.run.dense import DenseCache
+from benchmark.run.evaluation_only import derivable, recompute_cell
 from benchmark.run.locks import file_lock, locked_elsewhere
 from benchmark.run.threads import oversubscription, resolve_threads, torch_threads
 from benchmark.store import gate
@@ -64,6 +65,8 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
             return locked_elsewhere(cell, root, lock)
         if not force and existing_hash(out, root) == cell.config_hash():
             return f"  {cell.key}: finished by another process"
+        if not force and derivable(cell, root):  # only the min-norm evaluation changed: the saved model is enough
+            return recompute_cell(cell, root, data, device)
         work = work_dir(cell, root)
         try:
             result, masks = run_cell(cell, data, dense, device, progress, work, root)
@@ -81,7 +84,7 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
 
 
 def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None, threads: int,
-              force: bool, reference: bool = False) -> str:
+              force: bool, reference: bool = False, dense_root: str | None = None) -> str:
     """Work of one process-pool task: a seed's dense model (``seed``; evaluated as the dense reference too
     with ``reference``) or a cell (``index`` into the cells). Errors come back as the same one-line ``FAILED``
     messages as in a single process."""
@@ -89,13 +92,14 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
         torch.set_num_threads(threads)
         device = resolve_device(suite.device)
         data = load_data(suite)
-        dense = DenseCache(suite, Path(root), data, device, progress=False)
+        dense = DenseCache(suite, Path(dense_root or root), data, device, progress=False)
         if index is None:
             if reference:
                 from benchmark.run.dense_reference import evaluate_dense
 
                 return evaluate_dense(suite, Path(root), data, dense, device, seed, False, force)  # type: ignore[arg-type]
-            dense.get(seed)  # type: ignore[arg-type]
+            for pretrain in suite.pretrains():  # each recipe's own dense model
+                dense.get(seed, pretrain)  # type: ignore[arg-type]
             return f"  dense seed {seed}: ready"
         cell = suite.cells()[index]
         return execute_cell(cell, Path(root), data, dense, device, progress=False, force=force)
@@ -110,7 +114,8 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
 
 def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,
               progress: bool = True, workers: int = 1, threads: int | None = None, tables: bool = True,
-              log: Callable[[str], None] = print) -> list[Path]:
+              log: Callable[[str], None] = print, dense_root: Path | None = None,
+              dense_references: bool = True) -> list[Path]:
     """Run every cell of ``suite`` that has no up-to-date result, and each seed's dense reference; returns
     the paths of the cells' results.
 
@@ -118,6 +123,8 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     :func:`benchmark.run.threads.default_threads`, so that workers x threads <= cores); the count is recorded in
     every result. Finished cells are written as they complete; a failed cell is reported and the others still
     run. With ``tables`` the leaderboard tables are (re)written at the end, as ``s2ap-bench run`` does.
+    ``dense_root`` is the folder whose dense checkpoints are used (default: the suite's own; a sweep's selection
+    stage shares those of its suite); without ``dense_references`` no dense reference row is evaluated.
     """
     if workers < 1:
         raise BenchmarkError(f"workers must be >= 1, got {workers}")
@@ -144,8 +151,10 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     device = resolve_device(suite.device)
     cells = suite.cells()
     todo = pending_cells(suite, root, force)
-    references = pending_dense_seeds(suite, root, DenseCache(suite, root, None, device, False),  # type: ignore[arg-type]
-                                     {c.seed for c in todo}, force)
+    dense_root = dense_root or root
+    references = pending_dense_seeds(suite, root, DenseCache(suite, dense_root, None, device, False),  # type: ignore[arg-type]
+                                     {c.seed for c in todo if force or not derivable(c, root)},
+                                     force) if dense_references else []
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
         f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
     if (todo or references) and git_state()["dirty"]:
@@ -155,7 +164,7 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     if (todo or references) and (workers == 1 or len(todo) + len(references) == 1):
         with torch_threads(threads):
             data = load_data(suite)
-            dense = DenseCache(suite, root, data, device, progress)
+            dense = DenseCache(suite, dense_root, data, device, progress)
             for seed in references:
                 try:
                     log(evaluate_dense(suite, root, data, dense, device, seed, progress, force))
@@ -171,12 +180,13 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
         ctx = multiprocessing.get_context("spawn")
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                seeds = sorted({c.seed for c in todo} | set(references))
+                # a cell recomputed evaluation-only needs no dense model
+                seeds = sorted({c.seed for c in todo if force or not derivable(c, root)} | set(references))
                 for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
-                                                        s in references) for s in seeds]):
+                                                        s in references, str(dense_root)) for s in seeds]):
                     log(future.result())  # a failed pretraining fails its cells too, with the same line
-                futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force)
-                           for c in todo]
+                futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force, False,
+                                       str(dense_root)) for c in todo]
                 for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name,
                                    disable=not progress):
                     lines.append(future.result())

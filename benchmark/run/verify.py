@@ -6,6 +6,13 @@ need the other seeds' cells) or the file's checksum (it covers the times too; ``
 A cell is rebuilt from its stored config and must give the stored config hash,
 so a config the code can no longer express is reported, not silently re-run as something else. Everything is
 recomputed in a scratch folder, dense pretraining included; the results folder itself is never written.
+
+What a match means depends on where it was recomputed. The last bits of a CPU run depend on the kernel path torch
+dispatches to, the BLAS / oneDNN builds, the thread count, the torch version and the CPU (the result's
+``environment.numerics``), and training amplifies them. So "bit-identical" is said only where those match the
+stored record (a determinism check on that kind of machine); where they differ, differences are judged against
+the noise measured by recomputing the cell under changed settings (``--noise``, :mod:`benchmark.run.noise`), and
+without such a measurement the verdict says it cannot tell.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from typing import Any
 
 from benchmark.config import Cell, SuiteConfig, build
 from benchmark.errors import BenchmarkError
+from benchmark.run.noise import Noise, Setting, recompute_in_child
 from benchmark.store.results import load_results, read_result
 
 NOT_COMPARED = {"wall_s", "peak_memory_mb", "peak_memory_kind", "s_per_epoch", "time_s", "reused_checkpoint",
-                "shared_across_cells", "environment", "created", "_path", "cross_seed", "checksum"}
+                "shared_across_cells", "environment", "created", "_path", "cross_seed", "checksum", "derived_from"}
 SHOWN = (("clean", "evaluation.clean_accuracy"), ("PGD", "evaluation.pgd.accuracy"),
          ("AA", "evaluation.autoattack.robust_accuracy"), ("sparsity", "sparsity.achieved"))
 
@@ -40,6 +48,67 @@ class CellCheck:
     recomputed: dict[str, Any]
     compared: int
     differences: list[Difference]
+    numerics: list[str] | None = None  # how the recomputation's numerics differ from the stored ones; None: unknown
+    noise: Noise | None = None
+
+
+MATCHED = ("cpu_capability", "blas", "onednn", "threads", "cpu_model", "torch")  # what decides the last bits
+
+
+def numerics_record(result: dict) -> dict | None:
+    """The numerics a result was computed under (``environment.numerics`` and the torch version); None for a
+    result written before they were recorded."""
+    env = result.get("environment") or {}
+    record = env.get("numerics")
+    if not isinstance(record, dict):
+        return None
+    return {**{k: record.get(k) for k in MATCHED if k != "torch"}, "torch": (env.get("packages") or {}).get("torch")}
+
+
+def numerics_differences(stored: dict, recomputed: dict) -> list[str] | None:
+    """One phrase per numerics field that differs (``cpu_capability AVX512 stored, AVX2 here``); None where
+    either result lacks the record."""
+    a, b = numerics_record(stored), numerics_record(recomputed)
+    if a is None or b is None:
+        return None
+    return [f"{k} {a[k]} stored, {b[k]} here" for k in MATCHED if a[k] != b[k]]
+
+
+def verdict(check: CellCheck, tolerance: float) -> str:
+    """What the comparison of one cell shows, claiming no more than it made: bit-identical only on the stored
+    numerics, else within (or beyond) the measured noise, or that it cannot tell."""
+    n = len(check.differences)
+    if check.numerics == []:
+        if n:
+            return f"NOT reproduced: {n} differences on the same numerics as the stored result"
+        exact = all(check.recomputed.get(p) == v for p, v in check.stored.items())
+        return ("bit-identical on the same numerics (a determinism check on this kind of machine)" if exact else
+                f"reproduced within {tolerance:g} on the same numerics")
+    where = ("the stored result records no numerics (written before they were recorded), so whether this machine "
+             "computes the same way is unknown" if check.numerics is None else
+             "the numerics differ: " + "; ".join(check.numerics))
+    if not n:
+        return f"all figures within {tolerance:g}, though {where}"
+    if check.noise is None:
+        return (f"cannot tell: {n} differences and {where}; measure the noise of this cell with --noise to judge "
+                "them")
+    beyond = [d for d in check.differences if not _within(d, check.noise)]
+    if within_noise(check):
+        return (f"{n} differences, all within the noise measured over {len(check.noise.settings)} settings "
+                f"({where})")
+    return (f"{len(beyond)} of {n} differences beyond the noise measured over {len(check.noise.settings)} settings "
+            f"({where}), e.g. {beyond[0].path}")
+
+
+def within_noise(check: CellCheck) -> bool:
+    """Every difference of the cell lies within the noise measured on it (False without a measurement)."""
+    return check.noise is not None and all(_within(d, check.noise) for d in check.differences)
+
+
+def _within(d: Difference, noise: Noise) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (d.stored, d.recomputed))
+    spread = noise.spread(d.path)
+    return numbers and spread is not None and abs(d.stored - d.recomputed) <= spread
 
 
 def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -90,21 +159,23 @@ def suite_of(result: dict, device: str = "cpu") -> tuple[SuiteConfig, Cell]:
     return suite, cell
 
 
-def recompute(result: dict, scratch: Path, device: str) -> dict:
-    """Run the cell (or re-evaluate the external checkpoint) of ``result`` again in ``scratch``, with as many
-    torch threads as it recorded (the order of float sums, hence the last bits, can depend on them)."""
+def recompute(result: dict, scratch: Path, device: str, threads: int | None = None) -> dict:
+    """Run the cell (or re-evaluate the external checkpoint) of ``result`` again in ``scratch``, with ``threads``
+    torch threads, by default as many as it recorded (the order of float sums, hence the last bits, can depend on
+    them)."""
     import torch
 
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
     stored = ((result.get("environment") or {}).get("machine") or {}).get("torch_threads")
-    torch.set_num_threads(stored if isinstance(stored, int) and stored > 0 else threads)
+    chosen = threads if threads else stored if isinstance(stored, int) and stored > 0 else before
+    torch.set_num_threads(chosen)
     try:
-        return _recompute(result, scratch, device)
+        return _recompute(result, scratch, device, chosen)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
-def _recompute(result: dict, scratch: Path, device: str) -> dict:
+def _recompute(result: dict, scratch: Path, device: str, threads: int) -> dict:
     if result["cell"].get("external"):
         from benchmark.run.external import evaluate_checkpoint, suite_of_identity
 
@@ -117,8 +188,23 @@ def _recompute(result: dict, scratch: Path, device: str) -> dict:
     from benchmark.store.paths import result_path, suite_dir
 
     suite, cell = suite_of(result, device)
-    run_suite(suite, results_dir=scratch, force=True, progress=False, log=lambda line: None)
+    run_suite(suite, results_dir=scratch, force=True, progress=False, threads=threads, log=lambda line: None)
     return read_result(result_path(cell, suite_dir(suite, scratch)))
+
+
+def measure_noise(root: Path, result: dict, settings: list[Setting], scratch: Path, device: str = "cpu",
+                  log=print) -> tuple[Noise, dict]:
+    """Recompute the cell of ``result`` under every setting in child processes; the noise and the first setting's
+    fresh result."""
+    if not settings:
+        raise BenchmarkError("--noise needs at least one setting, e.g. native capability=default")
+    fresh = []
+    for setting in settings:
+        log(f"recomputing {result['_path']} under {setting.name} ...")
+        fresh.append(recompute_in_child(root, result, setting, scratch, device))
+    noise = Noise(list(settings), [leaves(f) for f in fresh],
+                  [(f.get("environment") or {}).get("numerics") or {} for f in fresh])
+    return noise, fresh[0]
 
 
 def choose(results: list[dict], patterns: list[str], n: int, seed: int) -> list[dict]:
@@ -138,8 +224,11 @@ def choose(results: list[dict], patterns: list[str], n: int, seed: int) -> list[
 
 
 def verify(root: Path, *, patterns: list[str] | None = None, n: int = 1, seed: int = 0, tolerance: float = 1e-6,
-           device: str = "cpu", scratch: Path | None = None, log=print) -> list[CellCheck]:
-    """Recompute the chosen cells of the results folder ``root`` and compare them with their stored results."""
+           device: str = "cpu", scratch: Path | None = None, threads: int | None = None,
+           noise: list[Setting] | None = None, log=print) -> list[CellCheck]:
+    """Recompute the chosen cells of the results folder ``root`` and compare them with their stored results. With
+    ``noise``, each cell is recomputed under every setting (the first is the one compared) in child processes
+    and the differences are judged against the spread over the settings."""
     results, problems = load_results(root)
     for p in problems:
         log(f"skipped corrupt result: {p}")
@@ -150,10 +239,15 @@ def verify(root: Path, *, patterns: list[str] | None = None, n: int = 1, seed: i
     checks = []
     with tempfile.TemporaryDirectory(prefix="s2ap-verify-") as tmp:
         for r in chosen:
-            log(f"recomputing {r['_path']} ...")
-            fresh = recompute(r, scratch or Path(tmp), device)
+            measured = None
+            if noise:
+                measured, fresh = measure_noise(root, r, noise, scratch or Path(tmp), device, log)
+            else:
+                log(f"recomputing {r['_path']} ...")
+                fresh = recompute(r, scratch or Path(tmp), device, threads)
             compared, diffs = compare(r, fresh, tolerance)
-            checks.append(CellCheck(r["_path"], leaves(r), leaves(fresh), compared, diffs))
+            checks.append(CellCheck(r["_path"], leaves(r), leaves(fresh), compared, diffs,
+                                    numerics_differences(r, fresh), measured))
     return checks
 
 
@@ -182,7 +276,30 @@ def report_lines(checks: list[CellCheck], tolerance: float, max_diffs: int = 20)
             lines.append(f"  {c.name}: {d.path}: stored {_fmt(d.stored)}, recomputed {_fmt(d.recomputed)}")
         if len(c.differences) > max_diffs:
             lines.append(f"  {c.name}: ... and {len(c.differences) - max_diffs} more differences")
+    for c in checks:
+        if c.noise is not None:
+            lines += noise_lines(c.name, c.noise)
+        lines.append(f"{c.name}: {verdict(c, tolerance)}")
     total = sum(len(c.differences) for c in checks)
     lines.append(f"{total} differences beyond the tolerance (absolute {tolerance:g} on numbers; other values must be "
                  f"equal) in {sum(1 for c in checks if c.differences)} of {len(checks)} cells")
     return lines
+
+
+def noise_lines(name: str, noise: Noise, largest: int = 5) -> list[str]:
+    """The main figures of a cell under every setting, their spread, and the figures that moved most."""
+    from tabulate import tabulate
+
+    rows = []
+    for setting, figures, numerics in zip(noise.settings, noise.figures, noise.numerics):
+        rows.append([setting.name, str(numerics.get("cpu_capability", "?")), str(numerics.get("threads", "?"))]
+                    + [_fmt(figures.get(path, "-")) for _, path in SHOWN])
+    spreads = [noise.spread(path) for _, path in SHOWN]
+    rows.append(["spread (max - min)", "", ""] + ["-" if s is None else _fmt(s) for s in spreads])
+    headers = ["setting", "capability", "threads", *[t for t, _ in SHOWN]]
+    moved = noise.moved()
+    ranked = sorted(((noise.spread(p) or 0.0, p) for p in moved), reverse=True)[:largest]
+    return [f"{name}: noise over {len(noise.settings)} settings",
+            tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
+            f"{len(moved)} of {len(set().union(*noise.figures))} figures moved between settings"
+            + (": largest " + ", ".join(f"{p} {_fmt(v)}" for v, p in ranked) if ranked else "")]

@@ -62,6 +62,14 @@ def suite_dir(suite: SuiteConfig, results_dir: str | Path | None = None) -> Path
     return inside(base, base / suite.name)
 
 
+SWEEP_FOLDER = "sweep"  # a suite folder's sweep records (not result files)
+
+
+def sweep_record_path(root: Path, suite_name: str, field: str) -> Path:
+    """The record of a sweep of ``field`` (``s2ap-bench sweep``) in the suite folder ``root``."""
+    return inside(root, root / SWEEP_FOLDER / f"{suite_name}-{field}.json")
+
+
 def cell_layout(cell: Cell) -> dict[str, PurePath]:
     """Every path a cell writes, relative to the suite's results folder (its lock sits beside its result)."""
     s = cell.suite

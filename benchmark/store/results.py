@@ -12,7 +12,9 @@ Schema (version 1), top-level keys:
                     pgd: {accuracy, steps, step_size, ...}, autoattack: {robust_accuracy, version, attacks,
                     package_version, seed, flags, time_s, ...} or null, flags: [...],
                     outcomes: {encoding, n, clean, pgd, autoattack (packed per-point correctness or null)}
-                    (absent in files written before outcomes were stored)}
+                    (absent in files written before outcomes were stored),
+                    min_norm: {attack, library, library_version, norm, steps, ..., n, distances (packed float32
+                    per point, benchmark.store.distances), median, consistency, time_s} (with min_norm: fmn)}
   mask             {robust_accuracy_after_search, stability: {...}, sharpness: {...}} or null (no scores)
   phases           {pretrain|search|finetune|evaluate: {wall_s, peak_memory_mb, peak_memory_kind, ...}}
   history          {search: [per-epoch log], finetune: [...]}
@@ -22,6 +24,8 @@ Schema (version 1), top-level keys:
   mask_file        {path, sha256, bytes, format}: the final masks (safetensors); required likewise
   external         {checkpoint, sha256, bytes} for a result of ``s2ap-bench evaluate`` (then cell.external is true,
                    cell.pruner "external"; benchmark.run.external)
+  derived_from     {config_hash, checksum, created, ...} of the result an evaluation-only recompute started from
+                   (benchmark.run.evaluation_only); absent otherwise
   created          ISO 8601 time (UTC)
   checksum         "sha256:<hex>" of everything above (keys sorted); required; a file edited later no
                    longer matches
@@ -40,6 +44,7 @@ from benchmark.errors import CheckpointError, ResultFileError, StoreError
 from benchmark.measure import environment
 from benchmark.store import gate
 from benchmark.store.checkpoints import verify_file
+from benchmark.store.paths import SWEEP_FOLDER
 from benchmark.store.schema import (
     CELL_KEYS,
     CHECKSUM_KEY,
@@ -152,8 +157,9 @@ def read_result(path: Path, root: Path | None = None, *, files: bool = True) -> 
 
 def result_files(root: Path) -> list[Path]:
     """Every result JSON under ``root`` (sorted): regular, non-hidden files outside hidden folders, reached
-    without a link (:func:`benchmark.store.gate.result_files`)."""
-    return gate.result_files(root)
+    without a link (:func:`benchmark.store.gate.result_files`), less the sweep records (``<root>/sweep/``,
+    :func:`benchmark.store.paths.sweep_record_path`)."""
+    return [p for p in gate.result_files(root) if p.relative_to(root).parts[0] != SWEEP_FOLDER]
 
 
 def load_results(root: Path) -> tuple[list[dict], list[str]]:

@@ -24,6 +24,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from benchmark.errors import ResultFileError
+from benchmark.store.distances import unpack_distances
 from benchmark.store.paths import name_problem
 
 SCHEMA_VERSION = 1
@@ -252,6 +253,25 @@ def _evaluation(ev: dict, name: str) -> None:
         _fraction(name, "evaluation.autoattack.robust_accuracy", aa.get("robust_accuracy"))
         _strings(name, "evaluation.autoattack.flags", aa.get("flags"))
         _strings(name, "evaluation.autoattack.attacks", aa.get("attacks"))
+    _min_norm(ev.get("min_norm"), n, name)
+
+
+def _min_norm(rec: Any, n: int, name: str) -> None:
+    """``evaluation.min_norm``: n packed distances (>= 0, +inf where none was found), finite settings."""
+    _kind(name, "evaluation.min_norm", rec, (dict,))
+    if not rec:
+        return
+    if rec.get("n") != n or not isinstance(rec.get("distances"), str):
+        raise _bad(name, f"'evaluation.min_norm' should hold {n} packed distances ('n' and 'distances')")
+    try:
+        unpack_distances(rec["distances"], n)
+    except ValueError as e:
+        raise _bad(name, f"'evaluation.min_norm.distances': {e}") from None
+    for key in ("time_s", "median"):
+        _finite(name, f"evaluation.min_norm.{key}", rec.get(key))
+    _kind(name, "evaluation.min_norm.consistency", rec.get("consistency"), (dict,))
+    _fraction(name, "evaluation.min_norm.consistency.fmn_weaker_fraction",
+              (rec.get("consistency") or {}).get("fmn_weaker_fraction"), optional=True)
 
 
 def _mask(mask: Any, name: str) -> None:

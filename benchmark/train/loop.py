@@ -88,13 +88,15 @@ def train_phase(
     """Run ``phase.epochs`` epochs of adversarial training of ``params``; returns one log entry per epoch.
 
     With ``checkpoint``, the state is saved after every epoch and a stored state is resumed from. With
-    ``phase.awp`` the plain step becomes an adversarial-weight-perturbation step (:mod:`benchmark.train.awp`).
+    ``phase.awp`` the plain step becomes an adversarial-weight-perturbation step (:mod:`benchmark.train.awp`);
+    with ``phase.clean_bn_pass`` each step is preceded by a clean train-mode forward (:func:`clean_pass`).
     """
-    if phase.awp:
+    if phase.awp or phase.sam:
         if step is not plain_step:
-            raise ValueError("awp applies to phases that train the weights (pretrain, finetune), not to a pruner's "
-                             "mask-search step")
-        step = awp_step(model, phase.awp_gamma, phase.awp_warmup)
+            raise ValueError("awp and sam apply to phases that train the weights (pretrain, finetune), not to a "
+                             "pruner's mask-search step")
+        step = (awp_step(model, phase.awp_gamma, phase.awp_warmup) if phase.awp
+                else awp_step(model, phase.sam_rho, phase.awp_warmup, scope="global"))
     objective = make_objective(phase, threat)
     optimizer, scheduler = make_optimizer(params, phase, len(loader))
     history: list[dict] = []
@@ -112,6 +114,8 @@ def train_phase(
             for x, y in loader:
                 x = x.to(device, non_blocking=True, memory_format=memory if x.dim() == 4 else torch.preserve_format)
                 y = y.to(device, non_blocking=True)
+                if phase.clean_bn_pass:
+                    clean_pass(net, x)
                 loss = step(
                     lambda x=x, y=y: objective.perturb(net, x, y),
                     lambda x_adv, x=x, y=y: objective.loss(net, x_adv, x, y),
@@ -132,6 +136,14 @@ def train_phase(
         if phase.channels_last:  # evaluation and checkpoints see the usual memory format
             model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def clean_pass(model: nn.Module, x: Tensor) -> None:
+    """One train-mode forward pass of the clean batch without a gradient (``PhaseConfig.clean_bn_pass``): HYDRA's
+    and HARP's trainers run ``model(images)`` before each step for their accuracy log, which also moves
+    BatchNorm's running statistics towards the clean batch; the step's gradient does not depend on it."""
+    with torch.no_grad():
+        model(x)
 
 
 class BF16Forward(nn.Module):
