@@ -26,4 +26,4 @@ __all__ = [
 
 # The pruners register themselves on import. They come last, after the names above exist, so that a pruner
 # module may import them from `baselines` (docs/adding-a-pruner.md: add yours to the end of this line).
-from baselines import harp, hydra, magnitude, random_pruner  # noqa: E402, F401, I001
+from baselines import harp, hydra, magnitude, random_pruner, radmm, mad  # noqa: E402, F401, I001

@@ -89,6 +89,12 @@ class Pruner:
     needs_search: ClassVar[bool] = True
     learns_rates: ClassVar[bool] = False  # learnt per-layer keep rates (HARP): what S2AP's perturb_rates perturbs
     granularities: ClassVar[tuple[str, ...]] = ("weight",)
+    # Where the pruner sits in the training pipeline: "after" (prunes a trained dense model), "before" or
+    # "during" training; and how it decides (e.g. criterion, local/global, one-shot/iterative).
+    pipeline: ClassVar[str] = "after"
+    taxonomy: ClassVar[dict[str, str]] = {}
+    # Without learnt scores: the one-line reason why S2AP cannot apply (shown by ``ls`` and the builder).
+    no_s2ap_reason: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -143,6 +149,12 @@ class Pruner:
         raise NotImplementedError
 
     # -- mask search ---------------------------------------------------------------------------------------
+    def search_parameters(self) -> list[nn.Parameter]:
+        """What the mask search's optimiser trains (BatchNorm is added by the harness unless frozen): the
+        scores and rates by default, with the weights frozen. A pruner whose search trains the weights
+        (R-ADMM) returns them here."""
+        return self.score_parameters() + self.rate_parameters()
+
     def score_parameters(self) -> list[nn.Parameter]:
         """Trainable score tensors, one per masked layer (empty for pruners without learnt scores)."""
         return [sm.scores for sm in self.layers.values()] if self.has_scores else []
@@ -165,6 +177,11 @@ class Pruner:
         """One mask-search step. S2AP replaces this step; pruners rarely need to."""
         return adversarial_step(adversarial, robust_loss, optimizer, self.extra_loss)
 
+    def extra_search_passes(self) -> int:
+        """Forward-backward passes per example a search step runs beyond the attack's and the training step's
+        (for cost estimates): 0 by default; MAD's mask optimisation adds its steps."""
+        return 0
+
     def end_search_epoch(self, epoch: int) -> dict[str, float]:
         """Hook after each mask-search epoch; returns figures to log (HARP updates its size weight here)."""
         return {}
@@ -183,8 +200,14 @@ class Pruner:
         return True
 
     # -- after the search ----------------------------------------------------------------------------------
+    def end_search(self) -> None:
+        """Called once the search is over (also when there was none), before the searched mask is evaluated
+        and frozen. Pruners that set their mask only after the search (R-ADMM's hard prune, MAD's saliency
+        ranking) set it here; it must be idempotent, since :meth:`freeze` calls it again. Nothing by default."""
+
     def freeze(self) -> None:
-        """Fix the masks for finetuning and zero the masked weights."""
+        """Fix the masks for finetuning and zero the masked weights (after :meth:`end_search`)."""
+        self.end_search()
         for sm in self.layers.values():
             sm.freeze()
         assert self.model is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError, ConfigError
@@ -40,7 +41,7 @@ def print_pilot_seeds(pilot: Path, points: float) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.run.suite import run_suite, write_suite_tables
+    from benchmark.run.suite import baseline_keys, pending_cells, run_suite, write_suite_tables
     from benchmark.run.threads import resolve_threads, torch_threads
     from benchmark.store.paths import suite_dir
 
@@ -55,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             with torch_threads(resolve_threads(args.threads, args.workers)), \
                     Stages("measuring one step of each phase", 3 + len(suite.methods), not args.no_progress) as bar:
                 times = measure_steps(suite, on_stage=bar.start)
-        for line in describe(suite, times, root):
+        for line in describe(suite, times, root, baseline_keys(baseline_folders(args.baselines))):
             print(line)
         print(f"{len(suite.cells())} cells -> {root}")
         from benchmark.store.migrate import needs_migration
@@ -78,10 +79,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  "(see FAILED lines above)")
         return 0
     failure: BenchmarkError | None = None
+    baselines = baseline_folders(args.baselines)
+    todo = len(pending_cells(suite, root, args.force, baseline_keys(baselines))) if args.summary else 0
+    start = time.monotonic()
     try:
         if args.executor == "local":
             run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
-                      workers=args.workers, threads=args.threads, tables=False)
+                      workers=args.workers, threads=args.threads, tables=False, baselines=baselines)
         else:
             from benchmark.run.slurm import parse_parameters, submit_suite
 
@@ -90,11 +94,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                          parameters=params)
     except BenchmarkError as e:  # the tables still show every finished cell
         failure = e
-    written = write_suite_tables(root, print)
-    if written:
-        from benchmark.store import gate
+    if args.summary:
+        print_summary(suite.name, root, todo, len(suite.cells()), time.monotonic() - start, args, baselines)
+    else:
+        written = write_suite_tables(root, print, baselines)
+        if written:
+            from benchmark.store import gate
 
-        print(gate.read_bytes(root, written[0], limit=64 << 20).decode("utf-8", "replace"))
+            print(gate.read_bytes(root, written[0], limit=64 << 20).decode("utf-8", "replace"))
     if failure is not None:
         raise failure
     return 0
@@ -132,22 +139,96 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
-    from benchmark.config import packaged_suites
-    from benchmark.data import DATASETS
-    from benchmark.models import list_models
-    from s2ap import list_methods
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
-    sections = {
-        "pruners": list_methods(),
-        "models": list_models(),
-        "datasets": DATASETS.names(),
-        "suites": packaged_suites(),
-    }
-    wanted = [args.what] if args.what else list(sections)
-    for name in wanted:
-        print(f"{name}: {', '.join(sections[name])}")
+
+def print_summary(name: str, root: Path, computed: int, cells: int, seconds: float, args: argparse.Namespace,
+                  baselines: list[Path]) -> None:
+    """What ``run --summary`` prints after the run: what was computed and how long it took, the leaderboard with
+    intervals, the S2AP verdicts, the page it wrote and the next command to try."""
+    from benchmark.report import write_report
+    from benchmark.report.answer import summary_lines
+    from benchmark.report.generate import comparable_results
+    from benchmark.run.threads import resolve_threads
+
+    if not root.is_dir():
+        return
+    write_report(root, baselines)
+    results, problems = comparable_results(root, baselines)
+    print()
+    print(f"{name}: {computed} of {cells} cells computed in {_duration(seconds)} ({cells - computed} up to date "
+          f"or reused; {args.workers} worker(s) x {resolve_threads(args.threads, args.workers)} thread(s))")
+    for line in summary_lines(results):
+        print(line)
+    if problems:
+        print(f"{len(problems)} result file(s) skipped: s2ap-bench validate {root}")
+    print(f"page: {root / 'index.html'}   tables: {root / 'leaderboard.md'}")
+    print("next: s2ap-bench ls suites   (every suite with its cost; then s2ap-bench run SUITE --dry-run --measure "
+          "for its time here), or add your pruner: docs/adding-a-pruner.md")
+
+
+def first_line(text: str | None, width: int = 96) -> str:
+    """The first sentence of a docstring or description, on one line of at most ``width`` characters."""
+    words = " ".join((text or "").replace("``", "").replace(":func:", "").split())
+    if ". " in words:
+        words = words[: words.index(". ") + 1]
+    return words if len(words) <= width else words[: width - 3].rstrip() + "..."
+
+
+def ls_sections(what: str | None) -> dict[str, list[tuple[str, str]]]:
+    """(name, one-line description) of every method, model, data set and suite (each suite with its cost)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    if what in (None, "pruners"):
+        from baselines.base import get_pruner
+        from s2ap import list_methods, split_method
+
+        rows = []
+        for name in list_methods():
+            base, plugin = split_method(name)
+            cls = get_pruner(base)
+            if plugin:
+                rows.append((name, f"{base} with the S2AP plug-in in its mask search"))
+                continue
+            taxonomy = "; ".join(f"{k} {v}" for k, v in cls.taxonomy.items())
+            s2ap = "+s2ap" if cls.has_scores else f"no +s2ap: {cls.no_s2ap_reason or 'no learnt scores'}"
+            rows.append((name, f"{first_line(cls.__doc__)}\n    {cls.pipeline} training"
+                               + (f"; {taxonomy}" if taxonomy else "") + f"; {s2ap}"))
+        sections["pruners"] = rows
+    if what in (None, "models"):
+        from benchmark.models.registry import MODELS
+
+        sections["models"] = [(n, first_line(MODELS.get(n).__doc__)) for n in MODELS.names()]
+    if what in (None, "datasets"):
+        from benchmark.data import DATASETS
+
+        sections["datasets"] = [(n, first_line(DATASETS.get(n).__doc__)) for n in DATASETS.names()]
+    if what in (None, "suites"):
+        from benchmark.config import load_suite, packaged_suites
+        from benchmark.run.cost import suite_summary
+        from benchmark.store.paths import suite_dir
+
+        rows = []
+        for name in packaged_suites():
+            suite = load_suite(name)
+            rows.append((name, f"{first_line(suite.description)}\n    cost: "
+                               f"{suite_summary(suite, suite_dir(suite, None))}"))
+        sections["suites"] = rows
+    return sections
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    for section, rows in ls_sections(args.what).items():
+        print(f"{section}:")
+        width = max(len(name) for name, _ in rows)
+        for name, text in rows:
+            print(f"  {name:<{width}}  {text}")
     return 0
+
+
+def baseline_folders(paths: list[str] | None) -> list[Path]:
+    """The ``--baselines`` folders, each an existing results folder."""
+    return [results_folder(p) for p in paths or []]
 
 
 def results_folder(path: str) -> Path:
@@ -163,7 +244,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     from benchmark.report import write_report, write_tables
 
     root = results_folder(args.results_dir)
-    written, problems = (write_report if args.command == "report" else write_tables)(root)
+    written, problems = (write_report if args.command == "report" else write_tables)(
+        root, baseline_folders(args.baselines))
     for p in problems:
         print(f"skipped: {p}", file=sys.stderr)
     for p in written:
@@ -200,7 +282,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.config import load_suite
+    from benchmark.report import write_tables
     from benchmark.run.external import evaluate_checkpoint
+    from benchmark.run.threads import busy_machine, resolve_threads, torch_threads
+    from benchmark.store.paths import suite_dir
 
     overrides = list(args.set or [])
     for flag, key in ((args.model, "model"), (args.dataset, "dataset.name"), (args.eps, "threat.eps"),
@@ -209,13 +294,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if flag is not None:
             overrides.append(f"{key}={flag}")
     suite = load_suite(args.suite, overrides)
-    out, result = evaluate_checkpoint(args.checkpoint, method=args.method, suite=suite, sparsity=args.sparsity,
-                                      results_dir=args.results_dir)
+    threads = resolve_threads(args.threads)
+    warning = busy_machine(threads)
+    if warning:
+        print(warning, file=sys.stderr)
+    with torch_threads(threads):
+        out, result = evaluate_checkpoint(args.checkpoint, method=args.method, suite=suite, sparsity=args.sparsity,
+                                          results_dir=args.results_dir)
     ev = result["evaluation"]
     aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
     print(f"{args.method}: clean {ev['clean_accuracy']:.3f}  PGD {ev['pgd']['accuracy']:.3f}  "
           f"AA {'-' if aa is None else f'{aa:.3f}'}  sparsity {result['sparsity']['achieved']:.4f} -> {out}")
-    print(f"regenerate the leaderboard: s2ap-bench table {out.parents[3]}")
+    root, suite_folder = out.parents[4], suite_dir(suite, None)
+    baselines = [suite_folder] if suite_folder.is_dir() and suite_folder.resolve() != root.resolve() else []
+    written, _ = write_tables(root, baselines)
+    beside = f" beside the cells of {suite_folder} with its protocol and sparsity" if baselines else ""
+    print(f"leaderboard{beside}: {written[0]}  (the page: s2ap-bench report {root}"
+          + "".join(f" --baselines {b}" for b in baselines) + ")")
     return 0
 
 
@@ -314,12 +409,28 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
-THREADS_HELP = ("torch CPU threads per worker (default: $OMP_NUM_THREADS if set, else the usable cores divided by "
-                "the workers); recorded in the results")
+THREADS_HELP = ("torch CPU threads per worker (default: $OMP_NUM_THREADS if set, else 1, the fastest per core on a "
+                "shared machine); recorded in the results")
+
+
+BASELINES_HELP = ("a results folder (repeatable), e.g. results/digits-smoke, whose cells with the same protocol, "
+                  "sparsity and seed (the same comparison key) are shown and paired beside this folder's; only "
+                  "this folder is written")
+
+
+def package_version() -> str:
+    """The installed version of s2ap-bench (``unknown`` when run from a checkout that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("s2ap-bench")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2ap-bench", description="Adversarial pruning benchmark (S2AP plug-in).")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite (packaged name or YAML file) and write its leaderboard")
@@ -352,6 +463,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--slurm", action="append", metavar="KEY=VALUE",
                      help="a submitit parameter, e.g. slurm_partition=gpu or timeout_min=720")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--baselines", action="append", metavar="FOLDER", help=BASELINES_HELP + "; a cell with the "
+                     "comparison key of one of its cells is not run but reused")
+    run.add_argument("--summary", action="store_true",
+                     help="after the run, write the page (as `report` does) and print a short summary instead of the "
+                          "whole leaderboard: what was computed and in how long, accuracies with 95 %% intervals, "
+                          "the +S2AP verdicts, the page's path and the next command")
     run.set_defaults(func=cmd_run)
 
     sw = sub.add_parser("sweep", help="tune an S2AP setting per (method, sparsity) on the validation split, then run "
@@ -376,18 +493,21 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true", help="no progress bars")
     sw.set_defaults(func=cmd_sweep)
 
-    ls = sub.add_parser("ls", help="list pruners, models, data sets and suites")
+    ls = sub.add_parser("ls", help="list pruners, models, data sets and suites, one line each (suites with their "
+                                   "cost)")
     ls.add_argument("what", nargs="?", choices=["pruners", "models", "datasets", "suites"])
     ls.set_defaults(func=cmd_ls)
 
     table = sub.add_parser("table", help="regenerate leaderboard tables (Markdown, LaTeX, CSV) from a results "
                                          "folder")
     table.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    table.add_argument("--baselines", action="append", metavar="FOLDER", help=BASELINES_HELP)
     table.set_defaults(func=cmd_table)
 
     report = sub.add_parser("report", help="regenerate tables, plots and the HTML page (index.html) of a results "
                                            "folder")
     report.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    report.add_argument("--baselines", action="append", metavar="FOLDER", help=BASELINES_HELP)
     report.set_defaults(func=cmd_table)
 
     bench = sub.add_parser("bench", help="measurements of the harness itself",
@@ -435,7 +555,7 @@ def parser() -> argparse.ArgumentParser:
     b_speed.set_defaults(func=cmd_bench_speed)
 
     ev = sub.add_parser("evaluate", help="evaluate a pruned checkpoint from anywhere under a suite's protocol and "
-                                         "write it as an external leaderboard row")
+                                         "write it as an external leaderboard row beside the suite's cells")
     ev.add_argument("checkpoint", help="a state dict file (torch.save), read with weights_only=True")
     ev.add_argument("--method", required=True, help="the name its row gets in the leaderboard")
     ev.add_argument("--suite", default="digits-smoke", help="suite (name or YAML) whose protocol and results folder "
@@ -447,9 +567,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--autoattack", choices=["standard", "fast", "none"], help="default: the suite's")
     ev.add_argument("--sparsity", type=float,
                     help="sparsity column to list it under (default: its zero weights, rounded to 0.01)")
-    ev.add_argument("--results-dir", help="root folder for results (default: the suite's results_dir)")
+    ev.add_argument("--results-dir", help="root folder; the result goes under <it>/<suite>/external/ (default "
+                                          "build/evaluate, outside the committed results/)")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite field")
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    ev.add_argument("--threads", type=int, help=THREADS_HELP)
     ev.set_defaults(func=cmd_evaluate)
 
     ver = sub.add_parser("verify", help="recompute cells of a results folder from their stored configs and compare "
@@ -462,6 +584,8 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--tolerance", type=float, default=1e-6,
                      help="largest absolute difference allowed on a number (default 1e-6; other values must be equal)")
     ver.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default cpu")
+    ver.add_argument("--threads", type=int,
+                     help="torch CPU threads (default: as many as each result recorded, so that the last bits match)")
     ver.add_argument("--keep", metavar="DIR", help="keep the recomputed results in DIR (default: a temporary folder)")
     ver.add_argument("--threads", type=int, help="torch threads for the recomputation (default: the recorded count)")
     ver.add_argument("--noise", nargs="*", metavar="SETTING",

@@ -33,7 +33,8 @@ def check_method(method: str) -> None:
     if base not in PRUNERS:
         raise ValueError(PRUNERS.unknown_message(base))
     if plugin and not get_pruner(base).has_scores:
-        raise ValueError(f"method {method!r}: S2AP needs learnt scores and pruner {base!r} has none")
+        why = get_pruner(base).no_s2ap_reason or f"pruner {base!r} has none"
+        raise ValueError(f"method {method!r}: S2AP needs learnt scores; {why}")
 
 
 def build_pruner(

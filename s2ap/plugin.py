@@ -120,6 +120,12 @@ class S2AP(Pruner):
     def score_parameters(self) -> list[nn.Parameter]:
         return self.base.score_parameters()
 
+    def search_parameters(self) -> list[nn.Parameter]:
+        return self.base.search_parameters()
+
+    def end_search(self) -> None:
+        self.base.end_search()
+
     def rate_parameters(self) -> list[nn.Parameter]:
         return self.base.rate_parameters()
 

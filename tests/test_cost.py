@@ -67,6 +67,6 @@ def test_measure_times_one_step_of_every_phase(capsys) -> None:
     assert main(["run", "digits-smoke", "--dry-run", "--measure", "--no-progress", "--threads", "1",
                  "--results-dir", "/nonexistent-results"]) == 0
     out = capsys.readouterr().out
-    assert "total left ~" in out and "on cpu with 1 thread(s)" in out and "0 of 54 cells done" in out
+    assert "total left ~" in out and "on cpu with 1 thread(s)" in out and "0 of 72 cells done" in out
     assert "dense model and its reference evaluation, once per seed (3 of 3 to run)" in out
-    assert out.count("(search ") == 54
+    assert out.count("(search ") == 72

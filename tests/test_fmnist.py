@@ -109,7 +109,7 @@ def test_corrupt_files_are_one_line(tmp_path: Path) -> None:
 def test_fmnist_suites_load_and_know_their_sizes() -> None:
     full, quick = load_suite("fmnist"), load_suite("fmnist-quick")
     assert full.dataset.name == quick.dataset.name == "fashion_mnist"
-    assert full.threat.eps == "1/10" and len(full.cells()) == 54 and full.seeds == (0, 1, 2)
+    assert full.threat.eps == "1/10" and len(full.cells()) == 72 and full.seeds == (0, 1, 2)
     info = dataset_info("fashion_mnist", full.dataset.options)
     assert info.input_shape == (1, 28, 28) and info.n_test == 10_000
     assert info.n_train == full.dataset.options.get("n_train", 60_000)

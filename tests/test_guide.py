@@ -32,12 +32,14 @@ def guide_block(lang: str, contains: str) -> str:
 
 
 def check_command() -> list[str]:
-    """The guide's check command, e.g. ``python -m pytest tests -k my-pruner``."""
+    """The guide's check command, e.g. ``.venv/bin/python -m pytest tests -k my-pruner``."""
     (line,) = [b.strip() for lg, b in BLOCKS if lg == "" and "-k my-pruner" in b]
     return shlex.split(line)
 
 
 def run(cmd: list[str], cwd: Path, env_bin: Path) -> str:
+    if cmd[0].startswith(".venv/bin/"):  # the guide's commands use the project's environment: the fresh one here
+        cmd = [cmd[0][len(".venv/bin/"):], *cmd[1:]]
     if cmd[0] == "pip":  # the reused pip, installing into the fresh environment
         cmd = [str(env_bin / "python"), "-m", "pip"] + cmd[1:]
     elif cmd[0] in ("python", "s2ap-bench"):
@@ -65,7 +67,8 @@ def env(tmp_path_factory) -> tuple[Path, Path]:
 
 def check_the_guide(bin_: Path, repo: Path) -> None:
     listed = run(["s2ap-bench", "ls", "pruners"], repo, bin_)
-    assert "my-pruner," in listed and "my-pruner+s2ap" in listed
+    names = [line.split()[0] for line in listed.splitlines() if line.startswith("  ")]
+    assert "my-pruner" in names and "my-pruner+s2ap" in names
     out = run(check_command(), repo, bin_)
     summary = out.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, out[-3000:]

@@ -62,6 +62,7 @@ MALFORMED = {
     "mask curve of strings": at(make_result(), "mask.stability.per_epoch_sparsity_aware", ["a"]),
     "phase as a list": at(make_result(), "phases.search", [1]),
     "pruner options as a list": at(make_result(), "pruner_options", [1]),
+    "no cell.pruner": at(make_result(), "cell.pruner", KeyError),
 }
 RAW = {
     "nested 100000 deep": nested(100_000),
@@ -92,6 +93,21 @@ def plant(root: Path) -> dict[str, Path]:
     folder.mkdir()
     paths["a directory named *.json"] = folder
     return paths
+
+
+def test_a_result_without_checksum_and_cell_pruner_is_rejected_not_a_table_crash(tmp_path: Path, capsys) -> None:
+    """The example the fuzz test found once (a random draw; now derandomized): no checksum and no
+    ``cell.pruner`` passed validate, then ``table`` raised KeyError: 'pruner' in the published-numbers table."""
+    result = at(make_result(), "cell.pruner", KeyError)
+    assert "checksum" not in result
+    path = tmp_path / "digits" / "digits_cnn" / "hydra" / "unstructured-s0.9-seed0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(result))
+    with pytest.raises(ResultFileError, match="cell lacks 'pruner'"):
+        read_result(path)
+    assert main(["validate", str(tmp_path)]) == 1
+    assert main(["table", str(tmp_path)]) == 0
+    assert "skipped: " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", [*MALFORMED, *RAW])

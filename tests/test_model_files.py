@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -88,27 +89,37 @@ def test_an_independent_autoattack_on_the_saved_model_agrees(finished: Path, res
 
 
 def test_evaluate_puts_an_outside_checkpoint_in_the_leaderboard(finished: Path, result: dict, tmp_path: Path,
-                                                                 capsys) -> None:
+                                                                 capsys, monkeypatch) -> None:
+    """By default under build/evaluate/<suite>/external/, the suite's folder untouched; its tables show it in the
+    same table as the suite's cells of its protocol and sparsity, with a paired test on the same points."""
     outside = tmp_path / "mine.pt"
     state = load_file(finished / result["model_file"]["path"])
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, outside)
     suite_file = tmp_path / "tiny.yaml"
     suite_file.write_text(json.dumps(SUITE))
-    code = main(["evaluate", str(outside), "--method", "my-pruner", "--suite", str(suite_file),
-                 "--results-dir", str(finished.parent)])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").symlink_to(finished.parent)  # the suite's own folder, results/tiny, is `finished`
+    before = {p: p.stat().st_mtime_ns for p in finished.rglob("*")}
+    code = main(["evaluate", str(outside), "--method", "my-pruner", "--suite", str(suite_file)])
     assert code == 0, capsys.readouterr().err
-    ext = read_result(finished / "digits" / "digits_cnn" / "my-pruner" / "unstructured-s0.9-seed0.json")
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("*")} == before  # results/ untouched
+    mine = tmp_path / "build" / "evaluate" / "tiny"
+    ext = read_result(mine / "external" / "digits" / "digits_cnn" / "my-pruner" / "unstructured-s0.9-seed0.json")
     assert ext["cell"]["external"] and ext["cell"]["pruner"] == "external"
     assert ext["sparsity"]["achieved"] == result["sparsity"]["achieved"]
     for key in ("clean_accuracy", "n_examples", "eps"):  # the same model under the same protocol
         assert ext["evaluation"][key] == result["evaluation"][key]
     assert ext["evaluation"]["autoattack"]["robust_accuracy"] == result["evaluation"]["autoattack"]["robust_accuracy"]
-    assert main(["table", str(finished)]) == 0
-    board = (finished / "leaderboard.md").read_text()
+    assert "leaderboard beside the cells of results/tiny" in capsys.readouterr().out
+    board = (mine / "leaderboard.md").read_text()
+    assert board.count("## digits / digits_cnn / unstructured\n") == 1  # one table: the row joined the suite's
     assert "my-pruner [external" in board and "[external]: a checkpoint pruned outside the harness" in board
-    assert main(["evaluate", str(outside), "--method", "hydra", "--suite", str(suite_file),
-                 "--results-dir", str(finished.parent)]) == 2
+    assert "| hydra " in board
+    assert re.search(r"\| method vs method \| (hydra +\| my-pruner|my-pruner +\| hydra) +\| 90%", board)
+    assert main(["evaluate", str(outside), "--method", "hydra", "--suite", str(suite_file)]) == 2
     assert "is the name of a method the harness ran" in capsys.readouterr().err
+    assert main(["evaluate", str(outside), "--method", "dense", "--suite", str(suite_file)]) == 2
+    assert "unpruned reference" in capsys.readouterr().err
 
 
 def test_untrusted_checkpoints_get_one_line_errors(tmp_path: Path) -> None:

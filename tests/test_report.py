@@ -440,28 +440,32 @@ def test_page_sorts_and_filters_in_a_real_browser(site: tuple[Path, dict[str, st
     page.wait_for("Page.loadEventFired")
     assert page.js("document.title").startswith("Adversarial pruning leaderboard")
 
-    rows = "Array.from(document.querySelectorAll('#leaderboard-table tbody tr'))"
+    rows = "Array.from(document.querySelectorAll('#leaderboard table.leaderboard tbody tr'))"
     visible = f"{rows}.filter(r => getComputedStyle(r).display !== 'none')"
-    col = page.js("Array.from(document.querySelectorAll('#leaderboard-table thead th'))"
+    col = page.js("Array.from(document.querySelectorAll('#leaderboard table.leaderboard')[0].tHead.rows[0].cells)"
                   ".findIndex(th => th.textContent.startsWith('AutoAttack'))")
     assert col > 0
+    assert page.js("Array.from(document.querySelectorAll('#leaderboard table.leaderboard thead th'))"
+                   ".filter(th => th.textContent.includes('dataset')).length") == 0  # no repeated group column
 
-    def table() -> list[list[str]]:
-        return page.js(f"{visible}.map(r => [r.cells[0].textContent, r.cells[1].textContent, "
-                       f"r.cells[2].textContent, r.cells[{col}].textContent])")
+    def table() -> list[list[str]]:  # [setting (the table's heading), method, sparsity, AutoAttack]
+        return page.js(f"{visible}.map(r => [r.closest('.board').querySelector('h3').textContent, "
+                       f"r.cells[0].textContent, r.cells[1].textContent, r.cells[{col}].textContent])")
 
     before = table()
     assert before[0][:3] == ["cifar10 / resnet18 / unstructured", "hydra", "90%"] and len(before) == 7
-    header = f"#leaderboard-table thead th:nth-child({col + 1}) button"
+    digits = "document.getElementById('leaderboard-digits-digits_cnn-unstructured')"
+    header = f"#leaderboard-digits-digits_cnn-unstructured thead th:nth-child({col + 1}) button"
     page.click(header)
     after = table()
     assert after != before and sorted(after) == sorted(before)
-    values = [float(r[3].split()[0]) for r in after]
-    assert values == sorted(values, reverse=True) and after[0][1] == "dense (unpruned)"  # first click: descending
-    assert page.js(f"document.querySelector('#leaderboard-table thead th:nth-child({col + 1})')"
-                   ".getAttribute('aria-sort')") == "descending"
+    assert after[:2] == before[:2]  # the other setting's table is not reordered
+    values = [float(r[3].split()[0]) for r in after if r[0].startswith("digits")]
+    assert values == sorted(values, reverse=True) and after[2][1] == "dense (unpruned)"  # first click: descending
+    assert page.js(f"{digits}.querySelector('thead th:nth-child({col + 1})').getAttribute('aria-sort')") == \
+        "descending"
     page.click(header)
-    values = [float(r[3].split()[0]) for r in table()]
+    values = [float(r[3].split()[0]) for r in table() if r[0].startswith("digits")]
     assert values == sorted(values)
 
     def choose(name: str, value: str) -> None:
@@ -471,6 +475,8 @@ def test_page_sorts_and_filters_in_a_real_browser(site: tuple[Path, dict[str, st
     choose("dataset", "digits")
     assert {r[0] for r in table()} == {"digits / digits_cnn / unstructured"} and len(table()) == 5
     assert page.js("getComputedStyle(document.querySelector('.plots[data-dataset=\"cifar10\"]')).display") == "none"
+    assert page.js("getComputedStyle(document.getElementById('leaderboard-cifar10-resnet18-unstructured')"
+                   ".closest('.board')).display") == "none"  # a setting's table goes with its rows
     choose("sparsity", "0.99")
     assert sorted(r[1:3] for r in table()) == [["hydra", "99%"], ["hydra+s2ap", "99%"]]
     assert page.js("document.getElementById('shown').textContent") == "showing 2 of 7 leaderboard rows"
@@ -496,11 +502,13 @@ def test_leaderboard_fits_the_window_and_the_plots_follow_it(site: tuple[Path, d
     (tmp_path / f"leaderboard-{width}px.png").write_bytes(shot)
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
     g = page.js("""(() => {
-        const table = document.getElementById('leaderboard-table'), box = table.parentElement;
+        const tables = document.querySelectorAll('#leaderboard table.leaderboard');
+        const table = tables[tables.length - 1], box = table.parentElement;
         const top = id => document.getElementById(id).getBoundingClientRect().top + window.scrollY;
         return {inner: window.innerWidth, view: document.documentElement.clientWidth,
                 scroll: box.scrollWidth, client: box.clientWidth,
-                rights: Array.from(table.querySelectorAll('th, td')).map(c => c.getBoundingClientRect().right),
+                rights: Array.from(document.querySelectorAll('#leaderboard th, #leaderboard td'))
+                    .map(c => c.getBoundingClientRect().right),
                 bottom: table.getBoundingClientRect().bottom + window.scrollY, plots: top('plots'), s2ap: top('s2ap'),
                 s2apOpen: document.getElementById('s2ap').open, pageScroll: document.documentElement.scrollWidth};
     })()""")

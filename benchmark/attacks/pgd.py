@@ -42,13 +42,17 @@ def pgd(
     random_start: bool = True,
     loss: str = "ce",
     generator: torch.Generator | None = None,
+    small_start: bool = False,
 ) -> Tensor:
     """L-inf PGD maximising cross-entropy (``loss="ce"``) or the KL to the clean prediction (``"kl"``,
-    TRADES). Runs the model as it is: wrap the call in :func:`attack_mode` for the usual set-up."""
+    TRADES). The start is uniform in the ball (``random_start``), or ``x + 0.001 * N(0, 1)`` with ``"kl"`` or
+    ``small_start`` (TRADES' and MART's training attacks). Runs the model as it is: wrap the call in
+    :func:`attack_mode` for the usual set-up."""
     x = x.detach()
     if loss == "kl":
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)
+    if loss == "kl" or small_start:
         noise = 0.001 * torch.randn(x.shape, generator=generator, device="cpu").to(x)
         x_adv = x + noise
     elif random_start:

@@ -1,7 +1,7 @@
 """Suite configuration: frozen dataclasses built from YAML (packaged presets or files) with dotted overrides,
 validated on load (one-line errors naming the field), and the config hash of a cell."""
 
-from benchmark.config.records import config_hash, to_dict
+from benchmark.config.records import comparison_key, config_hash, to_dict
 from benchmark.config.suite import (
     AUTOATTACK_VERSIONS,
     OBJECTIVES,
@@ -28,6 +28,6 @@ from benchmark.errors import ConfigError
 __all__ = [
     "AUTOATTACK_VERSIONS", "Cell", "ConfigError", "DataConfig", "DenseConfig", "EvalConfig", "FieldError",
     "MethodConfig", "OBJECTIVES", "PhaseConfig", "STRUCTURES", "SuiteConfig", "ThreatConfig",
-    "apply_overrides", "build", "config_hash", "identity_dict", "load_suite", "packaged_suites",
+    "apply_overrides", "build", "comparison_key", "config_hash", "identity_dict", "load_suite", "packaged_suites",
     "read_suite_mapping", "select_methods", "to_dict",
 ]

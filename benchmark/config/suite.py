@@ -17,13 +17,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from benchmark.config.records import config_hash, to_dict
+from benchmark.config.records import comparison_key, config_hash, to_dict
 from benchmark.config.yaml_loading import YAMLSyntaxError, check_size, load_yaml, plain_copy, read_yaml_file
 from benchmark.errors import ConfigError
 from benchmark.store.paths import name_problem, relative_folder_problem, sparsity_text
 from s2ap.plugin import S2APSettings
 
-OBJECTIVES = ("pgd-at", "trades")
+OBJECTIVES = ("pgd-at", "trades", "mart")
 SCHEDULES = ("cosine", "constant")
 AUTOATTACK_VERSIONS = ("standard", "fast", "none")
 MIN_NORM_ATTACKS = ("none", "fmn")
@@ -44,7 +44,8 @@ RECIPE_KEYS = (*PHASES, "options")
 LATE_FIELD_DEFAULTS: dict[str, Any] = {"bf16": False, "channels_last": False, "awp": False, "awp_gamma": 0.005,
                                          "awp_warmup": 0, "sam": False, "sam_rho": 0.005, "min_norm": "none",
                                          "min_norm_norm": "Linf", "min_norm_steps": 100, "min_norm_step_size": 1.0,
-                                         "clean_bn_pass": False, "checkpoint": "last", "split": "test"}
+                                         "clean_bn_pass": False, "checkpoint": "last", "split": "test",
+                                         "mart_beta": 6.0}
 # The evaluation fields of the minimum-norm attack (an evaluation-only recompute may change just these).
 MIN_NORM_FIELDS = ("min_norm", "min_norm_norm", "min_norm_steps", "min_norm_step_size")
 RUNTIME_FIELDS = ("num_workers",)
@@ -158,6 +159,7 @@ class PhaseConfig:
     batch_size: int = 128
     objective: str = "pgd-at"
     trades_beta: float = 6.0
+    mart_beta: float = 6.0  # weight of MART's misclassification-aware KL term (objective "mart")
     freeze_bn: bool = False
     bf16: bool = False  # bf16 autocast of the model's forward passes in training (evaluation stays fp32)
     channels_last: bool = False  # channels-last memory format for the model and its inputs in training
@@ -175,7 +177,7 @@ class PhaseConfig:
     def __post_init__(self) -> None:
         _choice(self, "checkpoint", CHECKPOINT_RULES)
         _positive(self, "epochs", allow_zero=True)
-        _positive(self, "lr", "batch_size", "trades_beta")
+        _positive(self, "lr", "batch_size", "trades_beta", "mart_beta")
         _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", "sam_rho", allow_zero=True)
         if self.awp and self.sam:
             raise FieldError("sam", True, "AWP and SAM both perturb the weights: turn one of them off")
@@ -269,14 +271,15 @@ class DenseConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """A pruner (``"hydra"``, or ``"hydra+s2ap"`` for the plug-in) with its options."""
+    """A pruner (``"hydra"``, or ``"hydra+s2ap"`` for the plug-in) with its options and its own phase settings."""
 
     method: str
     label: str | None = None
     options: dict = field(default_factory=dict)
     s2ap: S2APSettings = field(default_factory=S2APSettings)
-    # this entry's own phase settings (e.g. ``{finetune: {awp: true}}`` for an AWP arm), over the suite's phases and
-    # its base pruner's recipe; they enter its cells' identity through the effective phases
+    # this entry's own phase settings over the suite's phases and its base pruner's recipe (e.g. ``{finetune: {awp:
+    # true}}`` for an AWP arm, R-ADMM's search at a weight learning rate, MAD's MART finetune); recorded in the
+    # method's identity as what it runs differently from the suite's phases (the table's protocol)
     phases: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -498,26 +501,40 @@ class Cell:
         return self.suite.phases_for(self.method)["finetune"]
 
     def identity(self) -> dict:
-        """What defines this cell's result: the effective phases, never the recipe that set them (so a cell run
-        from a recipe and the same cell written out phase by phase have one hash)."""
+        """What defines this cell's result: the suite's phases (the protocol a table groups by) and, in the method's
+        part, what its effective phases change of them (:meth:`method_identity`), never the recipe or entry that
+        set them, so a cell set by a recipe and the same cell set by its entry's ``phases`` have one hash."""
         s = self.suite
         extra = {} if self.search_seed is None else {"search_seed": self.search_seed}
-        phases = s.phases_for(self.method)
         return {
             "suite": s.name,
-            **s.dense_identity(self.seed, phases["pretrain"]),
+            **s.dense_identity(self.seed),
             "structure": s.structure,
             "skip_first_last": s.skip_first_last,
-            "method": self.method.identity(),
+            "method": self.method_identity(),
             "sparsity": self.sparsity,
-            "search": identity_dict(phases["search"]),
-            "finetune": identity_dict(phases["finetune"]),
+            "search": identity_dict(s.search),
+            "finetune": identity_dict(s.finetune),
             "evaluation": identity_dict(s.evaluation),
             **extra,
         }
 
+    def method_identity(self) -> dict:
+        """The method's identity with, per phase, the fields its effective phase sets away from the suite's."""
+        out = self.method.identity()
+        for name, mine in self.suite.phases_for(self.method).items():
+            suite, own = to_dict(getattr(self.suite, name)), to_dict(mine)
+            changed = {k: v for k, v in own.items() if suite.get(k) != v}
+            if changed:
+                out[name] = changed
+        return out
+
     def config_hash(self) -> str:
         return config_hash(self.identity())
+
+    def comparison_key(self) -> str:
+        """:func:`benchmark.config.records.comparison_key` of this cell: its identity without the suite name."""
+        return comparison_key(self.identity())
 
     @property
     def key(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.report.comparable import set_aside
+from benchmark.report.comparable import load_baselines, matching_baselines, set_aside
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.security import min_norm_markdown
 from benchmark.report.significance import power_markdown, significance_markdown
@@ -74,30 +74,37 @@ def _write_tables(results: list[dict], root: Path) -> list[Path]:
     return written
 
 
-def comparable_results(root: Path) -> tuple[list[dict], list[str]]:
-    """The valid results under ``root`` that may share tables, and one line per file skipped (corrupt,
-    malformed, edited) or set aside (a second result of one cell or label under one protocol), with why."""
+def comparable_results(root: Path, baselines: list[Path] | tuple = ()) -> tuple[list[dict], list[str]]:
+    """The valid results under ``root`` that may share tables, with those of the ``baselines`` folders that
+    match them (:func:`benchmark.report.comparable.matching_baselines`), and one line per file skipped
+    (corrupt, malformed, edited) or set aside (a second result of one cell or label under one protocol)."""
     results, problems = load_results(root)
+    folders = [Path(b) for b in baselines if Path(b).resolve() != root.resolve()]
+    if folders:
+        candidates, bad = load_baselines(root, folders)
+        results += matching_baselines(results, candidates)
+        problems += bad
     results, aside = set_aside(results)
     return results, problems + aside
 
 
-def write_tables(results_dir: Path | str) -> tuple[list[Path], list[str]]:
-    """Regenerate the tables of a results folder (leaderboard.md first); returns the files written and one line
-    per result file that was skipped or set aside."""
+def write_tables(results_dir: Path | str, baselines: list[Path] | tuple = ()) -> tuple[list[Path], list[str]]:
+    """Regenerate the tables of a results folder (leaderboard.md first), with the matching cells of the
+    ``baselines`` folders beside its own; returns the files written and one line per result file that was
+    skipped or set aside. Only ``results_dir`` is written."""
     root = Path(results_dir)
-    results, problems = comparable_results(root)
+    results, problems = comparable_results(root, baselines)
     return _write_tables(results, root), problems
 
 
-def write_report(results_dir: Path | str) -> tuple[list[Path], list[str]]:
-    """Tables, plots (``plots/*.png|svg``) and ``index.html`` of a results folder; returns the files written and
-    the skipped corrupt result files."""
+def write_report(results_dir: Path | str, baselines: list[Path] | tuple = ()) -> tuple[list[Path], list[str]]:
+    """Tables, plots (``plots/*.png|svg``) and ``index.html`` of a results folder (with the matching cells of
+    the ``baselines`` folders); returns the files written and the skipped corrupt result files."""
     from benchmark.report.html import page
     from benchmark.report.plots import make_plots, sweep_plots, write_plots
 
     root = Path(results_dir)
-    results, problems = comparable_results(root)
+    results, problems = comparable_results(root, baselines)
     written = _write_tables(results, root)
     plots = make_plots(results) + sweep_plots(root)
     written += write_plots(plots, root, root / "plots")

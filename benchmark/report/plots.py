@@ -61,8 +61,8 @@ def method_styles(results: list[dict]) -> dict[str, dict]:
 def _subtitle(results: list[dict]) -> str:
     seeds = sorted({seed(r) for r in results})
     ev = results[0]["evaluation"]
-    return f"mean ± std over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}; eps {ev['eps']}, " \
-           f"{ev['n_examples']} test points"
+    spread = "one seed (no spread over seeds)" if len(seeds) == 1 else f"mean ± std over {len(seeds)} seeds"
+    return f"{spread}; eps {ev['eps']}, {ev['n_examples']} test points"
 
 
 def robust_vs_sparsity(group: tuple[str, str, str], results: list[dict]) -> Figure | None:

@@ -78,7 +78,7 @@ RECIPES: dict[str, dict] = {
 PHASES = ("pretrain", "search", "finetune")
 
 
-def find_reference(model: str, method: str, sparsity: float) -> Reference | None:
+def find_reference(model: str, method: str | None, sparsity: float) -> Reference | None:
     for ref in REFERENCES:
         if ref.model == model and ref.method == method and abs(ref.sparsity - sparsity) < 1e-9:
             return ref
@@ -165,7 +165,7 @@ def comparison_table(results: list[dict]) -> Table:
                     continue
                 c, a = summarize(seeds, clean), summarize(seeds, aa)
                 why = differences(seeds)
-                ref = find_reference(model, seeds[0]["cell"]["pruner"], sp) if not seeds[0]["cell"].get(
+                ref = find_reference(model, seeds[0]["cell"].get("pruner"), sp) if not seeds[0]["cell"].get(
                     "plugin") else None
                 status = "comparable" if ref is not None and not why else "not comparable: " + "; ".join(
                     why or ["no published number"])
@@ -177,7 +177,8 @@ def comparison_table(results: list[dict]) -> Table:
                 rows.append(Row([cell(x) for x in (dataset, model, structure, lab, fmt_sparsity(sp),
                                                    summary_text(c, clean), summary_text(a, aa), *pub, status)],
                                 attrs=filter_attrs(group, sp)))
-    caption = (f"The suite's results (mean ± std over seeds) beside the published numbers. Source: {SOURCE}. "
+    caption = (f"The suite's results (mean over seeds, ± std where there are several) beside the published "
+               f"numbers. Source: {SOURCE}. "
                "The last column lists every difference from the published setting (data, model, sparsity, threat "
                "model, evaluation, the method's public training recipe, checkpoint selection); 'comparable' only "
                "where none is left. The digits suite never is.")

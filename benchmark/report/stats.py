@@ -145,17 +145,17 @@ def group_results(results: list[dict]) -> dict[tuple[str, ...], list[dict]]:
     """Results by (dataset, model, structure) and protocol (benchmark.report.comparable): one table each, in
     sorted order, never mixing protocols. Where a (dataset, model, structure) has several protocols, a fourth
     element names each."""
-    from benchmark.report.comparable import dense_protocol_id, protocol_id, protocol_name
+    from benchmark.report.comparable import dense_protocol_id, joins_tables, protocol_id, protocol_name
 
     groups: dict[tuple[tuple[str, str, str], str], list[dict]] = defaultdict(list)
     for r in results:
-        if not is_dense(r):
+        if not joins_tables(r):
             groups[(group_key(r), protocol_id(r))].append(r)
-    for r in results:  # a dense reference joins every table whose pruned cells started from its protocol
-        if is_dense(r):
+    cells = set(groups)
+    for r in results:  # a dense reference or external checkpoint joins every table whose protocol it agrees with
+        if joins_tables(r):
             pid, keys = dense_protocol_id(r)
-            homes = [g for g, rs in groups.items() if g[0] == group_key(r) and rs and not is_dense(rs[0])
-                     and protocol_id(rs[0], keys) == pid]
+            homes = [g for g in cells if g[0] == group_key(r) and protocol_id(groups[g][0], keys) == pid]
             for home in homes or [(group_key(r), pid)]:
                 groups[home].append(r)
     shared = Counter(key for key, _ in groups)

@@ -203,9 +203,9 @@ def details_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     return Table(f"{dataset} / {model} / {structure}: details", caption, headers, rows)
 
 
-EFFECT_NOTE = ("S2AP minus base. The difference is the mean ± std, over the seeds both arms have, of the per-seed "
-               "difference (each seed has its own dense model, shared by both arms). ↑: higher is better, ↓: lower "
-               "is better.")
+EFFECT_NOTE = ("S2AP minus base. The difference is the mean (± std where there are several) over the seeds both "
+               "arms have of the per-seed difference (each seed has its own dense model, shared by both arms). "
+               "↑: higher is better, ↓: lower is better.")
 
 
 def effect_table(group: tuple[str, str, str], results: list[dict]) -> Table | None:

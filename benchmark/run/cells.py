@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from benchmark.run.dense import DenseCache
 
 
+T = TypeVar("T")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -56,14 +59,16 @@ def build_model(suite: SuiteConfig, data: DataSplits) -> nn.Module:
 
 
 def search_parameters(model: nn.Module, pruner: Pruner, freeze_bn: bool) -> list[nn.Parameter]:
-    """Freeze the weights; train the scores (and rates), plus BatchNorm unless ``freeze_bn``."""
+    """Freeze the model; train what the pruner's search trains (:meth:`Pruner.search_parameters`: the scores
+    and rates, R-ADMM's weights, nothing for MAD), with BatchNorm exactly when not ``freeze_bn``."""
     for p in model.parameters():
         p.requires_grad_(False)
-    params = pruner.score_parameters() + pruner.rate_parameters()
+    norms = [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for p in m.parameters(recurse=False)]
+    in_norms = {id(p) for p in norms}
+    params = [p for p in pruner.search_parameters() if id(p) not in in_norms]
     if not freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                params += [p for p in m.parameters(recurse=False)]
+        params += norms
     for p in params:
         p.requires_grad_(True)
     return params
@@ -98,13 +103,25 @@ def fixed_adversarial_batch(model: nn.Module, data: DataSplits, suite: SuiteConf
     return loss
 
 
+def endless(loader: Iterable[T]) -> Iterator[T]:
+    """The items of ``loader``, pass after pass (each pass re-iterates it, so a shuffled loader reshuffles)."""
+    while True:
+        empty = True
+        for item in loader:
+            empty = False
+            yield item
+        if empty:
+            raise BenchmarkError("the training set gives no batch; check the data set and the search batch size")
+
+
 def start_pruner(pruner: Pruner, model: nn.Module, data: DataSplits, suite: SuiteConfig, seed: int,
                  device: torch.device, phase: PhaseConfig | None = None) -> None:
-    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode
-    (training batches of ``phase``'s size, default the suite's search, on ``device``, drawn only as the pruner
-    asks for them), then ``attach(model)``."""
+    """The pruner's data hook, then its masks: ``prepare(model, batches)`` on the dense model in eval mode, then
+    ``attach(model)``. ``batches`` is endless: training batches of ``phase``'s size (default the suite's search)
+    on ``device``, drawn only as the pruner asks for them, a new shuffled pass over the training set after each
+    pass, so a pruner may take as many as it needs."""
     loader = make_loader(data.train, (phase or suite.search).batch_size, shuffle=True, seed=seed)
-    batches = ((x.to(device), y.to(device)) for x, y in loader)
+    batches = ((x.to(device), y.to(device)) for x, y in endless(loader))
     model.eval()
     pruner.prepare(model, batches)
     pruner.attach(model)
@@ -180,12 +197,13 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
 
         def end_epoch(epoch: int) -> dict:
             log = dict(pruner.end_search_epoch(epoch))
-            now = pruner.masks()
-            d = mask_distance(previous["masks"], now)
-            previous["masks"] = now
-            distances.append(d)
-            log["mask_change"] = d["normalized"]
-            log["mask_change_sparsity_aware"] = d["sparsity_aware"]
+            if pruner.has_scores:  # no mask during the search of R-ADMM or MAD: no change to measure
+                now = pruner.masks()
+                d = mask_distance(previous["masks"], now)
+                previous["masks"] = now
+                distances.append(d)
+                log["mask_change"] = d["normalized"]
+                log["mask_change_sparsity_aware"] = d["sparsity_aware"]
             if best is not None:
                 log.update(best.end_epoch(epoch))
             return log
@@ -207,6 +225,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
                                             step=pruner.search_step, on_epoch_end=end_epoch,
                                             desc=f"search {tag}", progress=progress,
                                             checkpoint=epoch_checkpoint("search", (get_extra, set_extra)))
+            pruner.end_search()  # R-ADMM's hard prune, MAD's saliency ranking: the searched mask
         phases["search"]["s_per_epoch"] = phases["search"]["wall_s"] / search.epochs
         if best is not None:
             phases["search"]["checkpoint"] = best.restore()
@@ -230,7 +249,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
                 "per_epoch_sparsity_aware": [d["sparsity_aware"] for d in distances],
                 "final_epochs_mean_sparsity_aware": float(np.mean([d["sparsity_aware"] for d in last])),
                 "final_epochs_window": len(last),
-            },
+            } if distances else {},
             "sharpness": sharpness,
         }
 

@@ -42,8 +42,8 @@ def autoattack_passes(version: str, num_classes: int) -> float:
     return 0.0
 
 
-def _training_passes(phase: PhaseConfig, steps: int, n_train: int) -> float:
-    per_image = steps + 1 + (FORWARD if phase.objective == "trades" else 0)
+def _training_passes(phase: PhaseConfig, steps: int, n_train: int, extra: int = 0) -> float:
+    per_image = steps + 1 + extra + (FORWARD if phase.objective in ("trades", "mart") else 0)
     return phase.epochs * n_train * per_image
 
 
@@ -82,12 +82,14 @@ def cell_cost(cell: Cell) -> CellCost:
     steps = s.threat.steps
     base, plugin = split_method(cell.method.method)
     search: float | None = 0.0
+    search_phase = cell.search
     if get_pruner(base).needs_search and n_train is not None:
-        search = _training_passes(cell.search, steps, n_train)
+        extra = get_pruner(base)(cell.sparsity, granularity=s.granularity, **cell.method.options).extra_search_passes()
+        search = _training_passes(search_phase, steps, n_train, extra)
         if plugin:
             st = cell.method.s2ap
             extra = (steps + 1) if st.regenerate_adversarial else 1
-            search += max(0, cell.search.epochs - st.warmup_epochs) * n_train * extra
+            search += max(0, search_phase.epochs - st.warmup_epochs) * n_train * extra
     elif n_train is None:
         search = None
     finetune = _training_passes(cell.finetune, steps, n_train) if n_train is not None else None
@@ -280,9 +282,11 @@ def _recorded_seconds(path: Path) -> float | None:
     return sum(p.get("wall_s", 0.0) for k, p in phases.items() if k != "pretrain" and isinstance(p, dict))
 
 
-def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | None = None) -> list[str]:
-    """Dry-run lines: each cell with its hash and either "done" (its result under ``root`` is up to date) or
-    its cost, each seed's dense model and reference, and the total of what is left to run."""
+def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | None = None,
+             reused: set[str] | None = None) -> list[str]:
+    """Dry-run lines: each cell with its hash and either "done" (its result under ``root`` is up to date),
+    "reused" (a baseline result has its comparison key, ``reused``) or its cost, each seed's dense model and
+    reference, and the total of what is left to run."""
     from benchmark.config import config_hash
     from benchmark.run.dense_reference import dense_identity, dense_result_path
     from benchmark.run.evaluation_only import derivable
@@ -291,13 +295,17 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
 
     lines = []
     total: float | None = 0.0
-    done = 0
+    done = n_reused = 0
     for cell in suite.cells():
         path = result_path(cell, root) if root is not None else None
         if path is not None and existing_hash(path) == cell.config_hash():
             done += 1
             took = _recorded_seconds(path)
             lines.append(f"{cell.key}  [{cell.config_hash()}]  done" + (f" (took {_hours(took)})" if took else ""))
+            continue
+        if cell.comparison_key() in (reused or set()):
+            n_reused += 1
+            lines.append(f"{cell.key}  [{cell.config_hash()}]  reused from a baseline (same comparison key)")
             continue
         if path is not None and derivable(cell, root):  # type: ignore[arg-type]
             lines.append(f"{cell.key}  [{cell.config_hash()}]  evaluation only: min-norm distances from the saved "
@@ -315,8 +323,10 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
                          f"{_fmt(c.finetune)}, evaluation <= {_fmt(c.evaluation)} of which AutoAttack "
                          f"{c.autoattack:.3g})")
         total = None if total is None or cost is None else total + cost
-    pending_refs = [seed for seed in suite.seeds if root is None or existing_hash(dense_result_path(suite, root, seed))
-                    != config_hash(dense_identity(suite, seed))]
+    to_run = {c.seed for c in suite.cells() if c.comparison_key() not in (reused or set())
+              and (root is None or existing_hash(result_path(c, root)) != c.config_hash())}  # type: ignore[arg-type]
+    pending_refs = [seed for seed in suite.seeds if (root is None or existing_hash(dense_result_path(suite, root, seed))
+                    != config_hash(dense_identity(suite, seed))) and (not reused or seed in to_run)]
     if times is not None:
         pre, ref = dense_seconds(suite, times)
         dense_total = None if pre is None else (pre + ref) * len(pending_refs)
@@ -331,7 +341,8 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
         else:
             lines.append(f"dense model loaded from {suite.dense.source} (no pretraining)")
     total = None if total is None or dense_total is None else total + dense_total
-    lines.append(f"{done} of {len(suite.cells())} cells done" + (f" under {root}" if root is not None else ""))
+    lines.append(f"{done} of {len(suite.cells())} cells done" + (f" under {root}" if root is not None else "")
+                 + (f", {n_reused} reused from the baselines" if n_reused else ""))
     if times is not None:
         lines.append(f"total left ~{_hours(total)} on {times.device} with {times.threads} thread(s) (AutoAttack "
                      "counted as if no point were broken: an upper bound)")
@@ -340,3 +351,24 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
     if _n_train(suite) is None:
         lines.append(f"data set {suite.dataset.name!r}: its size is only known once loaded; training passes unknown")
     return lines
+
+
+def suite_summary(suite: SuiteConfig, root: Path | None = None) -> str:
+    """One line of what ``suite`` costs, cheap to compute (no data read, nothing timed): its cells and the
+    estimated passes of everything (dense pretraining included), and, where ``root`` holds up-to-date results,
+    how many and the wall time they recorded."""
+    from benchmark.store.paths import result_path
+    from benchmark.store.results import existing_hash
+
+    cells = suite.cells()
+    costs = [cell_cost(c).total for c in cells]
+    pre = pretrain_cost(suite)
+    total = None if pre is None or None in costs else pre * len(suite.seeds) + sum(costs)  # type: ignore[arg-type]
+    line = f"{len(cells)} cells, {_fmt(total)} (time here: s2ap-bench run {suite.name} --dry-run --measure)"
+    if root is not None and root.is_dir():
+        done = [result_path(c, root) for c in cells]
+        done = [p for p, c in zip(done, cells) if existing_hash(p) == c.config_hash()]
+        if done:
+            took = sum(_recorded_seconds(p) or 0.0 for p in done)
+            line += f"; {len(done)} done under {root}: {_hours(took)} of cell time recorded"
+    return line

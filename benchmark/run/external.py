@@ -4,6 +4,10 @@ as a result file that the tables, report and page treat like any other row, mark
 
 The file is untrusted: it is read with ``weights_only=True`` and every key and shape is checked against the
 architecture; the sparsity is counted from its weights; its sha256 is part of the result's config.
+
+Results go under ``external/`` of the folder given (default ``build/evaluate/<suite>``, outside the committed
+``results/``), never at a harness cell's path; ``s2ap-bench table FOLDER --baselines results/<suite>`` puts them
+beside the suite's cells of the same protocol and sparsity, paired on the same test points.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from benchmark.store.paths import name_problem, suite_dir
 from benchmark.store.results import load_results, result_record, write_result
 
 PRUNER = "external"
+EVALUATE_DIR = "build/evaluate"  # the default root of evaluated checkpoints: outside the committed results/
 
 
 def external_identity(suite: SuiteConfig, method: str, sha256: str, sparsity: float) -> dict:
@@ -49,35 +54,43 @@ def suite_of_identity(identity: dict, device: str = "cpu") -> SuiteConfig:
 
 
 def result_file(root: Path, suite: SuiteConfig, method: str, sparsity: float) -> Path:
-    return root / suite.dataset.name / suite.model / method / f"{suite.structure}-s{sparsity:g}-seed0.json"
+    """``<root>/external/<dataset>/<model>/<method>/...``: apart from every path a harness cell writes."""
+    return (root / "external" / suite.dataset.name / suite.model / method
+            / f"{suite.structure}-s{sparsity:g}-seed0.json")
 
 
-def check_method_name(method: str, root: Path) -> None:
-    """A non-empty name without '/' that no result of the harness in ``root`` uses."""
+def check_method_name(method: str, *roots: Path) -> None:
+    """A name (letters, digits, ``. _ + -``) that is neither "dense" (the unpruned reference row) nor a method the
+    harness runs, and that no result of the harness in ``roots`` uses."""
     from s2ap import list_methods
 
     problem = name_problem(method)
     if problem:
         raise ConfigError(f"--method {method[:70]!r}: {problem}")
-    if method in (*list_methods(), DENSE):
-        raise ConfigError(f"--method {method!r} is the name of a method the harness ran or runs (its cells and the "
-                          "dense reference have that row and path); choose another name for the external checkpoint")
-    results, _ = load_results(root) if root.is_dir() else ([], [])
-    if any(r["cell"]["label"] == method and not r["cell"].get("external") for r in results):
-        raise ConfigError(f"--method {method!r} is the name of a method the harness ran in {root}; choose another "
-                          "name for the external checkpoint")
+    if method.casefold() == DENSE:
+        raise ConfigError("--method dense names the leaderboard's unpruned reference; an evaluated checkpoint has "
+                          "pruned weights (its sparsity is counted), so give it its method's name")
+    if method in list_methods():
+        raise ConfigError(f"--method {method!r} is the name of a method the harness ran or runs (its cells have that "
+                          "row and path); choose another name for the external checkpoint")
+    for root in roots:
+        results, _ = load_results(root) if root.is_dir() else ([], [])
+        if any(r["cell"]["label"] == method and not r["cell"].get("external") for r in results):
+            raise ConfigError(f"--method {method!r} is the name of a method the harness ran in {root}; choose "
+                              "another name for the external checkpoint")
 
 
 def evaluate_checkpoint(path: str | Path, *, method: str, suite: SuiteConfig, sparsity: float | None = None,
                         results_dir: str | Path | None = None, root: Path | None = None) -> tuple[Path, dict]:
     """Evaluate the checkpoint at ``path`` under ``suite``'s protocol and write its result (external, seed 0)
-    into the suite's results folder (or ``root``); returns (result path, result).
+    under ``external/`` of the suite's folder in ``results_dir`` (default :data:`EVALUATE_DIR`), or of ``root``;
+    returns (result path, result).
 
     ``sparsity`` is the column it is listed under (default: the achieved sparsity rounded to two decimals).
     """
     path = Path(path)
-    root = root or suite_dir(suite, results_dir)
-    check_method_name(method, root)
+    root = root or suite_dir(suite, results_dir or EVALUATE_DIR)
+    check_method_name(method, root, suite_dir(suite, None))
     if sparsity is not None and not 0 < sparsity < 1:
         raise ConfigError(f"--sparsity {sparsity}: must be in (0, 1), e.g. 0.9")
     device = resolve_device(suite.device)

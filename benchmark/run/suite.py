@@ -28,18 +28,32 @@ from benchmark.run.cells import load_data, run_cell
 from benchmark.run.dense import DenseCache
 from benchmark.run.evaluation_only import derivable, recompute_cell
 from benchmark.run.locks import file_lock, locked_elsewhere
-from benchmark.run.threads import oversubscription, resolve_threads, torch_threads
+from benchmark.run.threads import busy_machine, oversubscription, resolve_threads, torch_threads
 from benchmark.store import gate
 from benchmark.store.checkpoints import load_tensors, save_tensors
 from benchmark.store.files import os_error_text
 from benchmark.store.paths import mask_path, result_path, suite_dir, work_dir
-from benchmark.store.results import existing_hash, read_result, result_files, write_result
+from benchmark.store.results import existing_hash, load_results, read_result, result_files, write_result
 from s2ap import mask_distance
 
 
-def pending_cells(suite: SuiteConfig, root: Path, force: bool = False) -> list[Cell]:
-    """Cells without a valid result of the same config hash (all cells with ``force``)."""
-    return [c for c in suite.cells() if force or existing_hash(result_path(c, root), root) != c.config_hash()]
+def pending_cells(suite: SuiteConfig, root: Path, force: bool = False, reused: set[str] | None = None) -> list[Cell]:
+    """Cells without a valid result of the same config hash (all cells with ``force``), nor one of the same
+    comparison key among ``reused`` (the keys of baseline results, :func:`baseline_keys`)."""
+    return [c for c in suite.cells() if force or (existing_hash(result_path(c, root), root) != c.config_hash()
+                                                  and c.comparison_key() not in (reused or set()))]
+
+
+def baseline_keys(folders: list[Path] | tuple = ()) -> set[str]:
+    """The comparison keys of the harness cells in the baseline ``folders`` (e.g. the committed
+    results/digits-smoke): a cell of another suite with one of these keys is the same computation, reused."""
+    from benchmark.report.comparable import result_comparison_key
+
+    keys = set()
+    for folder in folders:
+        results, _ = load_results(Path(folder))
+        keys |= {k for k in map(result_comparison_key, results) if k is not None}
+    return keys
 
 
 def execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, device: torch.device,
@@ -114,15 +128,17 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
 
 def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,
               progress: bool = True, workers: int = 1, threads: int | None = None, tables: bool = True,
-              log: Callable[[str], None] = print, dense_root: Path | None = None,
+              baselines: list[Path] | tuple = (), log: Callable[[str], None] = print, dense_root: Path | None = None,
               dense_references: bool = True) -> list[Path]:
     """Run every cell of ``suite`` that has no up-to-date result, and each seed's dense reference; returns
     the paths of the cells' results.
 
     ``workers > 1`` runs cells in a process pool. Each worker uses ``threads`` torch threads (default:
-    :func:`benchmark.run.threads.default_threads`, so that workers x threads <= cores); the count is recorded in
+    :func:`benchmark.run.threads.default_threads`: one unless asked); the count is recorded in
     every result. Finished cells are written as they complete; a failed cell is reported and the others still
     run. With ``tables`` the leaderboard tables are (re)written at the end, as ``s2ap-bench run`` does.
+    A cell with the comparison key of a result in one of the ``baselines`` folders is not run: that result is
+    reused (the tables of this folder show it beside the others).
     ``dense_root`` is the folder whose dense checkpoints are used (default: the suite's own; a sweep's selection
     stage shares those of its suite); without ``dense_references`` no dense reference row is evaluated.
     """
@@ -150,13 +166,19 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
 
     device = resolve_device(suite.device)
     cells = suite.cells()
-    todo = pending_cells(suite, root, force)
+    reused = baseline_keys(baselines)
+    todo = pending_cells(suite, root, force, reused)
+    n_reused = len(pending_cells(suite, root, force)) - len(todo)
     dense_root = dense_root or root
     references = pending_dense_seeds(suite, root, DenseCache(suite, dense_root, None, device, False),  # type: ignore[arg-type]
                                      {c.seed for c in todo if force or not derivable(c, root)},
                                      force) if dense_references else []
-    log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo)} up to date, {len(todo)} to run "
+    log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo) - n_reused} up to date, "
+        + (f"{n_reused} reused from {', '.join(map(str, baselines))}, " if n_reused else "") + f"{len(todo)} to run "
         f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
+    busy = None if warning else busy_machine(threads, workers)
+    if (todo or references) and busy:
+        log(busy)
     if (todo or references) and git_state()["dirty"]:
         log("warning: the git tree has uncommitted changes; the new results record dirty: true and are marked "
             "as such in the tables and page (commit first for results others can reproduce)")
@@ -197,7 +219,7 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
                                  "--workers or smaller batch sizes") from None
     annotate_cross_seed(suite, root)
     if tables:
-        write_suite_tables(root, log)
+        write_suite_tables(root, log, baselines)
     failed = [line.strip() for line in lines if line.strip().startswith("FAILED")]
     if failed:
         raise BenchmarkError(f"{len(failed)} of {len(todo)} cells failed (first: {failed[0][7:]}); "
@@ -205,14 +227,16 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     return [result_path(c, root) for c in cells]
 
 
-def write_suite_tables(root: Path, log: Callable[[str], None] = print) -> list[Path]:
-    """Regenerate the leaderboard tables of a suite's results folder (if it has results and is writable);
-    corrupt result files are reported through ``log`` and skipped. Returns the files written."""
+def write_suite_tables(root: Path, log: Callable[[str], None] = print,
+                       baselines: list[Path] | tuple = ()) -> list[Path]:
+    """Regenerate the leaderboard tables of a suite's results folder (if it has results and is writable), with
+    the matching cells of the ``baselines`` folders; corrupt result files are reported through ``log`` and
+    skipped. Returns the files written."""
     from benchmark.report import write_tables
 
     if not (root.is_dir() and os.access(root, os.W_OK) and result_files(root)):
         return []
-    written, problems = write_tables(root)
+    written, problems = write_tables(root, baselines)
     for p in problems:
         log(f"skipped: {p}")
     log(f"tables written: {', '.join(str(p) for p in written)}")

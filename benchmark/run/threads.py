@@ -1,6 +1,7 @@
-"""How many CPU threads torch uses, set deliberately: per worker process, so that workers x threads never
-exceeds the cores this process may use. Oversubscribed threads (torch's default on a busy machine) can make a
-run several times slower, so the count is chosen here, can be set with ``--threads``, and is recorded."""
+"""How many CPU threads torch uses, set deliberately: one per worker process unless asked for more, so that
+workers x threads never exceeds the cores. Oversubscribed threads (torch's default of one per core, on a
+machine shared with other work) made a PGD step 27-48x slower than one thread, so the count is chosen here, can
+be set with ``--threads`` (or ``$OMP_NUM_THREADS``), and is recorded in every result."""
 
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ def usable_cores() -> int:
 
 
 def default_threads(workers: int = 1) -> int:
-    """``$OMP_NUM_THREADS`` if set, else the usable cores split evenly between ``workers`` (at least 1)."""
+    """``$OMP_NUM_THREADS`` if set (asked for), else 1: one thread per worker is never oversubscribed and, on a
+    shared machine, the fastest per core (``workers`` is kept for callers that pass it; it does not change it)."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, usable_cores() // max(1, workers))
+    return 1
 
 
 def resolve_threads(threads: int | None, workers: int = 1) -> int:
@@ -38,13 +40,35 @@ def resolve_threads(threads: int | None, workers: int = 1) -> int:
     return threads
 
 
-def oversubscription(threads: int, workers: int = 1) -> str | None:
-    """A warning when ``workers x threads`` exceeds the usable cores, else None."""
-    cores = usable_cores()
+def oversubscription(threads: int, workers: int = 1, cores: int | None = None) -> str | None:
+    """A warning when ``workers x threads`` exceeds the usable cores (with advice that would fix it), else None."""
+    cores = usable_cores() if cores is None else cores
     if workers * threads <= cores:
         return None
+    if threads > 1 and workers <= cores:
+        fix = f"--threads {max(1, cores // workers)}"
+    else:
+        fix = f"--workers {cores}" + ("" if threads == 1 else " --threads 1")
     return (f"warning: {workers} worker(s) x {threads} thread(s) > {cores} usable cores; this oversubscribes the "
-            f"CPU and slows every worker (try --threads {max(1, cores // max(1, workers))})")
+            f"CPU and slows every worker (try {fix})")
+
+
+def busy_machine(threads: int, workers: int = 1, cores: int | None = None,
+                 load: float | None = None) -> str | None:
+    """A warning when other work already uses the cores this run needs: the 1-minute load average exceeds the
+    cores left free by ``workers x threads`` by more than half a core, else None (also None where the load
+    average is unknown)."""
+    cores = usable_cores() if cores is None else cores
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not Unix
+            return None
+    free = cores - workers * threads
+    if load <= max(0, free) + 0.5:
+        return None
+    return (f"warning: load average {load:.1f} on {cores} cores: other work is running, so {workers} worker(s) x "
+            f"{threads} thread(s) share the CPU with it and the cells run slower than estimated")
 
 
 @contextmanager

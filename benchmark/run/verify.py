@@ -27,6 +27,7 @@ from benchmark.config import Cell, SuiteConfig, build
 from benchmark.errors import BenchmarkError
 from benchmark.run.noise import Noise, Setting, recompute_in_child
 from benchmark.store.results import load_results, read_result
+from s2ap.plugin import LEGACY_SETTINGS
 
 NOT_COMPARED = {"wall_s", "peak_memory_mb", "peak_memory_kind", "s_per_epoch", "time_s", "reused_checkpoint",
                 "shared_across_cells", "environment", "created", "_path", "cross_seed", "checksum", "derived_from"}
@@ -144,8 +145,11 @@ def suite_of(result: dict, device: str = "cpu") -> tuple[SuiteConfig, Cell]:
     """The one-cell suite that produced ``result``, rebuilt from its stored config (same config hash)."""
     c = result["config"]
     method = {"method": c["method"]["method"], "label": result["cell"]["label"], "options": c["method"]["options"]}
-    if "s2ap" in c["method"]:
-        method["s2ap"] = c["method"]["s2ap"]
+    if "s2ap" in c["method"]:  # a switch the stored identity leaves out is at its legacy value
+        method["s2ap"] = {**LEGACY_SETTINGS, **c["method"]["s2ap"]}
+    phases = {k: c["method"][k] for k in ("pretrain", "search", "finetune") if k in c["method"]}
+    if phases:  # what the method ran differently from the suite's phases
+        method["phases"] = phases
     data = {"name": c["suite"], "methods": [method], "sparsities": [c["sparsity"]], "seeds": [c["seed"]],
             "device": device, **{k: c[k] for k in ("dataset", "model", "threat", "pretrain", "structure",
                                                    "skip_first_last", "search", "finetune", "evaluation",
@@ -159,20 +163,21 @@ def suite_of(result: dict, device: str = "cpu") -> tuple[SuiteConfig, Cell]:
     return suite, cell
 
 
+def recorded_threads(result: dict) -> int | None:
+    """The torch thread count ``result`` was computed with, if it recorded one."""
+    stored = ((result.get("environment") or {}).get("machine") or {}).get("torch_threads")
+    return stored if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0 else None
+
+
 def recompute(result: dict, scratch: Path, device: str, threads: int | None = None) -> dict:
     """Run the cell (or re-evaluate the external checkpoint) of ``result`` again in ``scratch``, with ``threads``
-    torch threads, by default as many as it recorded (the order of float sums, hence the last bits, can depend on
-    them)."""
-    import torch
+    torch threads (default: as many as it recorded, else one; the order of float sums, hence the last bits, can
+    depend on them)."""
+    from benchmark.run.threads import resolve_threads, torch_threads
 
-    before = torch.get_num_threads()
-    stored = ((result.get("environment") or {}).get("machine") or {}).get("torch_threads")
-    chosen = threads if threads else stored if isinstance(stored, int) and stored > 0 else before
-    torch.set_num_threads(chosen)
-    try:
-        return _recompute(result, scratch, device, chosen)
-    finally:
-        torch.set_num_threads(before)
+    n = resolve_threads(threads if threads is not None else recorded_threads(result) or 1)
+    with torch_threads(n):
+        return _recompute(result, scratch, device, n)
 
 
 def _recompute(result: dict, scratch: Path, device: str, threads: int) -> dict:
@@ -227,8 +232,9 @@ def verify(root: Path, *, patterns: list[str] | None = None, n: int = 1, seed: i
            device: str = "cpu", scratch: Path | None = None, threads: int | None = None,
            noise: list[Setting] | None = None, log=print) -> list[CellCheck]:
     """Recompute the chosen cells of the results folder ``root`` and compare them with their stored results. With
-    ``noise``, each cell is recomputed under every setting (the first is the one compared) in child processes
-    and the differences are judged against the spread over the settings."""
+    ``noise``, each cell is recomputed under every setting (the first is the one compared) in child processes,
+    and the differences are judged against the spread over the settings; each cell runs with the torch threads it
+    recorded, or ``threads`` where given."""
     results, problems = load_results(root)
     for p in problems:
         log(f"skipped corrupt result: {p}")
@@ -243,7 +249,7 @@ def verify(root: Path, *, patterns: list[str] | None = None, n: int = 1, seed: i
             if noise:
                 measured, fresh = measure_noise(root, r, noise, scratch or Path(tmp), device, log)
             else:
-                log(f"recomputing {r['_path']} ...")
+                log(f"recomputing {r['_path']} with {threads or recorded_threads(r) or 1} torch thread(s) ...")
                 fresh = recompute(r, scratch or Path(tmp), device, threads)
             compared, diffs = compare(r, fresh, tolerance)
             checks.append(CellCheck(r["_path"], leaves(r), leaves(fresh), compared, diffs,

@@ -41,7 +41,7 @@ REQUIRED = {
     "phases": dict,
     "environment": dict,
 }
-CELL_KEYS = ("method", "label", "dataset", "model", "structure", "sparsity", "seed")
+CELL_KEYS = ("method", "label", "pruner", "dataset", "model", "structure", "sparsity", "seed")  # pruner: null for dense
 FIX = "delete it and re-run the cell"
 MAX_TEXT = 1024
 UNSAFE = frozenset("$\\<>&{}#^~`\"'")

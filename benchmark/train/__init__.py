@@ -1,4 +1,4 @@
-"""Training: adversarial objectives (PGD-AT, TRADES), the epoch loop with per-epoch checkpoints, and AWP."""
+"""Training: adversarial objectives (PGD-AT, TRADES, MART), the epoch loop with per-epoch checkpoints, and AWP."""
 
 from benchmark.train.loop import make_objective, train_phase
 

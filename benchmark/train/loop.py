@@ -1,4 +1,4 @@
-"""Adversarial training objectives (PGD-AT, TRADES) and the phase loop shared by pretrain, search, finetune."""
+"""Adversarial training objectives (PGD-AT, TRADES, MART) and the phase loop shared by pretrain, search, finetune."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from benchmark.errors import CheckpointError
 from benchmark.store import gate
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.train.awp import awp_step
+from benchmark.train.mart import mart_loss
 
 # Adversarial examples for training are crafted with the model in eval mode (as HYDRA's code does).
 ATTACK_MODEL_MODE = "eval"
@@ -32,12 +33,13 @@ class Objective:
     kind: str
     threat: ThreatConfig
     trades_beta: float = 6.0
+    mart_beta: float = 6.0
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         t = self.threat
         with attack_mode(model):
             return pgd(model, x, y, eps=t.eps_value, step_size=t.step_value, steps=t.steps,
-                       loss="kl" if self.kind == "trades" else "ce")
+                       loss="kl" if self.kind == "trades" else "ce", small_start=self.kind == "mart")
 
     def loss(self, model: nn.Module, x_adv: Tensor, x: Tensor, y: Tensor) -> Tensor:
         if self.kind == "trades":
@@ -46,16 +48,21 @@ class Objective:
             clean, adv = model(x), model(x_adv)
             kl = F.kl_div(F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="batchmean")
             return F.cross_entropy(clean, y) + self.trades_beta * kl
+        if self.kind == "mart":  # two passes in train mode too, as MAD's finetuning runs them
+            clean, adv = model(x), model(x_adv)
+            return mart_loss(clean, adv, y, self.mart_beta)
         return F.cross_entropy(model(x_adv), y)
 
 
 def make_objective(phase: PhaseConfig, threat: ThreatConfig) -> Objective:
-    return Objective(phase.objective, threat, phase.trades_beta)
+    return Objective(phase.objective, threat, phase.trades_beta, phase.mart_beta)
 
 
 def make_optimizer(params: list[nn.Parameter], phase: PhaseConfig, steps_per_epoch: int):
-    """SGD with momentum and the phase's schedule (cosine over all steps, or constant)."""
-    opt = torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay)
+    """SGD with momentum and the phase's schedule (cosine over all steps, or constant). An empty ``params``
+    (a search that trains nothing of the model, MAD's) gives an optimiser with one empty group."""
+    opt = torch.optim.SGD([{"params": list(params)}], lr=phase.lr, momentum=phase.momentum,
+                          weight_decay=phase.weight_decay)
     total = max(1, phase.epochs * steps_per_epoch)
     if phase.schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))

@@ -1,0 +1,199 @@
+"""The answer first: per group and sparsity the best method by robust accuracy (with its interval, and its paired
+test against the runner-up), and for every +S2AP arm its difference to the base with interval and verdict. The
+page puts this at its top and ``s2ap-bench run --summary`` prints it; the intervals and verdicts are those of
+:func:`benchmark.report.significance.comparison_rows` (per-point outcomes), or mean ± std over seeds where the
+results stored no outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmark.report.significance import (
+    METRIC_TITLES,
+    Accuracy,
+    Comparison,
+    accuracy_interval,
+    comparison_rows,
+    has_outcomes,
+    outcome_runs,
+    robust_name,
+)
+from benchmark.report.stats import (
+    METRICS,
+    Summary,
+    by_cell,
+    dense_results,
+    fmt_sparsity,
+    group_results,
+    method_order,
+    sparsities,
+    summarize,
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """An accuracy (fraction) with its 95 % interval (from outcomes) or its mean ± std over seeds (without)."""
+
+    interval: Accuracy | None
+    spread: Summary | None  # in percent
+
+    @property
+    def mean(self) -> float | None:
+        if self.interval is not None:
+            return 100 * self.interval.mean
+        return None if self.spread is None else self.spread.mean
+
+    def text(self) -> str:
+        if self.interval is not None:
+            return self.interval.text()
+        if self.spread is None:
+            return "-"
+        return self.spread.text(1) if self.spread.n > 1 else f"{self.spread.mean:.1f} (1 seed)"
+
+
+@dataclass(frozen=True)
+class Best:
+    group: tuple[str, ...]
+    sparsity: float
+    metric: str  # "autoattack" or "pgd"
+    label: str
+    robust: Figure
+    runner_up: str | None
+    versus: Comparison | None  # the paired comparison of best and runner-up on the robust metric ...
+    flipped: bool = False  # ... as runner-up - best (its verdict is the same either way)
+
+    def difference(self) -> tuple[float, float, float] | None:
+        """best - runner-up: (mean, low, high) as fractions."""
+        c = self.versus
+        if c is None:
+            return None
+        return (-c.mean, -c.high, -c.low) if self.flipped else (c.mean, c.low, c.high)
+
+
+@dataclass(frozen=True)
+class Pair:
+    group: tuple[str, ...]
+    sparsity: float
+    variant: str
+    base: str
+    metric: str
+    comparison: Comparison
+
+
+def figure(results: list[dict], metric: str) -> Figure:
+    """``metric`` ("clean", "autoattack", "pgd") of one method's results."""
+    stats_key = {"clean": "clean", "autoattack": "aa", "pgd": "pgd"}[metric]
+    interval = accuracy_interval(outcome_runs(results, metric)) if has_outcomes(results) else None
+    return Figure(interval, summarize(results, METRICS[stats_key]))
+
+
+def robust_metric(results: list[dict]) -> str:
+    """The robust figure of record: AutoAttack where the results have it, else PGD."""
+    if has_outcomes(results):
+        return robust_name(results)
+    return "autoattack" if any(METRICS["aa"].get(r) is not None for r in results) else "pgd"
+
+
+def answers(results: list[dict]) -> tuple[list[Best], list[Pair]]:
+    """The best method per (group, sparsity) and every +S2AP minus base (robust metric), in group order."""
+    best, pairs = [], []
+    for group, rs in group_results(results).items():
+        pruned = [r for r in rs if r["cell"]["method"] != "dense"]
+        if not pruned:
+            continue
+        robust = robust_metric(pruned)
+        cells = by_cell(pruned)
+        rows = comparison_rows(pruned) if has_outcomes(pruned) else []
+        for sp in sparsities(pruned):
+            figures = {lab: figure(cells[(lab, sp)], robust) for lab in method_order(pruned) if (lab, sp) in cells}
+            ranked = sorted((f.mean, lab) for lab, f in figures.items() if f.mean is not None)
+            if ranked:
+                top, second = ranked[-1][1], (ranked[-2][1] if len(ranked) > 1 else None)
+                versus, flipped = _versus(rows, sp, robust, top, second)
+                best.append(Best(group, sp, robust, top, figures[top], second, versus, flipped))
+            pairs += [Pair(group, sp, a, b, m, c) for kind, a, b, s, m, c in rows
+                      if kind == "S2AP - base" and s == sp and m == robust]
+    return best, pairs
+
+
+def _versus(rows: list, sp: float, metric: str, a: str, b: str | None) -> tuple[Comparison | None, bool]:
+    """The comparison of a and b at ``sp`` on ``metric`` among ``rows``, and whether it is b - a."""
+    for _, x, y, s, m, c in rows:
+        if s == sp and m == metric and {x, y} == {a, b}:
+            return c, (x, y) == (b, a)
+    return None, False
+
+
+def difference_text(mean: float, low: float, high: float, verdict: str) -> str:
+    return f"{100 * mean:+.1f} pp [{100 * low:+.1f}, {100 * high:+.1f}], {verdict}"
+
+
+def best_sentence(b: Best) -> str:
+    """e.g. ``at 90%: hydra, AutoAttack 75.3 [70.1, 80.2]; vs harp +1.3 pp [-2.0, +4.0], not significant``."""
+    text = f"at {fmt_sparsity(b.sparsity)}: {b.label}, {METRIC_TITLES[b.metric]} {b.robust.text()} %"
+    d = b.difference()
+    if b.runner_up is not None:
+        text += f"; vs {b.runner_up} " + (difference_text(*d, b.versus.verdict) if d and b.versus
+                                          else "(no paired outcomes)")
+    return text
+
+
+def pair_sentence(p: Pair) -> str:
+    c = p.comparison
+    return (f"{p.variant} - {p.base} at {fmt_sparsity(p.sparsity)}: {METRIC_TITLES[p.metric]} "
+            f"{difference_text(c.mean, c.low, c.high, c.verdict)}")
+
+
+def headline(results: list[dict]) -> str:
+    """One sentence: how often +S2AP differs significantly from its base, and the best method per sparsity."""
+    best, pairs = answers(results)
+    if not best:
+        return "No pruned results yet."
+    wins = sum(p.comparison.significant and p.comparison.mean > 0 for p in pairs)
+    losses = sum(p.comparison.significant and p.comparison.mean < 0 for p in pairs)
+    tops = "; ".join(f"{fmt_sparsity(b.sparsity)} {b.label}" for b in best)
+    s2ap = (f"+S2AP is significantly better than its base in {wins} and worse in {losses} of {len(pairs)} "
+            "paired comparisons (robust accuracy, 5 %)" if pairs else "no +S2AP arm has a paired base")
+    return f"{s2ap}. Highest robust accuracy per sparsity: {tops}."
+
+
+def leaderboard_lines(results: list[dict]) -> list[str]:
+    """A compact leaderboard per group: one line per method, clean / robust accuracy (%) per sparsity, each
+    with its 95 % interval (or mean ± std over seeds)."""
+    lines = []
+    for group, rs in group_results(results).items():
+        pruned = [r for r in rs if r["cell"]["method"] != "dense"]
+        if not pruned:
+            continue
+        robust, cells, sps = robust_metric(pruned), by_cell(pruned), sparsities(pruned)
+        how = "95 % interval" if has_outcomes(pruned) else "mean ± std over seeds"
+        lines.append(f"{' / '.join(group)}: clean / {METRIC_TITLES[robust]} accuracy (%), {how}")
+        rows = [("method", [fmt_sparsity(sp) for sp in sps])]
+        dense = dense_results(rs)
+        if dense:
+            rows.append(("dense", [f"{figure(dense, 'clean').text()} / {figure(dense, robust).text()}"]
+                         + [""] * (len(sps) - 1)))
+        for lab in method_order(pruned):
+            rows.append((lab, [f"{figure(cells[(lab, sp)], 'clean').text()} / {figure(cells[(lab, sp)], robust).text()}"
+                               if (lab, sp) in cells else "-" for sp in sps]))
+        widths = [max(len(r[0]) for r in rows)] + [max(len(r[1][i]) for r in rows) for i in range(len(sps))]
+        for name, values in rows:
+            lines.append("  " + "  ".join([name.ljust(widths[0]), *(v.ljust(w) for v, w in zip(values, widths[1:]))])
+                         .rstrip())
+    return lines
+
+
+def summary_lines(results: list[dict]) -> list[str]:
+    """The terminal summary of a results folder: the compact leaderboard, the best method per sparsity and
+    every +S2AP minus base with its interval and verdict."""
+    best, pairs = answers(results)
+    lines = leaderboard_lines(results)
+    if best:
+        lines.append("best robust accuracy " + ("(95 % interval; paired test vs the runner-up):"
+                                                if any(b.robust.interval for b in best) else "(mean over seeds):"))
+        lines += [f"  {best_sentence(b)}" for b in best]
+    if pairs:
+        lines.append("+S2AP minus base (paired on the same runs and test points):")
+        lines += [f"  {pair_sentence(p)}" for p in pairs]
+    return lines

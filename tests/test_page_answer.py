@@ -1,0 +1,89 @@
+"""The page answers first: a sentence and marked tables (best method per sparsity, every +S2AP minus base with
+interval and verdict) above one leaderboard table per setting, accuracies with intervals; everything escaped."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from benchmark.evaluate.outcomes import pack
+from benchmark.report.html import page
+from tests.test_report import make_result
+
+N = 500
+
+
+def with_outcomes(r: dict, robust: int, clean: int = N) -> dict:
+    """``r`` with per-point outcomes: the first ``robust`` (``clean``) of N points right under attack (clean)."""
+    aa, ok = np.arange(N) < robust, np.arange(N) < clean
+    ev = {**r["evaluation"], "n_examples": N, "clean_accuracy": float(ok.mean()),
+          "outcomes": {"n": N, "clean": pack(ok), "pgd": pack(aa), "autoattack": pack(aa)}}
+    ev["autoattack"] = {**ev["autoattack"], "robust_accuracy": float(aa.mean())}
+    ev["pgd"] = {**ev["pgd"], "accuracy": float(aa.mean())}
+    return {**r, "evaluation": ev}
+
+
+def results(seeds: range) -> list[dict]:
+    out = []
+    for s in seeds:
+        out.append(with_outcomes(make_result("hydra", 0.9, s), 250))
+        out.append(with_outcomes(make_result("hydra+s2ap", 0.9, s), 300))
+        out.append(with_outcomes(make_result("random", 0.9, s), 100, 400))
+    out.append(with_outcomes(make_result("dense", 0.0, 0, 0.99, 0.8), 400))
+    return out
+
+
+def section(html: str, name: str) -> str:
+    return html[html.index(f'id="{name}"'):]
+
+
+def test_the_answer_comes_first_with_the_best_method_and_the_s2ap_verdict() -> None:
+    html = page(results(range(3)), [], [])
+    assert html.index('id="answer"') < html.index('id="leaderboard"') < html.index('id="plots"')
+    answer = html[html.index('id="answer"'):html.index('id="protocol"')]
+    assert "+S2AP is significantly better than its base in 1 and worse in 0 of 1 paired comparisons" in answer
+    best = re.search(r'<table id="answer-best">.*?</table>', answer, re.S).group(0)
+    assert re.search(r"<td>90%</td><td><strong>hydra\+s2ap</strong></td><td>60\.0 \[[\d.]+, [\d.]+\]</td>"
+                     r"<td>hydra</td><td>\+10\.0 \[", best)
+    pairs = re.search(r'<table id="answer-s2ap">.*?</table>', answer, re.S).group(0)
+    assert re.search(r"<td>hydra\+s2ap</td><td>hydra</td><td>\+10\.0</td><td>\[\+[\d.]+, \+[\d.]+\]</td>"
+                     r'<td class="verdict sig">significant</td>', pairs)
+
+
+def test_one_table_per_setting_with_intervals_and_no_group_column() -> None:
+    rs = results(range(3)) + [with_outcomes(make_result("hydra", 0.9, s, dataset="cifar10", model="resnet18",
+                                                        eps="8/255"), 200) for s in range(2)]
+    html = page(rs, [], [])
+    board = html[html.index('<section id="leaderboard">'):html.index('<section id="plots">')]
+    assert re.findall(r"<h3>(.*?)</h3>", board) == ["cifar10 / resnet18 / unstructured",
+                                                   "digits / digits_cnn / unstructured"]
+    assert "dataset / model / structure" not in board
+    assert re.search(r"<td><strong>60\.0 \[[\d.]+,&nbsp;[\d.]+\]</strong></td>", board)  # AA with its interval
+    assert "mean over seeds with the 95 % interval" in board
+
+
+def test_a_single_seed_page_does_not_claim_a_spread_over_seeds() -> None:
+    html = page(results(range(1)), [], [])
+    assert "over 1 seed" not in html and "mean ± std over seeds" not in section(html, "leaderboard")[:3000]
+    assert "one seed: accuracies with their 95 % Wilson interval" in html
+
+
+def test_every_text_from_a_result_is_escaped() -> None:
+    rs = [{**r, "suite": "<script>alert(1)</script>"} for r in results(range(1))]
+    html = page(rs, [], ["<img src=x onerror=alert(1)>"])
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_the_best_is_compared_with_the_runner_up_in_either_order() -> None:
+    from benchmark.report.answer import summary_lines
+
+    rs = [r for s in range(3) for r in (with_outcomes(make_result("hydra", 0.9, s), 250),
+                                        with_outcomes(make_result("random", 0.9, s), 300))]
+    (line,) = [x for x in summary_lines(rs) if x.strip().startswith("at 90%")]
+    assert re.search(r"at 90%: random, AutoAttack 60\.0 \[.*\] %; vs hydra \+10\.0 pp \[\+[\d.]+, \+[\d.]+\], "
+                     r"significant", line), line
+    html = page(rs, [], [])
+    assert re.search(r"<td><strong>random</strong></td><td>60\.0 \[[\d.]+, [\d.]+\]</td><td>hydra</td>"
+                     r'<td>\+10\.0 \[\+[\d.]+, \+[\d.]+\]</td><td class="verdict sig">significant</td>', html)
