@@ -587,7 +587,6 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--threads", type=int,
                      help="torch CPU threads (default: as many as each result recorded, so that the last bits match)")
     ver.add_argument("--keep", metavar="DIR", help="keep the recomputed results in DIR (default: a temporary folder)")
-    ver.add_argument("--threads", type=int, help="torch threads for the recomputation (default: the recorded count)")
     ver.add_argument("--noise", nargs="*", metavar="SETTING",
                      help="measure the numerical noise: recompute each cell in a child process under every SETTING "
                           "(native, capability=default|avx2|avx512, threads=N, or both joined by a comma; default: "

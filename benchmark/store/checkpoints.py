@@ -146,7 +146,7 @@ def load_tensors(root: Path, record: dict, fix: str) -> dict[str, Tensor]:
     a mismatch is one line naming the file and ``fix`` (how to re-create it)."""
     path = Path(root) / record["path"]
     try:
-        data = gate.read_bytes(root, record["path"], limit=MAX_TENSOR_FILE)
+        data = gate.read_bytes(root, path, limit=MAX_TENSOR_FILE)
     except StoreError as e:
         raise CheckpointError(f"{e}; {fix}") from None
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
@@ -158,7 +158,7 @@ def verify_file(root: Path, record: dict, fix: str) -> None:
     """Check that the file a result's ``record`` names is there, regular, unlinked and of the recorded sha256."""
     path = Path(root) / record["path"]
     try:
-        with gate.open_read(root, record["path"], limit=MAX_TENSOR_FILE) as f:
+        with gate.open_read(root, path, limit=MAX_TENSOR_FILE) as f:
             digest = gate.sha256_of(f)
     except StoreError as e:
         raise CheckpointError(f"{e}; {fix}") from None

@@ -39,9 +39,10 @@ CHUNK = 1 << 20
 
 
 def parts_inside(root: Path | str, path: Path | str) -> tuple[str, ...]:
-    """The components of ``path`` below ``root`` (lexically, both made absolute); refused if it leads out."""
+    """The components of ``path`` below ``root`` (lexically, both made absolute from the working directory, as
+    every path of a results folder is built: ``root / ...``); refused if it leads out."""
     base = os.path.abspath(root)
-    target = os.path.abspath(os.path.join(base, path))
+    target = os.path.abspath(path)
     rel = os.path.relpath(target, base)
     if rel == ".":
         return ()
@@ -238,8 +239,9 @@ def _unlink(dfd: int, name: str) -> None:
         pass
 
 
-def make_folder(root: Path | str, path: Path | str = ".") -> None:
-    """Create ``root/path`` and its parents (no link followed)."""
+def make_folder(root: Path | str, path: Path | str | None = None) -> None:
+    """Create the folder ``path`` inside ``root`` (default: ``root`` itself) and its parents (no link followed)."""
+    path = root if path is None else path
     with folder(root, parts_inside(root, path), create=True, path=path):
         pass
 
@@ -289,11 +291,12 @@ def _remove_tree_at(dfd: int, name: str) -> None:
     os.rmdir(name, dir_fd=dfd)
 
 
-def list_files(root: Path | str, path: Path | str = ".", *, suffixes: tuple[str, ...] = (),
+def list_files(root: Path | str, path: Path | str | None = None, *, suffixes: tuple[str, ...] = (),
                recursive: bool = False) -> list[Path]:
     """Regular, non-hidden files in ``root/path`` (with ``recursive``, in its non-hidden subfolders too) whose
     names end with one of ``suffixes``, as paths under ``root``, sorted. Links are neither followed nor
     listed; a missing folder lists nothing."""
+    path = root if path is None else path
     base = parts_inside(root, path)
     found: list[Path] = []
     try:
