@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from benchmark.report.significance import (
     METRIC_TITLES,
     Accuracy,
-    Comparison,
+    Tested,
     accuracy_interval,
     comparison_rows,
     has_outcomes,
@@ -53,6 +53,24 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class Difference:
+    """A tested difference a - b as the answer shows it (fractions): the mean over seeds with its 95 % t interval
+    (the mean alone for one seed) and the seed-level verdict after Holm over the table's family."""
+
+    mean: float
+    low: float
+    high: float
+    verdict: str
+    significant: bool
+
+
+def difference_of(row: Tested) -> Difference:
+    c = row.comparison
+    low, high = (c.t.low, c.t.high) if c.t is not None else (c.mean, c.mean)
+    return Difference(c.mean, low, high, row.verdict, row.significant)
+
+
+@dataclass(frozen=True)
 class Best:
     group: tuple[str, ...]
     sparsity: float
@@ -60,7 +78,7 @@ class Best:
     label: str
     robust: Figure
     runner_up: str | None
-    versus: Comparison | None  # the paired comparison of best and runner-up on the robust metric ...
+    versus: Difference | None  # the paired comparison of best and runner-up on the robust metric ...
     flipped: bool = False  # ... as runner-up - best (its verdict is the same either way)
 
     def difference(self) -> tuple[float, float, float] | None:
@@ -78,7 +96,7 @@ class Pair:
     variant: str
     base: str
     metric: str
-    comparison: Comparison
+    comparison: Difference
 
 
 def figure(results: list[dict], metric: str) -> Figure:
@@ -112,16 +130,16 @@ def answers(results: list[dict]) -> tuple[list[Best], list[Pair]]:
                 top, second = ranked[-1][1], (ranked[-2][1] if len(ranked) > 1 else None)
                 versus, flipped = _versus(rows, sp, robust, top, second)
                 best.append(Best(group, sp, robust, top, figures[top], second, versus, flipped))
-            pairs += [Pair(group, sp, a, b, m, c) for kind, a, b, s, m, c in rows
-                      if kind == "S2AP - base" and s == sp and m == robust]
+            pairs += [Pair(group, sp, r.a, r.b, r.metric, difference_of(r)) for r in rows
+                      if r.kind == "S2AP - base" and r.sparsity == sp and r.metric == robust]
     return best, pairs
 
 
-def _versus(rows: list, sp: float, metric: str, a: str, b: str | None) -> tuple[Comparison | None, bool]:
+def _versus(rows: list[Tested], sp: float, metric: str, a: str, b: str | None) -> tuple[Difference | None, bool]:
     """The comparison of a and b at ``sp`` on ``metric`` among ``rows``, and whether it is b - a."""
-    for _, x, y, s, m, c in rows:
-        if s == sp and m == metric and {x, y} == {a, b}:
-            return c, (x, y) == (b, a)
+    for r in rows:
+        if r.sparsity == sp and r.metric == metric and {r.a, r.b} == {a, b}:
+            return difference_of(r), (r.a, r.b) == (b, a)
     return None, False
 
 

@@ -18,12 +18,11 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from benchmark.report.answer import answers, headline
+from benchmark.report.answer import Difference, answers, headline
 from benchmark.report.marks import marked, marks_note
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.significance import (
     METRIC_TITLES,
-    Comparison,
     accuracy_interval,
     has_outcomes,
     intervals_table,
@@ -246,7 +245,7 @@ def filters(results: list[dict]) -> list[dict]:
                                        for v in values[name]]} for name in FILTERS]
 
 
-def _verdict(c: Comparison) -> tuple[str, bool, bool]:
+def _verdict(c: Difference) -> tuple[str, bool, bool]:
     return c.verdict, c.significant, c.mean < 0
 
 
