@@ -105,6 +105,7 @@ class Pruner:
     name: ClassVar[str] = ""
     has_scores: ClassVar[bool] = True
     needs_search: ClassVar[bool] = True
+    learns_rates: ClassVar[bool] = False  # learnt per-layer keep rates (HARP): what S2AP's perturb_rates perturbs
     granularities: ClassVar[tuple[str, ...]] = ("weight",)
     # Where the pruner sits in the training pipeline: "after" (prunes a trained dense model), "before" or
     # "during" training; and how it decides (e.g. criterion, local/global, one-shot/iterative).

@@ -165,6 +165,7 @@ class Harp(Pruner):
 
     granularities = ("weight", "channel")
     taxonomy = {"criterion": "score", "scope": "global", "schedule": "one-shot"}
+    learns_rates = True
 
     def __init__(self, sparsity: float, *, alpha: float = 0.1, gamma_hw: float = 1.0, init: str = "uniform",
                  start_keep: float | None = None, input_size: Sequence[int] | None = None, exact_target: bool = True,

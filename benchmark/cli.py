@@ -59,6 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in describe(suite, times, root, baseline_keys(baseline_folders(args.baselines))):
             print(line)
         print(f"{len(suite.cells())} cells -> {root}")
+        from benchmark.store.migrate import needs_migration
+
+        legacy = needs_migration(root) if root.is_dir() else []
+        if legacy:
+            print(f"note: {len(legacy)} result(s) keep .pt masks and models without their sha256, so they count as "
+                  f"not done; run s2ap-bench migrate {root} first (nothing is recomputed)")
         if args.target_difference is not None:
             print_pilot_seeds(Path(args.pilot) if args.pilot else root, args.target_difference)
         return 0
@@ -93,7 +99,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         written = write_suite_tables(root, print, baselines)
         if written:
-            print(written[0].read_text())
+            from benchmark.store import gate
+
+            print(gate.read_bytes(root, written[0], limit=64 << 20).decode("utf-8", "replace"))
     if failure is not None:
         raise failure
     return 0
@@ -246,7 +254,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from benchmark.store.results import CHECKSUM_KEY, read_result, result_files
+    from benchmark.store.results import read_result, result_files
 
     root = Path(args.results_dir)
     if not root.exists():
@@ -261,20 +269,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise BenchmarkError(f"{root} is neither a result file (.json) nor a suite file (.yaml); pass a results "
                              "folder, a result file or a suite file")
     files = result_files(root) if root.is_dir() else [root]
-    bad = unchecked = 0
+    bad = 0
     for p in files:
         try:
-            result = read_result(p)
+            read_result(p)
         except BenchmarkError as e:
             print(f"invalid: {e}", file=sys.stderr)
             bad += 1
-            continue
-        if CHECKSUM_KEY not in result:
-            print(f"unchecked: {p}: no checksum (written before checksums); re-run the cell to add one",
-                  file=sys.stderr)
-            unchecked += 1
-    note = f" ({unchecked} without a checksum)" if unchecked else ""
-    print(f"{len(files) - bad} valid{note}, {bad} invalid result files under {root}")
+    print(f"{len(files) - bad} valid, {bad} invalid result files under {root}")
     return 1 if bad else 0
 
 
@@ -313,6 +315,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    import math
+
     from benchmark.run.noise import DEFAULT_SETTINGS, parse_setting
     from benchmark.run.verify import SHOWN, report_lines, verify, within_noise
 
@@ -320,6 +324,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise BenchmarkError(f"--threads {args.threads}: give at least 1 thread, or leave it out to use the recorded "
                              "count")
+    if not math.isfinite(args.tolerance) or args.tolerance < 0:
+        raise ConfigError(f"--tolerance {args.tolerance}: give a finite number >= 0, e.g. 1e-6")
+    if args.keep:
+        keep, base = Path(args.keep).resolve(), root.resolve()
+        if keep == base or base in keep.parents or keep in base.parents:
+            raise ConfigError(f"--keep {args.keep}: it overlaps the results folder {root} being verified; give a "
+                              "folder outside it")
     noise = None if args.noise is None else [parse_setting(s) for s in args.noise or DEFAULT_SETTINGS]
     checks = verify(root, patterns=args.cell, n=args.n, seed=args.seed, tolerance=args.tolerance,
                     device=args.device, scratch=Path(args.keep) if args.keep else None, threads=args.threads,
@@ -339,9 +350,46 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(c.differences and not within_noise(c) for c in checks) else 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from benchmark.store.migrate import migrate
+
+    migrate(results_folder(args.results_dir))
+    return 0
+
+
+def check_ranges(args: argparse.Namespace, positive: tuple[str, ...], fractions: tuple[str, ...] = ()) -> None:
+    """Refuse, in one line with exit 2, a count below 1 or a sparsity outside (0, 1) among ``args``."""
+    import math
+
+    for name in positive:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+    for name in fractions:
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and 0 < value < 1):
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be a number in (0, 1), e.g. 0.99")
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    if args.what == "suite":
+        from benchmark.config.json_schema import suite_schema
+
+        schema = suite_schema()
+    else:
+        from benchmark.store.record_schema import result_schema
+
+        schema = result_schema()
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
 def cmd_bench_s2ap(args: argparse.Namespace) -> int:
     from benchmark.bench.s2ap import print_overhead, s2ap_overhead
 
+    check_ranges(args, ("repeats", "threads"), ("sparsity",))
     report = s2ap_overhead(args.suite, base=args.base, repeats=args.repeats, sparsity=args.sparsity,
                            device=args.device, overrides=list(args.set or []), threads=args.threads,
                            progress=not args.no_progress, clock=args.clock)
@@ -352,6 +400,7 @@ def cmd_bench_s2ap(args: argparse.Namespace) -> int:
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from benchmark.bench.speed import print_speed, speed
 
+    check_ranges(args, ("batch_size", "batches", "steps", "repeats", "threads", "eval_examples", "eval_batch_size"))
     report = speed(args.model, args.device, batch_size=args.batch_size, batches=args.batches, steps=args.steps,
                    repeats=args.repeats, eval_examples=args.eval_examples, eval_batch_size=args.eval_batch_size,
                    autoattack_version=args.autoattack, bf16=args.bf16, channels_last=args.channels_last,
@@ -544,6 +593,15 @@ def parser() -> argparse.ArgumentParser:
                           "native capability=avx2 capability=default), report the spread of every figure beside the "
                           "folder's effects, and judge differences against it; the first setting is the one compared")
     ver.set_defaults(func=cmd_verify)
+
+    mig = sub.add_parser("migrate", help="convert a results folder's .pt masks and models to safetensors and record "
+                                         "their sha256 (run from a clean git tree; figures and hashes unchanged)")
+    mig.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
+    mig.set_defaults(func=cmd_migrate)
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of a suite file or a result file")
+    sch.add_argument("what", choices=["suite", "result"])
+    sch.set_defaults(func=cmd_schema)
 
     val = sub.add_parser("validate", help="check result files against the schema, or a suite file")
     val.add_argument("results_dir", help="a results folder, one result file (.json) or a suite file (.yaml)")

@@ -23,6 +23,11 @@ class ResultFileError(BenchmarkError):
     """A corrupt, truncated or foreign result file."""
 
 
+class StoreError(BenchmarkError):
+    """A file of a results folder (or an input file) refused: a link, not a regular file, too large, outside
+    the folder, unreadable or unwritable."""
+
+
 class CheckpointError(BenchmarkError):
     """A checkpoint that is missing, corrupt, or not loadable with ``weights_only=True``."""
 

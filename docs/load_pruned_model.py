@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from benchmark.data import first_n, load_dataset
 from benchmark.models import create_model
@@ -18,7 +19,7 @@ data = load_dataset(d["name"], data_dir=d["data_dir"], val_fraction=d["val_fract
                     **d["options"])
 normalize = d["name"] if c.get("normalize") else None  # the Normalize layer, if the suite used one
 model = create_model(c["model"], data.num_classes, data.input_shape[0], normalize=normalize)
-model.load_state_dict(torch.load(result_file.parents[3] / r["model_file"]["path"], weights_only=True))
+model.load_state_dict(load_file(result_file.parents[3] / r["model_file"]["path"]))
 x, y = first_n(data.test, r["evaluation"]["n_examples"])
 with torch.no_grad():
     clean = (model.eval()(x).argmax(1) == y).float().mean().item()

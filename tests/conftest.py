@@ -36,6 +36,9 @@ TINY_SUITE = {
     "device": "cpu",
 }
 
+# the plug-in arm of a short test search: a warm-up shorter than the search (else it is its base pruner)
+S2AP_ARM = {"method": "hydra+s2ap", "s2ap": {"warmup_epochs": 1}}
+
 
 def cell_files(root: Path) -> list[Path]:
     """The result files of the pruned cells under ``root`` (without the dense references)."""
@@ -58,3 +61,18 @@ def tiny_suite() -> SuiteConfig:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def with_files(path: Path, result: dict) -> dict:
+    """``result`` (a synthetic harness cell to be written at ``path``) with real, tiny mask and model files in its
+    suite folder, recorded with their sha256 as the harness records them."""
+    from benchmark.store.checkpoints import save_tensors
+    from benchmark.store.results import result_root
+    from benchmark.store.schema import harness_cell
+
+    if not harness_cell(result):
+        return result
+    root = result_root(path)
+    rel = path.relative_to(root).with_suffix(".safetensors")
+    return {**result, "mask_file": save_tensors(root, root / "masks" / rel, {"w": torch.ones(2, dtype=torch.bool)}),
+            "model_file": save_tensors(root, root / "models" / rel, {"w": torch.zeros(2)})}

@@ -12,7 +12,7 @@ from benchmark.cli import main
 from benchmark.config import SuiteConfig, build
 from benchmark.run.cost import cell_seconds, dense_seconds, measure_steps
 from benchmark.run.suite import run_suite
-from tests.conftest import tiny_suite_dict
+from tests.conftest import S2AP_ARM, tiny_suite_dict
 
 FACTOR = 3.0  # the stated accuracy of the estimate: within 3x of the measured time, either way
 
@@ -20,7 +20,7 @@ FACTOR = 3.0  # the stated accuracy of the estimate: within 3x of the measured t
 def measured_suite() -> SuiteConfig:
     """Small enough for a test, large enough that the real steps (not start-up) dominate its time."""
     return build(SuiteConfig, tiny_suite_dict(
-        name="estimate", methods=["hydra", "hydra+s2ap"], threat={"eps": "32/255", "step_size": "8/255", "steps": 5},
+        name="estimate", methods=["hydra", S2AP_ARM], threat={"eps": "32/255", "step_size": "8/255", "steps": 5},
         pretrain={"epochs": 2, "lr": 0.05, "batch_size": 64}, search={"epochs": 2, "lr": 0.1, "batch_size": 64},
         finetune={"epochs": 1, "lr": 0.01, "batch_size": 64}))
 
@@ -57,7 +57,7 @@ def suite_args(tmp_path: Path, suite: SuiteConfig) -> list[str]:
 
     path = tmp_path / "estimate.yaml"
     path.write_text(yaml.safe_dump(tiny_suite_dict(
-        name=suite.name, methods=["hydra", "hydra+s2ap"], threat={"eps": "32/255", "step_size": "8/255", "steps": 5},
+        name=suite.name, methods=["hydra", S2AP_ARM], threat={"eps": "32/255", "step_size": "8/255", "steps": 5},
         pretrain={"epochs": 2, "lr": 0.05, "batch_size": 64}, search={"epochs": 2, "lr": 0.1, "batch_size": 64},
         finetune={"epochs": 1, "lr": 0.01, "batch_size": 64})))
     return [str(path)]

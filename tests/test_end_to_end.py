@@ -15,7 +15,7 @@ from benchmark.report import write_tables
 from benchmark.run.suite import run_suite
 from benchmark.run.threads import default_threads
 from benchmark.store.results import read_result, result_files
-from tests.conftest import cell_files, tiny_suite_dict
+from tests.conftest import S2AP_ARM, cell_files, tiny_suite_dict
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_unknown_results_folder_is_an_error(tmp_path: Path, capsys) -> None:
 @pytest.mark.slow
 def test_process_pool_runs_every_cell_and_compares_seeds(tmp_path: Path) -> None:
     evaluation = {**tiny_suite_dict()["evaluation"], "autoattack": "none"}
-    suite = build(SuiteConfig, tiny_suite_dict(name="pool", seeds=[0, 1], methods=["hydra", "hydra+s2ap"],
+    suite = build(SuiteConfig, tiny_suite_dict(name="pool", seeds=[0, 1], methods=["hydra", S2AP_ARM],
                                                evaluation=evaluation))
     logs: list[str] = []
     run_suite(suite, results_dir=tmp_path, progress=False, workers=2, log=logs.append)

@@ -23,7 +23,7 @@ from benchmark.run.suite import pending_cells
 from benchmark.store.paths import result_path
 from benchmark.store.results import load_results, read_result, write_result
 from benchmark.store.schema import checksum
-from tests.conftest import tiny_suite_dict
+from tests.conftest import tiny_suite_dict, with_files
 from tests.test_report import make_result
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -77,7 +77,7 @@ RAW = {
 def plant(root: Path) -> dict[str, Path]:
     """One good result and every malformed variant under ``root``; returns name -> path."""
     good = root / "digits" / "digits_cnn" / "hydra" / "unstructured-s0.9-seed0.json"
-    write_result(good, make_result())
+    write_result(good, with_files(good, make_result()))
     paths = {"good": good}
     for i, (name, data) in enumerate({**MALFORMED, **RAW}.items()):
         p = root / "digits" / "digits_cnn" / "bad" / f"case{i}.json"
@@ -120,6 +120,7 @@ def test_each_malformed_file_is_one_named_error(tmp_path: Path, name: str) -> No
 
 def test_validate_table_and_report_name_and_skip_every_malformed_file(tmp_path: Path, capsys) -> None:
     paths = plant(tmp_path)
+    del paths["a directory named *.json"]  # not a regular file: not a result at all, so neither counted nor named
     n_bad = len(paths) - 1
     assert main(["validate", str(tmp_path)]) == 1
     captured = capsys.readouterr()
@@ -154,7 +155,7 @@ def test_run_treats_a_malformed_result_as_missing(tmp_path: Path) -> None:
 # -- checksums ----------------------------------------------------------------------------------------------
 def test_a_hand_edited_result_is_reported_and_skipped(tmp_path: Path, capsys) -> None:
     p = tmp_path / "digits" / "digits_cnn" / "hydra" / "unstructured-s0.9-seed0.json"
-    write_result(p, make_result(clean=0.9))
+    write_result(p, with_files(p, make_result(clean=0.9)))
     stored = json.loads(p.read_text())
     assert stored["checksum"] == checksum(stored) and read_result(p)["evaluation"]["clean_accuracy"] == 0.9
     p.write_text(p.read_text().replace('"clean_accuracy": 0.9', '"clean_accuracy": 0.95'))
@@ -165,13 +166,19 @@ def test_a_hand_edited_result_is_reported_and_skipped(tmp_path: Path, capsys) ->
     assert "95.00" not in (tmp_path / "leaderboard.md").read_text()
 
 
-def test_results_without_a_checksum_are_read_and_reported_as_unchecked(tmp_path: Path, capsys) -> None:
-    p = tmp_path / "legacy.json"
-    p.write_text(json.dumps(make_result()))
-    assert read_result(p)["cell"]["label"] == "hydra"
-    assert main(["validate", str(tmp_path)]) == 0
+@pytest.mark.parametrize("stored", ["missing", None])
+def test_a_result_without_a_checksum_is_invalid_everywhere(tmp_path: Path, capsys, stored) -> None:
+    p = tmp_path / "digits" / "digits_cnn" / "hydra" / "unstructured-s0.9-seed0.json"
+    data = with_files(p, make_result())
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data if stored == "missing" else {**data, "checksum": stored}))
+    with pytest.raises(ResultFileError, match="no 'checksum'"):
+        read_result(p)
+    assert main(["validate", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    assert "1 valid (1 without a checksum), 0 invalid" in captured.out and "unchecked: " in captured.err
+    assert "0 valid, 1 invalid" in captured.out and captured.err.count("\n") == 1
+    assert main(["table", str(tmp_path)]) == 0
+    assert "no 'checksum'" in capsys.readouterr().err and "90.00" not in (tmp_path / "leaderboard.md").read_text()
 
 
 # -- protocols ----------------------------------------------------------------------------------------------
@@ -206,11 +213,12 @@ def test_a_second_result_of_one_cell_is_set_aside_with_the_reason() -> None:
 
 
 def test_the_cli_says_which_files_were_set_aside(tmp_path: Path, capsys) -> None:
-    write_result(tmp_path / "a" / "x.json", {**make_result(), "created": "2026-01-01T00:00:00+00:00"})
-    write_result(tmp_path / "b" / "x.json", {**make_result(), "created": "2026-01-02T00:00:00+00:00"})
+    for folder, created in (("a", "2026-01-01T00:00:00+00:00"), ("b", "2026-01-02T00:00:00+00:00")):
+        p = tmp_path / "digits" / "digits_cnn" / folder / "x.json"
+        write_result(p, with_files(p, {**make_result(), "created": created}))
     assert main(["table", str(tmp_path)]) == 0
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("skipped: a/x.json: set aside: ") and "b/x.json" in line
+    assert line.startswith("skipped: digits/digits_cnn/a/x.json: set aside: ") and "digits_cnn/b/x.json" in line
 
 
 # -- fuzz: any JSON in any place of a result is either valid and reportable, or one named error ----------------

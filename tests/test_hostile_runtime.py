@@ -42,7 +42,8 @@ def test_a_cell_locked_by_another_config_is_not_run_and_fails(tmp_path: Path, ca
     path = suite_file(tmp_path)
     cell = build(SuiteConfig, tiny_suite_dict(evaluation=NO_AA)).cells()[0]
     out = result_path(cell, tmp_path / "out" / "tiny")
-    with file_lock(out.with_name(out.name + ".lock"), wait=False, note="0123456789abcdef") as taken:
+    lock = out.with_name(out.name + ".lock")
+    with file_lock(tmp_path / "out" / "tiny", lock, wait=False, note="0123456789abcdef") as taken:
         assert taken
         code = main(["run", str(path), "--results-dir", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
@@ -56,7 +57,7 @@ def test_the_same_config_locked_elsewhere_is_skipped(tmp_path: Path, capsys) -> 
     path = suite_file(tmp_path)
     cell = build(SuiteConfig, tiny_suite_dict(evaluation=NO_AA)).cells()[0]
     out = result_path(cell, tmp_path / "out" / "tiny")
-    with file_lock(out.with_name(out.name + ".lock"), wait=False, note=cell.config_hash()):
+    with file_lock(tmp_path / "out" / "tiny", out.with_name(out.name + ".lock"), wait=False, note=cell.config_hash()):
         code = main(["run", str(path), "--results-dir", str(tmp_path / "out"), "--no-progress"])
     assert code == 0 and "running in another process, skipped" in capsys.readouterr().out
 
@@ -115,14 +116,17 @@ def test_disk_full_during_report_keeps_the_previous_page(tmp_path: Path) -> None
 
 
 def test_a_read_only_results_folder_is_one_line_for_table(tmp_path: Path, capsys, monkeypatch) -> None:
-    import benchmark.store.files as files
+    import benchmark.store.gate as gate
 
     write_suite(tmp_path, [make_result()])
+    real_open = os.open
 
-    def read_only(*args, dir=None, **kwargs):
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+    def read_only(path, flags, *args, **kwargs):  # creating a file fails as on a read-only mount
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(gate.os, "open", read_only)
     assert main(["table", str(tmp_path)]) == 1
     line = one_line(capsys.readouterr().err)
     assert f"cannot write {tmp_path / 'leaderboard.md'}" in line and "Read-only file system" in line

@@ -47,11 +47,16 @@ def test_distances_refuse_wrong_length_and_non_base64() -> None:
 
 
 def _result_with(min_norm: dict) -> dict:
-    return {"schema_version": 1, "suite": "s", "config": {}, "config_hash": "0" * 16, "phases": {},
-            "environment": {}, "sparsity": {"target": 0.9, "achieved": 0.9},
-            "cell": {"method": "hydra", "label": "hydra", "dataset": "digits", "model": "digits_cnn",
-                     "structure": "unstructured", "sparsity": 0.9, "seed": 0},
-            "evaluation": {"clean_accuracy": 0.5, "n_examples": 2, "eps": "1/10", "min_norm": min_norm}}
+    from benchmark.store.schema import checksum
+
+    files = {"path": "models/x.safetensors", "sha256": "0" * 64, "bytes": 1}  # the records a harness cell carries
+    r = {"schema_version": 1, "suite": "s", "config": {}, "config_hash": "0" * 16, "phases": {},
+         "environment": {}, "sparsity": {"target": 0.9, "achieved": 0.9},
+         "cell": {"method": "hydra", "label": "hydra", "pruner": "hydra", "dataset": "digits", "model": "digits_cnn",
+                  "structure": "unstructured", "sparsity": 0.9, "seed": 0},
+         "evaluation": {"clean_accuracy": 0.5, "n_examples": 2, "eps": "1/10", "min_norm": min_norm},
+         "mask_file": files, "model_file": files}
+    return {**r, "checksum": checksum(r)}
 
 
 def test_schema_checks_the_packed_distances() -> None:

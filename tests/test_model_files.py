@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from benchmark.cli import main
 from benchmark.config import SuiteConfig, build
@@ -47,13 +48,16 @@ def result(finished: Path) -> dict:
 def test_the_pruned_model_is_saved_with_its_sha256(finished: Path, result: dict) -> None:
     record = result["model_file"]
     data = (finished / record["path"]).read_bytes()
-    assert record["path"] == "models/digits/digits_cnn/hydra/unstructured-s0.9-seed0.pt"
+    assert record["path"] == "models/digits/digits_cnn/hydra/unstructured-s0.9-seed0.safetensors"
     assert hashlib.sha256(data).hexdigest() == record["sha256"] and len(data) == record["bytes"]
-    state = torch.load(finished / record["path"], weights_only=True)
+    state = load_file(finished / record["path"])
     assert not any("scores" in k or "parametrizations" in k for k in state)
     zeros = sum(int((v == 0).sum()) for k, v in state.items() if k.endswith("weight") and v.dim() > 1)
     assert zeros == result["sparsity"]["n_zero"]
-    assert (finished / "masks" / "digits" / "digits_cnn" / "hydra" / "unstructured-s0.9-seed0.pt").is_file()
+    masks = result["mask_file"]
+    assert masks["path"] == "masks/digits/digits_cnn/hydra/unstructured-s0.9-seed0.safetensors"
+    assert hashlib.sha256((finished / masks["path"]).read_bytes()).hexdigest() == masks["sha256"]
+    assert all(v.dtype == torch.bool for v in load_file(finished / masks["path"]).values())
 
 
 def test_the_ten_line_script_gives_the_stored_clean_accuracy(result: dict, monkeypatch, capsys) -> None:
@@ -71,7 +75,7 @@ def test_an_independent_autoattack_on_the_saved_model_agrees(finished: Path, res
     from benchmark.data.datasets import first_n, load_dataset
 
     model = create_model("digits_cnn", 10, 1)
-    model.load_state_dict(torch.load(finished / result["model_file"]["path"], weights_only=True))
+    model.load_state_dict(load_file(finished / result["model_file"]["path"]))
     model.eval()
     x, y = first_n(load_dataset("digits", val_fraction=0.1).test, result["evaluation"]["n_examples"])
     stored = result["evaluation"]["autoattack"]["robust_accuracy"]
@@ -89,7 +93,7 @@ def test_evaluate_puts_an_outside_checkpoint_in_the_leaderboard(finished: Path, 
     """By default under build/evaluate/<suite>/external/, the suite's folder untouched; its tables show it in the
     same table as the suite's cells of its protocol and sparsity, with a paired test on the same points."""
     outside = tmp_path / "mine.pt"
-    state = torch.load(finished / result["model_file"]["path"], weights_only=True)
+    state = load_file(finished / result["model_file"]["path"])
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, outside)
     suite_file = tmp_path / "tiny.yaml"
     suite_file.write_text(json.dumps(SUITE))
@@ -241,5 +245,5 @@ def test_dirty_means_changed_code_not_changed_results(tmp_path: Path) -> None:
 def test_evaluate_rejects_a_bad_method_name(tmp_path: Path) -> None:
     from benchmark.run.external import check_method_name
 
-    with pytest.raises(ConfigError, match="without '/'"):
+    with pytest.raises(ConfigError, match="must be 1-64 characters"):
         check_method_name("a/b", tmp_path)

@@ -18,12 +18,12 @@ import yaml
 from benchmark.config import SuiteConfig, build
 from benchmark.errors import BenchmarkError, CheckpointError, ResultFileError
 from benchmark.run.suite import run_suite
-from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
+from benchmark.store.checkpoints import load_checkpoint, load_input_checkpoint, save_checkpoint
 from benchmark.store.paths import work_dir
 from benchmark.store.results import read_result
-from tests.conftest import cell_files, tiny_suite_dict
+from tests.conftest import S2AP_ARM, cell_files, tiny_suite_dict
 
-FOUR_CELLS = dict(name="faults", sparsities=[0.9, 0.99], methods=["hydra", "hydra+s2ap"],
+FOUR_CELLS = dict(name="faults", sparsities=[0.9, 0.99], methods=["hydra", S2AP_ARM],
                   evaluation={**tiny_suite_dict()["evaluation"], "autoattack": "none"})
 NO_AA = {**tiny_suite_dict()["evaluation"], "autoattack": "none"}
 
@@ -49,24 +49,24 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path, monkeypatch) ->
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": Exploit()}, evil)
     with pytest.raises(CheckpointError, match="refused: it is not loadable with weights_only=True") as info:
-        load_checkpoint(evil)
+        load_input_checkpoint(evil)
     assert str(evil) in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "pwned-by-checkpoint").exists()
     raw = tmp_path / "raw.pkl"
     raw.write_bytes(pickle.dumps(Exploit()))
     with pytest.raises(CheckpointError):
-        load_checkpoint(raw)
+        load_input_checkpoint(raw)
     assert not (tmp_path / "pwned-by-checkpoint").exists()
 
 
 def test_truncated_checkpoint_names_the_file(tmp_path: Path) -> None:
     good = tmp_path / "good.pt"
-    save_checkpoint(good, {"w": torch.ones(1000)})
-    assert torch.equal(load_checkpoint(good)["w"], torch.ones(1000))
+    save_checkpoint(tmp_path, good, {"w": torch.ones(1000)})
+    assert torch.equal(load_checkpoint(tmp_path, good)["w"], torch.ones(1000))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(good.read_bytes()[:300])
     with pytest.raises(CheckpointError, match="bad.pt is corrupt or truncated"):
-        load_checkpoint(bad)
+        load_checkpoint(tmp_path, bad)
 
 
 def test_corrupt_result_json_names_the_file(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_out_of_memory_is_one_line_with_the_fix_and_keeps_the_last_good_epoch(tm
         run_suite(suite, results_dir=tmp_path, progress=False, log=lambda s: None)
     assert "\n" not in str(info.value) and "1 of 1 cells failed" in str(info.value)
     kept = work_dir(suite.cells()[0], tmp_path / "oom") / "search.pt"
-    assert kept.exists() and len(load_checkpoint(kept)["history"]) == 1
+    assert kept.exists() and len(load_checkpoint(tmp_path, kept)["history"]) == 1
     assert not cell_files(tmp_path / "oom" / "digits")
 
 
@@ -152,7 +152,7 @@ def test_nan_loss_stops_the_cell_and_keeps_the_last_good_epoch(tmp_path: Path, m
         run_suite(suite, results_dir=tmp_path, progress=False, log=lambda s: None)
     cell = suite.cells()[0]
     kept = work_dir(cell, tmp_path / "nan") / "search.pt"
-    assert kept.exists() and len(load_checkpoint(kept)["history"]) >= 1
+    assert kept.exists() and len(load_checkpoint(tmp_path, kept)["history"]) >= 1
     assert not cell_files(tmp_path / "nan" / "digits")
     monkeypatch.setattr(training.Objective, "loss", real_loss)
     run_suite(suite, results_dir=tmp_path, progress=False, log=lambda s: None)
@@ -165,7 +165,7 @@ def test_an_interrupted_search_resumes_bit_exactly(tmp_path: Path, monkeypatch) 
     """Stopping after the first search epoch and re-running gives the same masks as an uninterrupted run."""
     import benchmark.run.cells as runner
 
-    suite = build(SuiteConfig, tiny_suite_dict(name="resume", methods=["hydra+s2ap"],
+    suite = build(SuiteConfig, tiny_suite_dict(name="resume", methods=[S2AP_ARM],
                                                search={"epochs": 3, "lr": 0.1, "batch_size": 128},
                                                evaluation=NO_AA))
     run_suite(suite, results_dir=tmp_path / "straight", progress=False, log=lambda s: None)

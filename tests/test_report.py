@@ -24,6 +24,7 @@ from benchmark.report.generate import TABLE_FILES
 from benchmark.report.reference import REFERENCES, comparison_table
 from benchmark.report.tables import accuracy_table, details_table, effect_table, latex_table, markdown_table
 from benchmark.store.results import load_results, write_result
+from tests.conftest import with_files
 
 
 def make_result(method: str = "hydra", sparsity: float = 0.9, seed: int = 0, clean: float = 0.9,
@@ -99,7 +100,8 @@ def write_suite(root: Path, results: list[dict] | None = None) -> Path:
     for r in results if results is not None else suite_results():
         c = r["cell"]
         name = f"{c['structure']}-s{c['sparsity']}-seed{c['seed']}.json"
-        write_result(root / c["dataset"] / c["model"] / c["label"] / name, r)
+        path = root / c["dataset"] / c["model"] / c["label"] / name
+        write_result(path, with_files(path, r))
     return root
 
 
@@ -315,7 +317,7 @@ def test_regeneration_is_byte_identical(site: tuple[Path, dict[str, str]], tmp_p
     root, first = site
     copy = tmp_path / "copy"  # the same result files in another folder, generated again from scratch
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("*.html", "*.md", "*.tex", "*.csv", "plots"))
-    assert all(p.suffix == ".json" for p in copy.rglob("*") if p.is_file())
+    assert all(p.suffix in (".json", ".safetensors") for p in copy.rglob("*") if p.is_file())
     written, _ = write_report(copy)
     assert {str(p.relative_to(copy)): hashlib.sha256(p.read_bytes()).hexdigest() for p in written} == first
 

@@ -19,7 +19,7 @@ from benchmark.run.cells import load_data
 from benchmark.run.sweep import Point, final_suites, record_path, run_sweep, select, t975
 from benchmark.store.paths import result_path, suite_dir
 from benchmark.store.results import load_results, read_result
-from tests.conftest import tiny_suite_dict
+from tests.conftest import S2AP_ARM, tiny_suite_dict
 
 GRID = [0.01, 0.5]
 
@@ -135,7 +135,7 @@ def test_grid_and_sweep_errors(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert parse_grid("s2ap.gamma=[0.01, 0.1]") == {"s2ap.gamma": [0.01, 0.1]}
     with pytest.raises(ConfigError, match="must be a list"):
         parse_grid("s2ap.gamma=0.1")
-    base = tiny_suite_dict(methods=["hydra", "hydra+s2ap"])
+    base = tiny_suite_dict(methods=["hydra", S2AP_ARM])
     for sweep, message in (({"grid": {"s2ap.gamma": [0.01]}, "seed": [0]}, "sweep.seed"),
                            ({"grid": {"search.lr": [0.1]}}, "sweep an S2AP setting"),
                            ({"grid": {"s2ap.gamma": [-1.0]}}, "gamma must be >= 0"),
@@ -155,8 +155,7 @@ def test_grid_and_sweep_errors(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 def test_a_follower_takes_the_value_selected_for_its_leader() -> None:
     s = build(SuiteConfig, tiny_suite_dict(
-        methods=["hydra", "hydra+s2ap", {"method": "hydra+s2ap", "label": "hydra+s2ap+awp",
-                                          "phases": {"finetune": {"awp": True}}}],
+        methods=["hydra", S2AP_ARM, {**S2AP_ARM, "label": "hydra+s2ap+awp", "phases": {"finetune": {"awp": True}}}],
         sweep={"grid": {"s2ap.gamma": GRID}, "follow": {"hydra+s2ap+awp": "hydra+s2ap"}}))
     sweep = sweep_of(s)
     assert sweep.methods == ("hydra+s2ap",)  # the follower is not swept
@@ -164,5 +163,5 @@ def test_a_follower_takes_the_value_selected_for_its_leader() -> None:
     gammas = {m.label: m.s2ap.gamma for m in part.methods if m.uses_s2ap}
     assert gammas == {"hydra+s2ap": 0.5, "hydra+s2ap+awp": 0.5}
     with pytest.raises(ConfigError, match="sweep.follow"):
-        build(SuiteConfig, {**tiny_suite_dict(methods=["hydra+s2ap"]),
+        build(SuiteConfig, {**tiny_suite_dict(methods=[S2AP_ARM]),
                             "sweep": {"grid": {"s2ap.gamma": GRID}, "follow": {"hydra+s2ap": "hydra"}}})

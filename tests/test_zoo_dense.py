@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import TensorDataset
 
 from benchmark.config import ConfigError, SuiteConfig, build
@@ -78,7 +79,7 @@ def test_a_zoo_entry_of_any_architecture_starts_a_pruning_run(tmp_path: Path, na
     assert abs(result["sparsity"]["achieved"] - 0.9) < 0.01
     # the saved pruned model loads, with plain PyTorch, into the bare zoo architecture
     bare = zoo_architecture(name, "cifar10")
-    bare.load_state_dict(torch.load(tmp_path / result["model_file"]["path"], weights_only=True))
+    bare.load_state_dict(load_file(tmp_path / result["model_file"]["path"]))
     zeros = sum(int((m.weight == 0).sum()) for m in bare.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
     assert zeros == result["sparsity"]["n_zero"]
 

@@ -23,6 +23,7 @@ def check_suite(suite: SuiteConfig) -> None:
     check_finite(to_dict(suite), "")
     for i, method in enumerate(suite.methods):
         check_pruner(suite, i)
+        check_s2ap(suite, i)
         check_storable(method.identity(), f"methods[{i}]")
     check_dataset_options(suite)
     check_cell_paths(suite)
@@ -91,6 +92,26 @@ def check_pruner(suite: SuiteConfig, index: int) -> None:
                               f"and runs its {'sparse training' if pruner.pipeline == 'during' else 'mask search'} "
                               "with the pretrain settings, which take no AWP; set pretrain.awp to false or drop "
                               "the method")
+
+
+def check_s2ap(suite: SuiteConfig, index: int) -> None:
+    """An ``+s2ap`` arm must perturb something: its warm-up shorter than the mask search (else the arm is its
+    base pruner), and ``perturb_rates`` only where the base pruner learns rates (HARP)."""
+    from baselines.base import get_pruner
+    from s2ap import split_method
+
+    m = suite.methods[index]
+    base, plugin = split_method(m.method)
+    if not plugin:
+        return
+    where = f"methods[{index}].s2ap"
+    if m.s2ap.warmup_epochs >= suite.search.epochs:
+        raise ConfigError(f"config field '{where}.warmup_epochs': got {m.s2ap.warmup_epochs}, must be below "
+                          f"search.epochs ({suite.search.epochs}): with no epoch after the warm-up, {m.label!r} is "
+                          f"{base!r} itself")
+    if m.s2ap.perturb_rates and not get_pruner(base).learns_rates:
+        raise ConfigError(f"config field '{where}.perturb_rates': {base!r} learns no per-layer rates (only HARP "
+                          "does); remove it")
 
 
 def check_dataset_options(suite: SuiteConfig) -> None:

@@ -80,11 +80,18 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def parse_fraction(value: Any, name: str) -> Fraction:
-    """``"8/255"``, ``0.031`` or ``Fraction`` -> exact ``Fraction`` in [0, 1]."""
+    """``"8/255"``, ``0.031`` or ``Fraction`` -> exact ``Fraction`` in [0, 1]. A float is read as the simplest
+    fraction (denominator at most ``MAX_DENOMINATOR``) that is the same float, where one is simpler than its
+    decimal text, so ``32/255`` and ``0.12549019607843137`` are one eps with one config hash."""
     try:
         frac = Fraction(str(value)) if not isinstance(value, Fraction) else value
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise FieldError(name, value, "must be a number or a fraction like '8/255'") from None
+    decimal = isinstance(value, float) or (isinstance(value, str) and "/" not in value)
+    if decimal and frac.denominator > 1:  # a float, or its decimal text: the same number as its simplest fraction
+        simple = frac.limit_denominator(MAX_DENOMINATOR)
+        if float(simple) == float(frac) and simple.denominator < frac.denominator:
+            frac = simple
     if not 0 <= frac <= 1:
         raise FieldError(name, value, "must be in [0, 1] (inputs are scaled to [0, 1])")
     return frac
@@ -113,6 +120,9 @@ def _choice(obj: Any, name: str, allowed: typing.Iterable[str]) -> None:
         raise FieldError(name, v, f"must be one of {', '.join(allowed)}{hint}")
 
 
+MAX_DENOMINATOR = 10_000
+
+
 @dataclass(frozen=True)
 class ThreatConfig:
     """L-inf threat model for training attacks and evaluation. Fractions are kept exact ("8/255")."""
@@ -125,6 +135,8 @@ class ThreatConfig:
         object.__setattr__(self, "eps", str(parse_fraction(self.eps, "eps")))
         object.__setattr__(self, "step_size", str(parse_fraction(self.step_size, "step_size")))
         _positive(self, "steps")
+        if Fraction(self.step_size) == 0:
+            raise FieldError("step_size", self.step_size, "must be > 0 (a zero step is no attack at all)")
 
     @property
     def eps_value(self) -> float:
@@ -635,6 +647,17 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if hint is MethodConfig and isinstance(value, str):
             value = {"method": value}
+        if hint is MethodConfig and isinstance(value, dict) and value.get("s2ap") is not None:
+            from s2ap import split_method
+
+            method = value.get("method")
+            try:
+                plain = isinstance(method, str) and not split_method(method)[1]
+            except ValueError:
+                plain = False  # an unknown method: refused with its own line by MethodConfig
+            if plain:
+                raise ConfigError(f"config field '{path}.s2ap': method {_short(method)} does not use the S2AP "
+                                  f"plug-in; remove the s2ap settings or use '{method}+s2ap'")
         if hint is S2APSettings:
             try:
                 return build(hint, value, path + ".")

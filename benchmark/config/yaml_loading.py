@@ -9,12 +9,14 @@ size is counted on the shared structure (each distinct node once), so the count 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, StoreError
+from benchmark.store import gate
 
 MAX_BYTES = 256 * 1024
 MAX_ALIASES = 100
@@ -26,8 +28,24 @@ class YAMLSyntaxError(ConfigError):
     """Text that is not YAML at all (an override value falls back to the plain string)."""
 
 
+# YAML 1.2 core schema: 010 is ten, 1:30 a string, 5e-4 a float, yes/no/on/off strings (PyYAML reads YAML 1.1)
+CORE = {
+    "tag:yaml.org,2002:bool": (re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), "tTfF"),
+    "tag:yaml.org,2002:int": (re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), "-+0123456789"),
+    "tag:yaml.org,2002:float": (re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                           r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), "-+.0123456789"),
+    "tag:yaml.org,2002:null": (re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]),
+}
+
+
 class BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that stops at the ``MAX_ALIASES``-th alias."""
+    """``yaml.SafeLoader`` with YAML 1.2 core-schema scalars, refusing duplicate keys, that stops at the
+    ``MAX_ALIASES``-th alias."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in CORE]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -39,6 +57,41 @@ class BoundedLoader(yaml.SafeLoader):
             if self.aliases > MAX_ALIASES:
                 raise ConfigError(f"more than {MAX_ALIASES} YAML aliases (*name); write the values out")
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: refused by PyYAML itself
+                    continue
+                if duplicate:
+                    raise ConfigError(f"duplicate key {str(key)[:60]!r} (line {key_node.start_mark.line + 1}): "
+                                      "a mapping names each key once; keep the one you mean")
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        text = str(self.construct_scalar(node))
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        if text.startswith("0x"):
+            return int(text[2:], 16)
+        return int(text, 10)
+
+    def construct_yaml_float(self, node: Any) -> float:
+        text = str(self.construct_scalar(node)).lower()
+        return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+
+
+for _tag, (_regexp, _first) in CORE.items():
+    BoundedLoader.add_implicit_resolver(_tag, _regexp, list(_first))
+BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
+BoundedLoader.add_constructor("tag:yaml.org,2002:float", BoundedLoader.construct_yaml_float)
 
 
 def load_yaml(text: str, what: str) -> Any:
@@ -54,7 +107,7 @@ def load_yaml(text: str, what: str) -> Any:
         raise ConfigError(f"{what} is nested too deeply (at most {MAX_DEPTH} levels)") from None
     except ValueError as e:  # e.g. an integer with more digits than Python converts
         if isinstance(e, ConfigError):
-            raise
+            raise ConfigError(f"{what}: {e}") from None
         raise ConfigError(f"{what} is not valid YAML: {str(e).splitlines()[0][:200]}") from None
     finally:
         loader.dispose()
@@ -63,10 +116,13 @@ def load_yaml(text: str, what: str) -> Any:
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
-    """Read and parse a YAML file, refusing one larger than ``MAX_BYTES`` before reading it."""
+    """Read and parse a YAML file (a regular file, never a FIFO), refusing one larger than ``MAX_BYTES`` before
+    reading it."""
     try:
-        with open(path, "rb") as f:
+        with gate.open_input(path, what=what) as f:
             raw = f.read(MAX_BYTES + 1)
+    except StoreError as e:
+        raise ConfigError(f"{what}: cannot read {path} ({e})") from None
     except OSError as e:
         raise ConfigError(f"{what}: cannot read {path} ({e.strerror or e})") from None
     if len(raw) > MAX_BYTES:

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from baselines.registry import Registry
-from benchmark.errors import DataError
+from benchmark.errors import ConfigError, DataError
 
 DATASETS: Registry[Callable[..., DataSplits]] = Registry("dataset")
 
@@ -72,9 +72,15 @@ def load_dataset(
         raise DataError(f"data set {name!r}: bad option ({e}); check 'dataset.options' in the suite") from None
 
 
+MIN_TRAIN = 2  # a BatchNorm layer cannot train on a single example
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, validation) indices of a seeded random split of ``n`` items."""
     n_val = int(round(val_fraction * n))
+    if n - n_val < MIN_TRAIN:
+        raise ConfigError(f"config field 'dataset.val_fraction': got {val_fraction}, which leaves {n - n_val} of {n} "
+                          f"training examples (at least {MIN_TRAIN} are needed); lower it, e.g. 0.15")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return perm[n_val:], perm[:n_val]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from benchmark.errors import CheckpointError
-from benchmark.store.checkpoints import load_checkpoint
+from benchmark.store.checkpoints import load_input_checkpoint
 
 # Suite data set -> RobustBench's data set name.
 ROBUSTBENCH_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagefolder": "imagenet"}
@@ -60,7 +60,7 @@ def load_state_dict(name: str, dataset: str, threat_model: str = "Linf", model_d
             f"(robustbench.utils.load_model({name!r}, model_dir=..., dataset={ROBUSTBENCH_DATASETS[dataset]!r}, "
             f"threat_model={threat_model!r})) and copy it there, or set dense.robustbench_dir"
         )
-    state = unwrap_state_dict(load_checkpoint(path), f"RobustBench checkpoint {path}", ("module.", "model."))
+    state = unwrap_state_dict(load_input_checkpoint(path), f"RobustBench checkpoint {path}", ("module.", "model."))
     if drop_unused:
         state = {k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
     return state, path

@@ -19,7 +19,7 @@ from benchmark.report.tables import (
     leaderboard_markdown,
     markdown_table,
 )
-from benchmark.store.files import atomic_write_text
+from benchmark.store import gate
 from benchmark.store.results import load_results
 
 TABLE_FILES = ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "details.md", "details.tex", "reference.md",
@@ -69,7 +69,7 @@ def table_texts(results: list[dict]) -> dict[str, str]:
 def _write_tables(results: list[dict], root: Path) -> list[Path]:
     written = []
     for name, text in table_texts(results).items():
-        atomic_write_text(root / name, text)
+        gate.write_text(root, root / name, text)
         written.append(root / name)
     return written
 
@@ -107,7 +107,7 @@ def write_report(results_dir: Path | str, baselines: list[Path] | tuple = ()) ->
     results, problems = comparable_results(root, baselines)
     written = _write_tables(results, root)
     plots = make_plots(results) + sweep_plots(root)
-    written += write_plots(plots, root / "plots")
-    atomic_write_text(root / "index.html", page(results, plots, problems))
+    written += write_plots(plots, root, root / "plots")
+    gate.write_text(root, root / "index.html", page(results, plots, problems))
     written.append(root / "index.html")
     return written, problems

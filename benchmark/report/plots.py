@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from benchmark.errors import BenchmarkError
 from benchmark.report.security import method_curve, min_norm_settings, radii, with_distances
 from benchmark.report.stats import (
     METRICS,
@@ -31,7 +32,9 @@ from benchmark.report.stats import (
     summarize,
 )
 from benchmark.report.tables import slug
-from benchmark.store.files import atomic_write_bytes
+from benchmark.store import gate
+
+SWEEP_RECORD_BYTES = 16 << 20
 
 FORMATS = ("png", "svg")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -341,13 +344,13 @@ def sweep_plots(root: Path) -> list[tuple[tuple[str, str, str], str, str, dict[s
     from benchmark.store.paths import SWEEP_FOLDER
 
     out = []
-    for path in sorted((Path(root) / SWEEP_FOLDER).glob("*.json")):
+    for path in gate.list_files(root, Path(root) / SWEEP_FOLDER, suffixes=(".json",)):
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(gate.read_bytes(root, path, limit=SWEEP_RECORD_BYTES))
             group = tuple(record["group"])
             with matplotlib.rc_context(STYLE):
                 fig = sweep_curves(record)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (BenchmarkError, OSError, ValueError, KeyError, TypeError):
             continue
         if fig is None:
             continue
@@ -388,16 +391,17 @@ def make_plots(results: list[dict]) -> list[tuple[tuple[str, str, str], str, str
     return out
 
 
-def write_plots(plots: list, folder: Path) -> list[Path]:
-    """Write the plots under ``folder`` and remove plot files there that are no longer generated."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_plots(plots: list, root: Path, folder: Path) -> list[Path]:
+    """Write the plots under ``folder`` (inside the results folder ``root``, through the gate) and remove plot
+    files there that are no longer generated."""
+    gate.make_folder(root, folder)
     written = []
     for _, _, stem, files in plots:
         for fmt, data in files.items():
             path = folder / f"{stem}.{fmt}"
-            atomic_write_bytes(path, data)
+            gate.write_bytes(root, path, data)
             written.append(path)
-    for stale in sorted(folder.glob("*")):
-        if stale.suffix.lstrip(".") in FORMATS and stale not in written:
-            stale.unlink()
+    for stale in gate.list_files(root, folder, suffixes=tuple(f".{fmt}" for fmt in FORMATS)):
+        if stale not in written:
+            gate.remove(root, stale)
     return written

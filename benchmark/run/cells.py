@@ -287,8 +287,8 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
         if work is None:
             return None
         if extra is None:
-            return EpochCheckpoint(work / f"{phase}.pt")
-        return EpochCheckpoint(work / f"{phase}.pt", *extra)
+            return EpochCheckpoint(root or work, work / f"{phase}.pt")
+        return EpochCheckpoint(root or work, work / f"{phase}.pt", *extra)
 
     def best_epoch(phase: PhaseConfig, eligible: Callable[[], bool]) -> BestEpoch | None:
         if phase.checkpoint == "last":

@@ -18,6 +18,7 @@ from benchmark.progress import Stages
 from benchmark.run.cells import build_model, evaluation_points
 from benchmark.run.dense import DenseCache
 from benchmark.run.locks import file_lock
+from benchmark.store import gate
 from benchmark.store.results import existing_hash, result_record, write_result
 from benchmark.train.loop import ATTACK_MODEL_MODE
 
@@ -44,11 +45,11 @@ def pending_dense_seeds(suite: SuiteConfig, root: Path, dense: DenseCache | None
     is not pretrained again just for its reference)."""
     out = []
     for seed in suite.seeds:
-        if not force and existing_hash(dense_result_path(suite, root, seed)) == config_hash(dense_identity(suite,
+        if not force and existing_hash(dense_result_path(suite, root, seed), root) == config_hash(dense_identity(suite,
                                                                                                            seed)):
             continue
         available = suite.dense.source != "pretrain" or seed in pending_cell_seeds or (
-            dense is not None and dense.path(seed, suite.reference_pretrain()).exists())
+            dense is not None and gate.is_file(root, dense.path(seed, suite.reference_pretrain())))
         if available:
             out.append(seed)
     return out
@@ -59,10 +60,10 @@ def evaluate_dense(suite: SuiteConfig, root: Path, data: DataSplits, dense: Dens
     """Evaluate (pretraining first if needed) and store the dense reference of ``seed``; a one-line summary."""
     out = dense_result_path(suite, root, seed)
     h = config_hash(dense_identity(suite, seed))
-    with file_lock(out.with_name(out.name + ".lock"), wait=False) as taken:
+    with file_lock(root, out.with_name(out.name + ".lock"), wait=False) as taken:
         if not taken:
             return f"  dense seed {seed}: reference being evaluated by another process, skipped"
-        if not force and existing_hash(out) == h:
+        if not force and existing_hash(out, root) == h:
             return f"  dense seed {seed}: reference finished by another process"
         state, pretrain_record = dense.get(seed, suite.reference_pretrain())
         model = build_model(suite, data)
@@ -82,7 +83,7 @@ def evaluate_dense(suite: SuiteConfig, root: Path, data: DataSplits, dense: Dens
             config=dense_identity(suite, seed), config_hash=h,
             pruner_options=None, training={"attack_model_mode": ATTACK_MODEL_MODE, "checkpoint": "last epoch"},
             report=report, target=0.0, evaluation=evaluation, phases=phases, device=device)
-        write_result(out, result)
+        write_result(out, result, root)
     aa = evaluation["autoattack"]["robust_accuracy"] if evaluation["autoattack"] else None
     return (f"  dense seed {seed} (reference): clean {evaluation['clean_accuracy']:.3f}  "
             f"AA {'-' if aa is None else f'{aa:.3f}'}")

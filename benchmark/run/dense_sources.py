@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from benchmark.config import SuiteConfig
 from benchmark.models.state_dicts import fit_state_dict, unwrap_state_dict
-from benchmark.store.checkpoints import load_checkpoint
-from benchmark.store.files import file_sha256
+from benchmark.store.checkpoints import load_input_checkpoint
+from benchmark.store.gate import input_sha256
 
 
 def load_dense(suite: SuiteConfig, model: nn.Module) -> tuple[dict[str, Tensor], dict]:
@@ -22,7 +22,7 @@ def load_dense(suite: SuiteConfig, model: nn.Module) -> tuple[dict[str, Tensor],
     start = time.perf_counter()
     if d.source == "checkpoint":
         path = Path(d.path or "")
-        state = unwrap_state_dict(load_checkpoint(path), f"checkpoint {path}")
+        state = unwrap_state_dict(load_input_checkpoint(path), f"checkpoint {path}")
     elif d.source == "robustbench":
         from benchmark.models.robustbench import ZOO_MODEL, fit_zoo_state, load_state_dict
 
@@ -34,7 +34,7 @@ def load_dense(suite: SuiteConfig, model: nn.Module) -> tuple[dict[str, Tensor],
     else:
         raise ValueError(f"dense source {d.source!r} is trained, not loaded")
     fitted = fit_state_dict(model, state, f"{d.source} {path}", suite.model)
-    record = {"source": d.source, "path": str(path), "sha256": file_sha256(path)[:16], "epochs": 0,
+    record = {"source": d.source, "path": str(path), "sha256": input_sha256(path, "checkpoint")[:16], "epochs": 0,
               "wall_s": time.perf_counter() - start}
     if d.source == "robustbench":
         record.update(robustbench_name=d.robustbench_name, robustbench_threat=d.robustbench_threat)

@@ -25,11 +25,11 @@ from benchmark.errors import BenchmarkError, ResultFileError
 from benchmark.evaluate.min_norm import FLAG_PREFIX, consistency_flags, min_norm_record
 from benchmark.evaluate.outcomes import correct, read_outcomes
 from benchmark.measure import environment, resolve_device
-from benchmark.models.files import load_model_file
+from benchmark.models.files import load_result_model
 from benchmark.run.cells import build_model, load_data
 from benchmark.run.locks import file_lock
-from benchmark.store.files import file_sha256
-from benchmark.store.paths import inside, result_path
+from benchmark.store import gate
+from benchmark.store.paths import result_path
 from benchmark.store.results import read_result, write_result
 
 
@@ -43,7 +43,7 @@ def derivable(cell: Cell, root: Path) -> bool:
     saved model: then an evaluation-only recompute makes its result (``s2ap-bench run`` does so by itself)."""
     path = result_path(cell, root)
     try:
-        old = read_result(path)
+        old = read_result(path, root)
     except ResultFileError:
         return False
     return (old["config_hash"] != cell.config_hash() and bool(old.get("model_file"))
@@ -53,9 +53,9 @@ def derivable(cell: Cell, root: Path) -> bool:
 def recompute_cell(cell: Cell, root: Path, data: DataSplits, device: torch.device) -> str:
     """Recompute one cell's minimum-norm evaluation from its saved model; a one-line summary."""
     path = result_path(cell, root)
-    if not path.exists():
+    if gate.kind(root, path) == "missing":
         return f"  {cell.key}: no result to recompute (run the suite without --evaluation-only)"
-    old = read_result(path)
+    old = read_result(path, root)
     new_hash = cell.config_hash()
     if old["config_hash"] == new_hash:
         return f"  {cell.key}: up to date"
@@ -67,12 +67,8 @@ def recompute_cell(cell: Cell, root: Path, data: DataSplits, device: torch.devic
     record = old.get("model_file")
     if not record:
         raise BenchmarkError(f"{path}: no saved model (written before models were kept); re-run the cell")
-    model_file = inside(root, root / record["path"])
-    if not model_file.is_file():
-        raise BenchmarkError(f"{path}: its model file {model_file} is missing; re-run the cell")
-    if file_sha256(model_file) != record["sha256"]:
-        raise BenchmarkError(f"{model_file}: sha256 differs from the result's model_file; re-run the cell")
-    model = load_model_file(model_file, build_model(cell.suite, data), cell.suite.model).to(device)
+    model = load_result_model(root, record, build_model(cell.suite, data), cell.suite.model,
+                              f"re-run the cell ({cell.key})").to(device)
     ev_cfg = cell.suite.evaluation
     x, y = first_n(data.test, ev_cfg.n_examples)
     x, y = x.to(device), y.to(device)
@@ -97,7 +93,7 @@ def recompute_cell(cell: Cell, root: Path, data: DataSplits, device: torch.devic
         "config_hash": old["config_hash"], "checksum": old.get("checksum"), "created": old.get("created"),
         "recompute_environment": environment(device), "recompute_s": time.perf_counter() - start,
     }
-    write_result(path, result)
+    write_result(path, result, root)
     mn = evaluation.get("min_norm")
     median = "-" if not mn or mn["median"] is None else f"{mn['median']:.4f}"
     return f"  {cell.key}: min-norm recomputed (median distance {median})"
@@ -110,7 +106,7 @@ def recompute_suite(suite: SuiteConfig, root: Path, log: Callable[[str], None] =
     failed = 0
     for cell in suite.cells():
         out = result_path(cell, root)
-        with file_lock(out.with_name(out.name + ".lock"), wait=False, note=cell.config_hash()) as taken:
+        with file_lock(root, out.with_name(out.name + ".lock"), wait=False, note=cell.config_hash()) as taken:
             if not taken:
                 log(f"  {cell.key}: locked by another process, skipped")
                 continue

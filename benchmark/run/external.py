@@ -24,8 +24,8 @@ from benchmark.models.files import load_model_file
 from benchmark.models.robustbench import ZOO_MODEL
 from benchmark.run.cells import build_model, load_data
 from benchmark.run.dense_reference import DENSE
-from benchmark.store.files import file_sha256
-from benchmark.store.paths import suite_dir
+from benchmark.store import gate
+from benchmark.store.paths import name_problem, suite_dir
 from benchmark.store.results import load_results, result_record, write_result
 
 PRUNER = "external"
@@ -60,13 +60,19 @@ def result_file(root: Path, suite: SuiteConfig, method: str, sparsity: float) ->
 
 
 def check_method_name(method: str, *roots: Path) -> None:
-    """A non-empty name without '/', not "dense" (the unpruned reference row), that no result of the harness in
-    ``roots`` uses."""
-    if not method or "/" in method or method.strip() != method:
-        raise ConfigError(f"--method {method!r}: give a non-empty name without '/' or surrounding spaces")
+    """A name (letters, digits, ``. _ + -``) that is neither "dense" (the unpruned reference row) nor a method the
+    harness runs, and that no result of the harness in ``roots`` uses."""
+    from s2ap import list_methods
+
+    problem = name_problem(method)
+    if problem:
+        raise ConfigError(f"--method {method[:70]!r}: {problem}")
     if method.casefold() == DENSE:
         raise ConfigError("--method dense names the leaderboard's unpruned reference; an evaluated checkpoint has "
                           "pruned weights (its sparsity is counted), so give it its method's name")
+    if method in list_methods():
+        raise ConfigError(f"--method {method!r} is the name of a method the harness ran or runs (its cells have that "
+                          "row and path); choose another name for the external checkpoint")
     for root in roots:
         results, _ = load_results(root) if root.is_dir() else ([], [])
         if any(r["cell"]["label"] == method and not r["cell"].get("external") for r in results):
@@ -95,7 +101,7 @@ def evaluate_checkpoint(path: str | Path, *, method: str, suite: SuiteConfig, sp
     if not 0 < target < 1:
         raise BenchmarkError(f"checkpoint {path} has {100 * report['global']:.2f}% zero weights; pass --sparsity "
                              "to list it under a sparsity in (0, 1)")
-    sha = file_sha256(path)
+    sha = gate.input_sha256(path, "checkpoint")
     identity = external_identity(suite, method, sha, target)
     x, y = first_n(data.test, suite.evaluation.n_examples)
     phases: dict = {"evaluate": {}}
@@ -110,5 +116,5 @@ def evaluate_checkpoint(path: str | Path, *, method: str, suite: SuiteConfig, sp
         external={"checkpoint": str(path), "sha256": sha, "bytes": path.stat().st_size},
         report=report, target=target, evaluation=evaluation, phases=phases, device=device)
     out = result_file(root, suite, method, target)
-    write_result(out, result)
+    write_result(out, result, root)
     return out, result

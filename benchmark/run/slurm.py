@@ -9,6 +9,7 @@ Slurm ``afterany`` of all cells) compares the masks of different seeds, as a loc
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from benchmark.config import SuiteConfig
 from benchmark.errors import BenchmarkError, ConfigError
+from benchmark.store import gate
 
 EXECUTORS = ("slurm", "local-submitit")
 
@@ -81,6 +83,19 @@ def default_parameters(suite: SuiteConfig, kind: str) -> dict[str, Any]:
     return params
 
 
+def submitit_folder(root: Path) -> Path:
+    """``root/submitit``, created through the gate, refused if a symbolic link is in it or on the way (submitit
+    writes and reads back its job pickles there with plain paths)."""
+    folder = root / "submitit"
+    gate.make_folder(root, folder)
+    for dirpath, dirnames, filenames in os.walk(folder):  # never follows a link
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                raise BenchmarkError(f"refusing {folder}: {os.path.join(dirpath, name)} is a symbolic link (submitit "
+                                     "would follow it); remove the link")
+    return folder
+
+
 def make_executor(kind: str, folder: Path, parameters: dict[str, Any]):
     """A submitit ``AutoExecutor`` for Slurm or local subprocesses, with ``parameters`` checked by submitit."""
     if kind not in EXECUTORS:
@@ -116,7 +131,7 @@ def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | 
     from benchmark.store.paths import suite_dir
 
     root = suite_dir(suite, results_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    submitit_folder(root)
     params = {**default_parameters(suite, kind), **(parameters or {})}
     extra = dict(params.pop("slurm_additional_parameters", None) or {})
     executor = make_executor(kind, root / "submitit", {**params, "name": f"s2ap-{suite.name}"})
@@ -140,7 +155,7 @@ def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | 
     cache = DenseCache(suite, root, None, None, progress=False)  # type: ignore[arg-type]  (paths only)
     seeds = set(pending_dense_seeds(suite, root, cache, {c.seed for c in todo}, force))  # dense references
     if suite.dense.source == "pretrain":
-        seeds |= {c.seed for c in todo if not cache.path(c.seed, c.pretrain).exists()}
+        seeds |= {c.seed for c in todo if not gate.is_file(root, cache.path(c.seed, c.pretrain))}
     for seed in sorted(seeds):
         dense_jobs[seed] = submit(_dense_job, suite, str(root), seed, force)
         log(f"  dense seed {seed}: job {dense_jobs[seed].job_id}")

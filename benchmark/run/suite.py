@@ -10,9 +10,9 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +29,18 @@ from benchmark.run.dense import DenseCache
 from benchmark.run.evaluation_only import derivable, recompute_cell
 from benchmark.run.locks import file_lock, locked_elsewhere
 from benchmark.run.threads import busy_machine, oversubscription, resolve_threads, torch_threads
-from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
+from benchmark.store import gate
+from benchmark.store.checkpoints import load_tensors, save_tensors
 from benchmark.store.files import os_error_text
 from benchmark.store.paths import mask_path, result_path, suite_dir, work_dir
-from benchmark.store.results import existing_hash, load_results, read_result, write_result
+from benchmark.store.results import existing_hash, load_results, read_result, result_files, write_result
 from s2ap import mask_distance
 
 
 def pending_cells(suite: SuiteConfig, root: Path, force: bool = False, reused: set[str] | None = None) -> list[Cell]:
     """Cells without a valid result of the same config hash (all cells with ``force``), nor one of the same
     comparison key among ``reused`` (the keys of baseline results, :func:`baseline_keys`)."""
-    return [c for c in suite.cells() if force or (existing_hash(result_path(c, root)) != c.config_hash()
+    return [c for c in suite.cells() if force or (existing_hash(result_path(c, root), root) != c.config_hash()
                                                   and c.comparison_key() not in (reused or set()))]
 
 
@@ -73,10 +74,10 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
                   progress: bool, force: bool) -> str:
     out = result_path(cell, root)
     lock = out.with_name(out.name + ".lock")
-    with file_lock(lock, wait=False, note=cell.config_hash()) as taken:
+    with file_lock(root, lock, wait=False, note=cell.config_hash()) as taken:
         if not taken:
-            return locked_elsewhere(cell, lock)
-        if not force and existing_hash(out) == cell.config_hash():
+            return locked_elsewhere(cell, root, lock)
+        if not force and existing_hash(out, root) == cell.config_hash():
             return f"  {cell.key}: finished by another process"
         if not force and derivable(cell, root):  # only the min-norm evaluation changed: the saved model is enough
             return recompute_cell(cell, root, data, device)
@@ -87,9 +88,9 @@ def _execute_cell(cell: Cell, root: Path, data: DataSplits, dense: DenseCache, d
             raise BenchmarkError(f"cell {cell.key} stopped: {e} ({work})") from None
         except OUT_OF_MEMORY:
             raise out_of_memory(f"cell {cell.key} stopped (finished epochs resume from {work})", device) from None
-        save_checkpoint(mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
-        write_result(out, result)
-        shutil.rmtree(work, ignore_errors=True)
+        result["mask_file"] = save_tensors(root, mask_path(cell, root), {k: v.bool() for k, v in masks.items()})
+        write_result(out, result, root)
+        gate.remove_tree(root, work)
     ev = result["evaluation"]
     aa = ev["autoattack"]["robust_accuracy"] if ev["autoattack"] else None
     return (f"  {cell.key}: clean {ev['clean_accuracy']:.3f}  AA {'-' if aa is None else f'{aa:.3f}'}  "
@@ -149,14 +150,19 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
         log(warning)
     root = suite_dir(suite, results_dir)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"config field 'results_dir': {root} is not writable ({e.strerror}); "
+        gate.write_bytes(root, root / ".write-test", b"")
+        gate.remove(root, root / ".write-test")
+    except BenchmarkError as e:
+        raise ConfigError(f"config field 'results_dir': {root} is not writable ({e}); "
                           "pass --results-dir with a writable folder") from None
     from benchmark.run.dense_reference import evaluate_dense, pending_dense_seeds
+    from benchmark.store.migrate import needs_migration
+
+    legacy = needs_migration(root)
+    if legacy:
+        raise BenchmarkError(f"{len(legacy)} result(s) under {root} keep .pt masks and models without their sha256 "
+                             f"(e.g. {legacy[0]}); run s2ap-bench migrate {root} first (nothing is recomputed), "
+                             "else every such cell would be run again")
 
     device = resolve_device(suite.device)
     cells = suite.cells()
@@ -194,17 +200,23 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
                 log(lines[-1])
     elif todo or references:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            # a cell recomputed evaluation-only needs no dense model
-            seeds = sorted({c.seed for c in todo if force or not derivable(c, root)} | set(references))
-            for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
-                                                    s in references, str(dense_root)) for s in seeds]):
-                log(future.result())  # a failed pretraining fails its cells too, with the same line
-            futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force, False,
-                                   str(dense_root)) for c in todo]
-            for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name, disable=not progress):
-                lines.append(future.result())
-                log(lines[-1])
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                # a cell recomputed evaluation-only needs no dense model
+                seeds = sorted({c.seed for c in todo if force or not derivable(c, root)} | set(references))
+                for future in as_completed([pool.submit(_pool_job, suite, str(root), None, s, threads, force,
+                                                        s in references, str(dense_root)) for s in seeds]):
+                    log(future.result())  # a failed pretraining fails its cells too, with the same line
+                futures = [pool.submit(_pool_job, suite, str(root), cells.index(c), None, threads, force, False,
+                                       str(dense_root)) for c in todo]
+                for future in tqdm(as_completed(futures), total=len(futures), desc=suite.name,
+                                   disable=not progress):
+                    lines.append(future.result())
+                    log(lines[-1])
+        except BrokenProcessPool:
+            raise BenchmarkError(f"a worker process died (killed by the system, e.g. out of memory) after "
+                                 f"{len(lines)} of {len(todo)} cells; finished cells are kept, run again with fewer "
+                                 "--workers or smaller batch sizes") from None
     annotate_cross_seed(suite, root)
     if tables:
         write_suite_tables(root, log, baselines)
@@ -222,7 +234,7 @@ def write_suite_tables(root: Path, log: Callable[[str], None] = print,
     skipped. Returns the files written."""
     from benchmark.report import write_tables
 
-    if not (root.is_dir() and any(root.rglob("*.json")) and os.access(root, os.W_OK)):
+    if not (root.is_dir() and os.access(root, os.W_OK) and result_files(root)):
         return []
     written, problems = write_tables(root, baselines)
     for p in problems:
@@ -240,18 +252,26 @@ def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
     for c in suite.cells():
         groups.setdefault((c.method.label, c.sparsity), []).append(c)
     for group in groups.values():
-        done = [c for c in group
-                if mask_path(c, root).exists() and existing_hash(result_path(c, root)) == c.config_hash()]
+        done, stored = [], {}
+        for c in group:
+            try:
+                r = read_result(result_path(c, root), root)
+            except BenchmarkError:
+                continue
+            if r["config_hash"] == c.config_hash() and r.get("mask_file"):
+                done.append(c)
+                stored[(c.seed, c.search_seed)] = r
         if len(done) < 2:
             continue
-        masks = {(c.seed, c.search_seed): load_checkpoint(mask_path(c, root)) for c in done}
+        fix = f"re-run the suite (s2ap-bench run {suite.name}) to recompute the cell"
+        masks = {k: load_tensors(root, r["mask_file"], fix) for k, r in stored.items()}
         pairs = {}
         for a, b in itertools.combinations(sorted(masks, key=lambda k: (k[0], -1 if k[1] is None else k[1])), 2):
             pairs[(a, b)] = mask_distance({k: v.float() for k, v in masks[a].items()},
                                           {k: v.float() for k, v in masks[b].items()})
         for c in done:
             path = result_path(c, root)
-            result = read_result(path)
+            result = stored[(c.seed, c.search_seed)]
             if result.get("mask") is None:
                 continue
             me = (c.seed, c.search_seed)
@@ -270,7 +290,7 @@ def annotate_cross_seed(suite: SuiteConfig, root: Path) -> None:
                                         "mean_normalized": float(np.mean([d["normalized"] for d in part])),
                                         "n_pairs": len(part)}
             result["mask"]["stability"]["cross_seed"] = record
-            write_result(path, result)
+            write_result(path, result, root)
 
 
 def _run_name(run: tuple[int, int | None]) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from benchmark.config import MethodConfig, SuiteConfig
 from benchmark.config.sweeps import Sweep, sweep_of
 from benchmark.errors import BenchmarkError
-from benchmark.store.files import atomic_write_text
+from benchmark.store import gate
 from benchmark.store.paths import name_problem, result_path, suite_dir, sweep_record_path
 from benchmark.store.results import existing_hash, read_result
 
@@ -194,7 +194,7 @@ def run_sweep(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     sweep = sweep_of(suite)
     stage, variants = selection_suite(suite, sweep)
     root = suite_dir(suite, results_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    gate.make_folder(root)
     stage_root = suite_dir(stage, results_dir)
     log(f"sweep {sweep.key} over {list(sweep.values)} for {', '.join(sweep.methods)}: selection stage "
         f"{stage.name} ({len(stage.cells())} cells, scored on the validation split)")
@@ -202,8 +202,7 @@ def run_sweep(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
               log=log, dense_root=root, dense_references=False)
     record = sweep_record(suite, stage, sweep, curves(stage_scores(stage, stage_root, variants), sweep.values))
     path = record_path(suite, root, sweep)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    gate.write_text(root, path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     for e in record["selections"]:
         log(f"  selected {sweep.key}={e['selected']} for {e['method']} at {e['sparsity']:g} "
             f"(validation robust accuracy {e['selected_mean']:.3f})")

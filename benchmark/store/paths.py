@@ -75,8 +75,8 @@ def cell_layout(cell: Cell) -> dict[str, PurePath]:
     s = cell.suite
     return {
         "result": PurePath(s.dataset.name, s.model, f"{cell.key}.json"),
-        "masks": PurePath("masks", s.dataset.name, s.model, f"{cell.key}.pt"),
-        "model": PurePath("models", s.dataset.name, s.model, f"{cell.key}.pt"),
+        "masks": PurePath("masks", s.dataset.name, s.model, f"{cell.key}.safetensors"),
+        "model": PurePath("models", s.dataset.name, s.model, f"{cell.key}.safetensors"),
         "checkpoints": PurePath("checkpoints", "cells", f"{cell.key.replace('/', '-')}-{cell.config_hash()}"),
     }
 
@@ -86,12 +86,12 @@ def result_path(cell: Cell, root: Path) -> Path:
 
 
 def mask_path(cell: Cell, root: Path) -> Path:
-    """The final masks of a cell (boolean tensors), kept to compare masks across seeds."""
+    """The final masks of a cell (boolean tensors, safetensors), kept to compare masks across seeds."""
     return inside(root, root / cell_layout(cell)["masks"])
 
 
 def model_path(cell: Cell, root: Path) -> Path:
-    """Where a cell's pruned model is kept, next to its masks: ``models/<dataset>/<model>/<cell key>.pt``."""
+    """Where a cell's pruned model is kept, next to its masks: ``models/<dataset>/<model>/<cell key>.safetensors``."""
     return inside(root, root / cell_layout(cell)["model"])
 
 

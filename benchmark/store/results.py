@@ -20,14 +20,15 @@ Schema (version 1), top-level keys:
   history          {search: [per-epoch log], finetune: [...]}
   environment      {packages, python, git: {commit, dirty}, device, device_name, machine}
   model_file       {path (relative to the suite folder), sha256, bytes, format}: the saved pruned model
-                   (benchmark.models.files); absent in results written before it was kept
+                   (safetensors, benchmark.models.files); required for a harness cell, checked on every read
+  mask_file        {path, sha256, bytes, format}: the final masks (safetensors); required likewise
   external         {checkpoint, sha256, bytes} for a result of ``s2ap-bench evaluate`` (then cell.external is true,
                    cell.pruner "external"; benchmark.run.external)
   derived_from     {config_hash, checksum, created, ...} of the result an evaluation-only recompute started from
                    (benchmark.run.evaluation_only); absent otherwise
   created          ISO 8601 time (UTC)
-  checksum         "sha256:<hex>" of everything above (keys sorted); a file edited later no longer matches
-                   (older files without one are read, and reported by ``validate`` as unchecked)
+  checksum         "sha256:<hex>" of everything above (keys sorted); required; a file edited later no
+                   longer matches
 """
 
 from __future__ import annotations
@@ -39,11 +40,20 @@ from typing import Any
 
 import torch
 
-from benchmark.errors import ResultFileError
+from benchmark.errors import CheckpointError, ResultFileError, StoreError
 from benchmark.measure import environment
-from benchmark.store.files import atomic_write_text
+from benchmark.store import gate
+from benchmark.store.checkpoints import verify_file
 from benchmark.store.paths import SWEEP_FOLDER
-from benchmark.store.schema import CELL_KEYS, CHECKSUM_KEY, REQUIRED, SCHEMA_VERSION, check_result, checksum
+from benchmark.store.schema import (
+    CELL_KEYS,
+    CHECKSUM_KEY,
+    FILE_KEYS,
+    REQUIRED,
+    SCHEMA_VERSION,
+    check_result,
+    checksum,
+)
 
 __all__ = ["CELL_KEYS", "CHECKSUM_KEY", "REQUIRED", "SCHEMA_VERSION", "result_record", "write_result",
            "validate_result", "read_result", "result_files", "load_results", "existing_hash"]
@@ -82,55 +92,83 @@ def result_record(*, suite: str, cell: dict, config: dict, config_hash: str, rep
     }
 
 
-def write_result(path: Path, result: dict) -> None:
-    """Validate ``result``, add its checksum and write it atomically."""
+def result_root(path: Path) -> Path:
+    """The suite folder of a result file: results sit at ``<suite>/<dataset>/<model>/<label>/<file>.json``."""
+    path = Path(path)
+    return path.parents[3] if len(path.parents) > 3 else path.parent
+
+
+def write_result(path: Path, result: dict, root: Path | None = None) -> None:
+    """Validate ``result``, add its checksum and write it atomically inside the suite folder ``root`` (default:
+    :func:`result_root` of ``path``)."""
     result = {k: v for k, v in result.items() if k != CHECKSUM_KEY and not k.startswith("_")}
-    validate_result(result, str(path))
     result[CHECKSUM_KEY] = checksum(result)
-    atomic_write_text(path, json.dumps(result, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    validate_result(result, str(path))
+    text = json.dumps(result, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    gate.write_text(result_root(path) if root is None else root, path, text)
 
 
 def validate_result(data: Any, name: str = "result") -> dict:
-    """Check schema, types, ranges and checksum (where present) of a result (see benchmark.store.schema)."""
+    """Check schema, types, ranges, text and checksum of a result (see benchmark.store.schema)."""
     return check_result(data, name)
 
 
-def read_result(path: Path) -> dict:
-    """Load and validate one result file; a corrupt, truncated, malformed or edited file, or one that cannot be
-    read, gets a one-line error naming it."""
+def _no_constant(token: str) -> None:
+    raise ValueError(f"{token} is not a number a result may hold")
+
+
+def verify_files(result: dict, root: Path, name: str) -> None:
+    """Check the mask and model files a result names against their recorded sha256 (one line on a mismatch,
+    naming the file and how to re-create it)."""
+    fix = (f"the cell is recomputed by the next run of its suite (s2ap-bench run {result['suite']}), or delete "
+           f"{name} and run it again")
+    for key in FILE_KEYS:
+        if result.get(key) is not None:
+            try:
+                verify_file(root, result[key], fix)
+            except CheckpointError as e:
+                raise ResultFileError(f"{name}: {key}: {e}") from None
+
+
+def read_result(path: Path, root: Path | None = None, *, files: bool = True) -> dict:
+    """Load and validate one result file inside the suite folder ``root`` (default :func:`result_root`), and
+    (with ``files``) check its mask and model files; a corrupt, truncated, malformed, edited or unreadable file,
+    a link, a FIFO, or a changed mask or model file gets a one-line error naming it."""
+    root = result_root(path) if root is None else root
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise ResultFileError(f"{path}: no such result file") from None
-    except OSError as e:  # a directory named *.json, no permission, ...
-        raise ResultFileError(f"{path}: cannot be read ({e.strerror or e}); remove it or fix its permissions") \
-            from None
-    if len(raw) > MAX_BYTES:
-        raise ResultFileError(f"{path}: larger than any result ({MAX_BYTES} bytes); delete it and re-run the cell")
+        raw = gate.read_bytes(root, path, limit=MAX_BYTES)
+    except StoreError as e:
+        text = str(e)
+        if "no such" in text:
+            raise ResultFileError(f"{path}: no such result file") from None
+        raise ResultFileError(f"{text}; remove it or fix its permissions") from None
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError as e:  # not JSON, not UTF-8, or a number too long to convert
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except ValueError as e:  # not JSON, not UTF-8, NaN/Infinity, or a number too long to convert
         text = e.msg if isinstance(e, json.JSONDecodeError) else " ".join(str(e).split())[:80]
         raise ResultFileError(f"{path}: corrupt or truncated JSON ({text}); delete it and re-run the cell") from None
     except RecursionError:
         raise ResultFileError(f"{path}: nested too deeply to be a result; delete it and re-run the cell") from None
-    return validate_result(data, str(path))
+    result = validate_result(data, str(path))
+    if files:
+        verify_files(result, root, str(path))
+    return result
 
 
 def result_files(root: Path) -> list[Path]:
-    """Every result JSON under ``root`` (sorted), skipping hidden temporary files and the sweep records
-    (``<root>/sweep/``, :func:`benchmark.store.paths.sweep_record_path`)."""
-    return sorted(p for p in Path(root).rglob("*.json")
-                  if not p.name.startswith(".") and p.relative_to(root).parts[0] != SWEEP_FOLDER)
+    """Every result JSON under ``root`` (sorted): regular, non-hidden files outside hidden folders, reached
+    without a link (:func:`benchmark.store.gate.result_files`), less the sweep records (``<root>/sweep/``,
+    :func:`benchmark.store.paths.sweep_record_path`)."""
+    return [p for p in gate.result_files(root) if p.relative_to(root).parts[0] != SWEEP_FOLDER]
 
 
 def load_results(root: Path) -> tuple[list[dict], list[str]]:
-    """All valid results under ``root``, and one line per corrupt file that was skipped."""
+    """All valid results under the suite folder ``root`` (mask and model files verified), and one line per file
+    that was skipped."""
     good, problems = [], []
     for p in result_files(root):
         try:
-            r = read_result(p)
+            r = read_result(p, root)
         except ResultFileError as e:
             problems.append(str(e))
             continue
@@ -139,9 +177,9 @@ def load_results(root: Path) -> tuple[list[dict], list[str]]:
     return good, problems
 
 
-def existing_hash(path: Path) -> str | None:
-    """The config hash of a valid result at ``path``, or None (missing or corrupt)."""
+def existing_hash(path: Path, root: Path | None = None) -> str | None:
+    """The config hash of a valid result at ``path`` whose files match it, or None (missing, corrupt, changed)."""
     try:
-        return read_result(path)["config_hash"]
+        return read_result(path, root)["config_hash"]
     except ResultFileError:
         return None

@@ -3,15 +3,24 @@
 Everything the report and the runner read from a result is checked here, so a file that is valid JSON but
 malformed (a wrong type, a missing key, a ``null`` label, an accuracy of 7.0) is named and skipped, never a
 traceback. The checksum (SHA-256 of the file's content without the checksum itself) is written with every
-result; a file whose figures were edited afterwards no longer matches it. Files written before checksums
-existed have none: they are accepted, and ``s2ap-bench validate`` says they are unchecked.
+result and required on read: a file without one, or whose figures were edited afterwards, is invalid.
+
+Beyond the named fields, the whole record is walked: every number finite (no NaN or infinity anywhere), every
+string (keys too) at most ``MAX_TEXT`` characters with no control character and none of the characters that
+Markdown, LaTeX, mathtext or HTML would interpret (``UNSAFE``), so whatever passes here renders verbatim in the
+tables, plots and page. A harness cell must name its mask and model files with their sha256
+(``mask_file``, ``model_file``; :mod:`benchmark.store.results` checks the files against them).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import math
+import re
+from pathlib import PurePosixPath
 from typing import Any
 
 from benchmark.errors import ResultFileError
@@ -34,6 +43,11 @@ REQUIRED = {
 }
 CELL_KEYS = ("method", "label", "pruner", "dataset", "model", "structure", "sparsity", "seed")  # pruner: null for dense
 FIX = "delete it and re-run the cell"
+MAX_TEXT = 1024
+UNSAFE = frozenset("$\\<>&{}#^~`\"'")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+FILE_KEYS = ("mask_file", "model_file")
 
 
 def checksum(data: dict) -> str:
@@ -57,6 +71,39 @@ def depth(data: Any) -> int:
             if d <= MAX_DEPTH:
                 stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
     return deepest
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` is not safe to render verbatim in Markdown, LaTeX, mathtext and HTML, or None."""
+    if len(text) > MAX_TEXT:
+        return f"is {len(text)} characters long (at most {MAX_TEXT})"
+    if CONTROL.search(text):
+        return "holds a control or invisible formatting character"
+    bad = sorted(set(text) & UNSAFE)
+    if bad:
+        return f"holds {''.join(bad)!r} (none of {''.join(sorted(UNSAFE))} may appear in a result)"
+    return None
+
+
+def _walk(data: Any, name: str) -> None:
+    """Every number in ``data`` finite and every string (keys too) safe (:func:`text_problem`)."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                problem = text_problem(k) if isinstance(k, str) else "is not a string"
+                if problem:
+                    raise _bad(name, f"a key under '{where or '(top)'}' {problem}")
+                stack.append((v, f"{where}.{k}" if where else k))
+        elif isinstance(node, list):
+            stack.extend((v, f"{where}.{i}") for i, v in enumerate(node))
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise _bad(name, f"'{where}' is {node}, expected a finite number")
+        elif isinstance(node, str):
+            problem = text_problem(node)
+            if problem:
+                raise _bad(name, f"'{where}' {problem}")
 
 
 def _number(value: Any) -> bool:
@@ -102,6 +149,9 @@ def check_result(data: Any, name: str = "result") -> dict:
     if data["schema_version"] != SCHEMA_VERSION:
         raise ResultFileError(f"{name}: schema version {data['schema_version']} is not {SCHEMA_VERSION}; "
                               "re-run with this version")
+    _walk(data, name)
+    if name_problem(data["suite"]):
+        raise _bad(name, f"'suite' is {data['suite'][:40]!r}, expected a name")
     _cell(data["cell"], name)
     _sparsity(data["sparsity"], name)
     _evaluation(data["evaluation"], name)
@@ -122,12 +172,41 @@ def check_result(data: Any, name: str = "result") -> dict:
         _finite(name, f"budget.{key}", (budget or {}).get(key))
     _kind(name, "budget.phases", (budget or {}).get("phases"), (dict,))
     _kind(name, "created", data.get("created"), (str,))
+    _files(data, name)
     stored = data.get(CHECKSUM_KEY)
-    if stored is not None:
-        if not isinstance(stored, str) or stored != checksum(data):
-            raise ResultFileError(f"{name}: its content does not match its checksum (edited after it was "
-                                  f"written?); {FIX}")
+    if stored is None:
+        raise _bad(name, f"no '{CHECKSUM_KEY}' (a missing or null checksum is invalid)")
+    if not isinstance(stored, str) or stored != checksum(data):
+        raise ResultFileError(f"{name}: its content does not match its checksum (edited after it was "
+                              f"written?); {FIX}")
     return data
+
+
+def harness_cell(data: dict) -> bool:
+    """Whether a result is a pruned cell of the harness (not a dense reference, not an external model)."""
+    return data["cell"]["method"] != "dense" and not data["cell"].get("external")
+
+
+def _files(data: dict, name: str) -> None:
+    """``mask_file`` and ``model_file``: required for a harness cell, each {path, sha256, bytes, format} with a
+    relative path below the suite folder."""
+    for key in FILE_KEYS:
+        record = data.get(key)
+        if record is None:
+            if harness_cell(data):
+                raise _bad(name, f"no '{key}' (its sha256 is needed to trust the file; results written before "
+                                 "it was kept: s2ap-bench migrate)")
+            continue
+        _kind(name, key, record, (dict,), optional=False)
+        path = record.get("path")
+        parts = PurePosixPath(path).parts if isinstance(path, str) and path else ()
+        if not parts or PurePosixPath(path).is_absolute() or ".." in parts or any(p.startswith(".") for p in parts):
+            raise _bad(name, f"'{key}.path' is {str(path)[:60]!r}, expected a relative path inside the suite folder")
+        if not isinstance(record.get("sha256"), str) or not SHA256.fullmatch(record["sha256"]):
+            raise _bad(name, f"'{key}.sha256' should be 64 lowercase hex digits")
+        size = record.get("bytes")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise _bad(name, f"'{key}.bytes' is {str(size)[:40]}, expected an integer >= 0")
 
 
 def _cell(cell: dict, name: str) -> None:
@@ -138,6 +217,8 @@ def _cell(cell: dict, name: str) -> None:
         if name_problem(cell[key]):
             raise _bad(name, f"'cell.{key}' is {str(cell[key])[:40]!r}, expected a name")
     _kind(name, "cell.method", cell["method"], (str,), optional=False)
+    if name_problem(cell["method"]):
+        raise _bad(name, f"'cell.method' is {cell['method'][:40]!r}, expected a name")
     for key in ("pruner", "plugin", "pipeline"):
         _kind(name, f"cell.{key}", cell.get(key), (str,))
     sparsity = cell["sparsity"]
@@ -165,6 +246,7 @@ def _evaluation(ev: dict, name: str) -> None:
     n = ev["n_examples"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise _bad(name, f"'evaluation.n_examples' is {str(n)[:40]}, expected an integer >= 0")
+    _outcomes(ev.get("outcomes"), n, name)
     _kind(name, "evaluation.eps", ev["eps"], (str,), optional=False)
     _kind(name, "evaluation.norm", ev.get("norm"), (str,))
     _strings(name, "evaluation.flags", ev.get("flags"))
@@ -220,3 +302,27 @@ def _mask(mask: Any, name: str) -> None:
     live = (sharpness or {}).get("live_channels")
     _kind(name, "mask.sharpness.live_channels", live, (dict,))
     _finite(name, "mask.sharpness.live_channels.top_eigenvalue", (live or {}).get("top_eigenvalue"))
+
+
+def _outcomes(rec: Any, n_examples: int, name: str) -> None:
+    """``evaluation.outcomes``: ``n`` equal to ``n_examples`` and each vector base64 of exactly ``ceil(n / 8)``
+    bytes (or null)."""
+    _kind(name, "evaluation.outcomes", rec, (dict,))
+    if rec is None:
+        return
+    n = rec.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n != n_examples:
+        raise _bad(name, f"'evaluation.outcomes.n' is {str(n)[:40]}, expected evaluation.n_examples ({n_examples})")
+    _kind(name, "evaluation.outcomes.encoding", rec.get("encoding"), (str,))
+    for key in ("clean", "pgd", "autoattack"):
+        text = rec.get(key)
+        _kind(name, f"evaluation.outcomes.{key}", text, (str,))
+        if text is None:
+            continue
+        try:
+            raw = base64.b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raise _bad(name, f"'evaluation.outcomes.{key}' is not base64 text") from None
+        if len(raw) != (n + 7) // 8:
+            raise _bad(name, f"'evaluation.outcomes.{key}' holds {len(raw)} bytes, not the {(n + 7) // 8} of "
+                             f"{n} outcomes")

@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 from baselines.base import adversarial_step
 from benchmark.attacks.pgd import attack_mode, pgd
 from benchmark.config import PhaseConfig, ThreatConfig
+from benchmark.errors import CheckpointError
+from benchmark.store import gate
 from benchmark.store.checkpoints import load_checkpoint, save_checkpoint
 from benchmark.train.awp import awp_step
 from benchmark.train.mart import mart_loss
@@ -172,12 +174,13 @@ class BF16Forward(nn.Module):
 class EpochCheckpoint:
     """Per-epoch training state (model, optimiser, schedule, RNG, shuffling, log, extra state) in one file."""
 
+    root: Path
     path: Path
     get_extra: Callable[[], dict] = dict
     set_extra: Callable[[dict], None] = lambda state: None
 
     def save(self, model: nn.Module, optimizer, scheduler, loader: DataLoader, history: list[dict]) -> None:
-        save_checkpoint(self.path, {
+        save_checkpoint(self.root, self.path, {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -189,14 +192,19 @@ class EpochCheckpoint:
 
     def restore(self, model: nn.Module, optimizer, scheduler, loader: DataLoader) -> list[dict]:
         """Load a stored state if there is one; returns the log of the epochs already done."""
-        if not self.path.exists():
+        if gate.kind(self.root, self.path) == "missing":
             return []
-        state = load_checkpoint(self.path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if state["loader_rng"] is not None and loader.generator is not None:
-            loader.generator.set_state(state["loader_rng"])
-        self.set_extra(state["extra"])
-        return list(state["history"])
+        state = load_checkpoint(self.root, self.path)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            if state["loader_rng"] is not None and loader.generator is not None:
+                loader.generator.set_state(state["loader_rng"])
+            self.set_extra(state["extra"])
+            return list(state["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            what = f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+            raise CheckpointError(f"epoch checkpoint {self.path} does not fit this run ({what}; foreign, or from "
+                                  "another version); delete it to start the phase over") from None
