@@ -307,7 +307,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"AA {'-' if aa is None else f'{aa:.3f}'}  sparsity {result['sparsity']['achieved']:.4f} -> {out}")
     root, suite_folder = out.parents[4], suite_dir(suite, None)
     baselines = [suite_folder] if suite_folder.is_dir() and suite_folder.resolve() != root.resolve() else []
-    written, _ = write_tables(root, baselines)
+    written, problems = write_tables(root, baselines)
+    for line in problems:
+        print(f"skipped: {line}")
     beside = f" beside the cells of {suite_folder} with its protocol and sparsity" if baselines else ""
     print(f"leaderboard{beside}: {written[0]}  (the page: s2ap-bench report {root}"
           + "".join(f" --baselines {b}" for b in baselines) + ")")

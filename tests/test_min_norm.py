@@ -21,7 +21,7 @@ from benchmark.evaluate.min_norm import WEAKER_LIMIT, consistency, consistency_f
 from benchmark.report.security import paired_differences, robust_curve, wilcoxon
 from benchmark.store.distances import pack_distances, unpack_distances
 from benchmark.store.schema import check_result
-from tests.conftest import cell_files, tiny_suite_dict
+from tests.conftest import S2AP_ARM, cell_files, tiny_suite_dict
 
 
 # -- encoding -------------------------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ def test_evaluation_only_keeps_every_training_figure(tmp_path) -> None:
     from benchmark.run.suite import pending_cells, run_suite
     from benchmark.store.results import read_result
 
-    methods = ["hydra", "hydra+s2ap"]
+    methods = ["hydra", S2AP_ARM]
     plain = build(SuiteConfig, tiny_suite_dict(methods=methods))
     run_suite(plain, results_dir=tmp_path, progress=False, log=lambda s: None, tables=False)
     root = tmp_path / "tiny"

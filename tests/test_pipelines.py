@@ -16,9 +16,10 @@ from benchmark.report.stats import budget_text, method_order
 from benchmark.run.cells import finetune_parameters, load_data, pipeline_phases, run_cell
 from benchmark.run.cost import cell_cost, pretrain_cost
 from benchmark.run.dense import DenseCache
+from benchmark.store.paths import result_path
 from benchmark.store.results import write_result
 from s2ap import build_pruner
-from tests.conftest import tiny_suite_dict
+from tests.conftest import tiny_suite_dict, with_files
 
 METHODS = ["hydra", "rst", {"method": "flyingbird+", "options": {"start": 0.0}}, "twinrep"]
 
@@ -48,7 +49,8 @@ def results(suite: SuiteConfig, tmp_path_factory) -> dict[str, tuple[dict, dict]
         dense = DenseCache(suite, root, data, torch.device("cpu"), False) if cell.method.method == "hydra" \
             else NoDense()
         result, masks = run_cell(cell, data, dense, torch.device("cpu"), progress=False)  # type: ignore[arg-type]
-        write_result(root / f"{cell.method.label}.json", result)  # the schema accepts it
+        path = result_path(cell, root)
+        write_result(path, with_files(path, result))  # the schema accepts it
         out[cell.method.method] = (result, masks)
     return out
 
@@ -192,7 +194,7 @@ def test_an_interrupted_sparse_training_resumes_exactly(method: str, tmp_path: P
             return {"train_robust_accuracy": acc, "val_robust_accuracy": acc / 2, "val_robust_loss": loss}
 
         sparse_training(model, pruner, loader, phase, threat, torch.device("cpu"), figures,
-                        checkpoint=EpochCheckpoint(path, pruner.extra_state, pruner.load_extra_state))
+                        checkpoint=EpochCheckpoint(path.parent, path, pruner.extra_state, pruner.load_extra_state))
         return pruner, model
 
     whole, whole_model = run(tmp_path / "whole.pt")

@@ -36,7 +36,7 @@ def external_identity(suite: SuiteConfig, method: str, sha256: str, sparsity: fl
     """What defines an external result: the file's hash, the row it is listed in, and the protocol."""
     out = {"suite": suite.name, "external": {"method": method, "sha256": sha256},
            "dataset": identity_dict(suite.dataset), "model": suite.model, "structure": suite.structure,
-           "sparsity": sparsity, "threat": to_dict(suite.threat), "evaluation": to_dict(suite.evaluation)}
+           "sparsity": sparsity, "threat": to_dict(suite.threat), "evaluation": identity_dict(suite.evaluation)}
     if suite.normalize:
         out["normalize"] = True
     if suite.model == ZOO_MODEL:
