@@ -247,7 +247,8 @@ def test_min_norm_fields_are_late_fields() -> None:
 @pytest.mark.parametrize("name", ["digits-smoke", "fmnist"])
 def test_committed_hashes_are_unchanged(name: str) -> None:
     """Every committed cell matches its packaged suite's hash, with the min-norm fields as its result has them:
-    results from before the minimum-norm evaluation keep their hashes (late fields)."""
+    results from before the minimum-norm evaluation keep their hashes (late fields). Cells of methods added to the
+    suite after its results were committed have no result yet and are left out."""
     from pathlib import Path
 
     from benchmark.store.paths import result_path
@@ -258,7 +259,9 @@ def test_committed_hashes_are_unchanged(name: str) -> None:
         pytest.skip(f"no committed {name} results")
     first = read_result(result_path(load_suite(name).cells()[0], root))
     suite = _committed_or_plain(name, first)
-    assert all(read_result(result_path(c, root))["config_hash"] == c.config_hash() for c in suite.cells())
+    committed = [c for c in suite.cells() if result_path(c, root).is_file()]
+    assert len(committed) >= 54
+    assert all(read_result(result_path(c, root))["config_hash"] == c.config_hash() for c in committed)
 
 
 # -- the evaluation-only recompute ----------------------------------------------------------------------------------
