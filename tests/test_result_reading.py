@@ -124,3 +124,21 @@ def test_a_suite_name_with_markup_never_reaches_the_page(tmp_path: Path, capsys)
     signed_file(tmp_path, {**good, "suite": 'x" onmouseover="alert(1)'})
     invalid_in_one_line(tmp_path, capsys, "'suite'", "report")
     assert '" onmouseover="' not in (tmp_path / "index.html").read_text()  # only in the escaped problem line
+
+
+def test_packed_per_point_records_are_bounded_by_size_not_by_the_text_limit() -> None:
+    """FMN distances of 500 points are 2,668 base64 characters: valid in the packed fields (their decoders check
+    them against n_examples); a long text that is not base64 there, or a long string elsewhere, is refused."""
+    import numpy as np
+
+    from benchmark.errors import ResultFileError
+    from benchmark.store.distances import pack_distances
+    from benchmark.store.schema import MAX_TEXT, _walk
+
+    packed = pack_distances(np.full(500, 0.1, dtype=np.float32))
+    assert len(packed) > MAX_TEXT
+    _walk({"evaluation": {"min_norm": {"distances": packed}, "outcomes": {"clean": packed}}}, "r")
+    with pytest.raises(ResultFileError, match="characters long"):
+        _walk({"note": packed}, "r")
+    with pytest.raises(ResultFileError, match="characters long"):
+        _walk({"evaluation": {"min_norm": {"distances": packed + " "}}}, "r")
