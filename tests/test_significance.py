@@ -111,7 +111,8 @@ def test_paired_t_against_a_closed_form_and_scipy() -> None:
         ci = ref.confidence_interval()
         t = paired_t(a - b)
         assert t.p == pytest.approx(ref.pvalue, rel=1e-9) and (t.low, t.high) == pytest.approx((ci.low, ci.high))
-    assert paired_t([0.02] * 3).p == 0.0 and paired_t([0.0, 0.0, 0.0]).p == 1.0  # no spread
+    # no spread: no t statistic; the exact sign-flip p (2 of the 2^3 sign patterns reach |sum|), never 0
+    assert paired_t([0.02] * 3).p == 0.25 == sign_flip_p([0.02] * 3) and paired_t([0.0, 0.0, 0.0]).p == 1.0
     with pytest.raises(ValueError):
         paired_t([0.1])
 

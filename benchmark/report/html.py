@@ -104,8 +104,8 @@ def _caption(results: list[dict], extras: bool) -> str:
     if has_outcomes(pruned):
         spread = ("one seed: accuracies with their 95 % Wilson interval over the test points [low, high], the "
                   "other figures that seed's values" if one_seed else
-                  "accuracies: mean over seeds with the 95 % interval [low, high] of the nested bootstrap (seeds, "
-                  "test points); the other figures mean ± std over seeds (sample std)")
+                  "accuracies: mean over seeds with the 95 % t interval over seeds [low, high] (the test points "
+                  "held fixed); the other figures mean ± std over seeds (sample std)")
     else:
         spread = "one seed: the figures are that seed's values" if one_seed else \
             "figures are mean ± std over seeds (sample std)"

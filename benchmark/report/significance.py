@@ -74,14 +74,16 @@ class TTest:
 
 
 def paired_t(values: np.ndarray | list[float]) -> TTest:
-    """The t-test on per-seed differences (at least two). Zero spread: p = 1 if the mean is 0, else 0."""
+    """The t-test on per-seed differences (at least two). With zero spread the t statistic is undefined (not
+    infinite evidence: with 50 test points, three seeds can differ by the same 2-point step by chance), so p is
+    then that of the exact sign-flip test: 1 for a zero mean, else 2 / 2^n (the two patterns of equal signs)."""
     v = np.asarray(values, dtype=np.float64)
     n = len(v)
     if n < 2:
         raise ValueError(f"the paired t-test needs at least 2 seeds, got {n}")
     mean, sd = float(v.mean()), float(v.std(ddof=1))
     if sd <= 1e-12 * max(1.0, abs(mean)):  # all seeds equal (up to rounding)
-        return TTest(mean, 0.0, mean, mean, 1.0 if abs(mean) <= 1e-15 else 0.0)
+        return TTest(mean, 0.0, mean, mean, 1.0 if abs(mean) <= 1e-15 else min(1.0, 2.0 / 2.0 ** n))
     se = sd / math.sqrt(n)
     half = float(stats.t.ppf(0.975, n - 1)) * se
     p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
