@@ -5,6 +5,7 @@ the problem, with a non-zero exit and nothing half-written."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import signal
@@ -151,3 +152,24 @@ def test_over_long_names_are_one_line(tmp_path: Path, capsys) -> None:
     one_line(capsys.readouterr().err)
     assert main(["table", str(long / "y")]) == 1
     one_line(capsys.readouterr().err)
+
+
+def test_a_run_with_another_configuration_never_replaces_stored_results(tmp_path: Path, capsys) -> None:
+    """The results of one configuration stay when the same suite is run with one changed ``--set`` into the same
+    folder: refused in one line naming the file and both hashes, exit 2, nothing written; ``--force`` or another
+    ``--results-dir`` is the user's choice."""
+    from benchmark.cli import main
+    from tests.conftest import cell_files, tiny_suite_dict
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(json.dumps(tiny_suite_dict(methods=["magnitude"], search={"epochs": 0},
+                                                 evaluation={"n_examples": 8, "autoattack": "none", "pgd_steps": 1})))
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--results-dir", str(out), "--no-progress"]) == 0
+    before = {p: p.read_bytes() for p in (out / "tiny").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["run", str(suite), "--results-dir", str(out), "--no-progress", "--set", "finetune.lr=0.02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "of another configuration" in err[0] and " -> " in err[0] and "--force" in err[0]
+    assert {p: p.read_bytes() for p in (out / "tiny").rglob("*") if p.is_file()} == before
+    assert cell_files(out / "tiny" / "digits")

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from baselines.base import NonFiniteLossError
-from benchmark.config import Cell, SuiteConfig
+from benchmark.config import Cell, SuiteConfig, config_hash
 from benchmark.data import DataSplits
 from benchmark.errors import BenchmarkError, ConfigError, out_of_memory
 from benchmark.measure import OUT_OF_MEMORY, git_state, resolve_device
@@ -42,6 +42,22 @@ def pending_cells(suite: SuiteConfig, root: Path, force: bool = False, reused: s
     comparison key among ``reused`` (the keys of baseline results, :func:`baseline_keys`)."""
     return [c for c in suite.cells() if force or (existing_hash(result_path(c, root), root) != c.config_hash()
                                                   and c.comparison_key() not in (reused or set()))]
+
+
+def other_configurations(suite: SuiteConfig, root: Path, todo: list[Cell], references: list[int]) -> list[str]:
+    """The pending cells (and dense references) whose result file holds a valid result of another configuration
+    (another config hash) that an evaluation-only recompute cannot derive: running them would replace it. One
+    ``path (stored hash -> this hash)`` line each."""
+    from benchmark.run.dense_reference import dense_identity, dense_result_path
+
+    targets = [(result_path(c, root), c.config_hash()) for c in todo if not derivable(c, root)]
+    targets += [(dense_result_path(suite, root, seed), config_hash(dense_identity(suite, seed))) for seed in references]
+    out = []
+    for path, mine in targets:
+        stored = existing_hash(path, root)
+        if stored is not None and stored != mine:
+            out.append(f"{path.relative_to(root)} ({stored} -> {mine})")
+    return out
 
 
 def baseline_keys(folders: list[Path] | tuple = ()) -> set[str]:
@@ -173,6 +189,11 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     references = pending_dense_seeds(suite, root, DenseCache(suite, dense_root, None, device, False),  # type: ignore[arg-type]
                                      {c.seed for c in todo if force or not derivable(c, root)},
                                      force) if dense_references else []
+    replaced = [] if force else other_configurations(suite, root, todo, references)
+    if replaced:
+        raise ConfigError(f"{len(replaced)} result(s) in {root} are of another configuration and this run would "
+                          f"replace them (first: {replaced[0]}); pass --results-dir for a folder of its own, or "
+                          "--force to replace them")
     log(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(todo) - n_reused} up to date, "
         + (f"{n_reused} reused from {', '.join(map(str, baselines))}, " if n_reused else "") + f"{len(todo)} to run "
         f"(+ {len(references)} dense reference(s)) on {device}, {workers} worker(s) x {threads} thread(s) -> {root}")
