@@ -40,6 +40,19 @@ def print_pilot_seeds(pilot: Path, points: float) -> None:
         print(line)
 
 
+def measured_steps(suite, args: argparse.Namespace):
+    """With ``--measure``, one real step of each phase timed here (for ``--dry-run`` estimates); else None."""
+    if not args.measure:
+        return None
+    from benchmark.progress import Stages
+    from benchmark.run.cost import measure_steps
+    from benchmark.run.threads import resolve_threads, torch_threads
+
+    with torch_threads(resolve_threads(args.threads, args.workers)), \
+            Stages("measuring one step of each phase", 3 + len(suite.methods), not args.no_progress) as bar:
+        return measure_steps(suite, on_stage=bar.start)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.run.suite import baseline_keys, pending_cells, run_suite, write_suite_tables
     from benchmark.run.threads import resolve_threads, torch_threads
@@ -48,14 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = _suite(args)
     root = suite_dir(suite, args.results_dir)
     if args.dry_run:
-        from benchmark.progress import Stages
-        from benchmark.run.cost import describe, measure_steps
+        from benchmark.run.cost import describe
 
-        times = None
-        if args.measure:
-            with torch_threads(resolve_threads(args.threads, args.workers)), \
-                    Stages("measuring one step of each phase", 3 + len(suite.methods), not args.no_progress) as bar:
-                times = measure_steps(suite, on_stage=bar.start)
+        times = measured_steps(suite, args)
         for line in describe(suite, times, root, baseline_keys(baseline_folders(args.baselines))):
             print(line)
         print(f"{len(suite.cells())} cells -> {root}")
@@ -112,7 +120,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from benchmark.config.sweeps import parse_grid
     from benchmark.run.sweep import plan_lines, run_sweep
-    from benchmark.run.threads import resolve_threads, torch_threads
 
     for item in args.set_grid or []:
         args.set = [*(args.set or []), f"sweep.grid={json.dumps(parse_grid(item))}"]
@@ -123,14 +130,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"suite {suite.name!r} has no sweep: block; give --set-grid 's2ap.gamma=[0.01,0.05]'")
     if args.dry_run:
-        times = None
-        if args.measure:
-            from benchmark.progress import Stages
-            from benchmark.run.cost import measure_steps
-
-            with torch_threads(resolve_threads(args.threads, args.workers)), \
-                    Stages("measuring one step of each phase", 3 + len(suite.methods), not args.no_progress) as bar:
-                times = measure_steps(suite, on_stage=bar.start)
+        times = measured_steps(suite, args)
         for line in plan_lines(suite, times, args.results_dir):
             print(line)
         return 0
