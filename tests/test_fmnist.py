@@ -112,8 +112,8 @@ def test_fmnist_suites_load_and_know_their_sizes() -> None:
     assert full.threat.eps == "1/10" and len(full.cells()) == 117 and full.seeds == (0, 1, 2)
     structured = load_suite("fmnist-structured")  # the structured grid on the same protocol and dense models
     assert structured.granularity == "channel" and structured.sparsities == (0.5, 0.75, 0.9)
-    assert [m.label for m in structured.methods] == ["hydra", "hydra+s2ap", "harp", "harp+s2ap", "twinrep"]
-    assert structured.dense_identity(0) == full.dense_identity(0) and len(structured.cells()) == 45
+    assert [m.label for m in structured.methods] == ["hydra", "hydra+s2ap", "harp", "harp+s2ap", "twinrep", "radmm"]
+    assert structured.dense_identity(0) == full.dense_identity(0) and len(structured.cells()) == 54
     info = dataset_info("fashion_mnist", full.dataset.options)
     assert info.input_shape == (1, 28, 28) and info.n_test == 10_000
     assert info.n_train == full.dataset.options.get("n_train", 60_000)
