@@ -126,11 +126,17 @@ def test_the_loader_semantics_hold_on_the_models() -> None:
     assert SECTION["extra"] == "forbid"
 
 
-def test_one_line_reads_a_nested_pydantic_error() -> None:
-    with pytest.raises(ValidationError) as info:
-        PhaseConfig(epochs=-1)  # direct construction is pydantic's own; build() and load_suite translate
-    line = str(one_line(info.value, PhaseConfig, "recipes.hydra.search."))
-    assert line == "config field 'recipes.hydra.search.epochs': got -1, must be >= 0"
+def test_a_section_built_in_code_or_replaced_is_one_config_error_line_too() -> None:
+    with pytest.raises(ConfigError) as info:  # as bench speed builds its phase from --batch-size
+        PhaseConfig(epochs=1, batch_size=100_000)
+    assert str(info.value) == "config field 'batch_size': got 100000, must be at most 65536"
+    suite = load_suite("digits-smoke")
+    with pytest.raises(ConfigError, match="^config field 'seeds': got \\[4294967296\\], must be a non-empty list"):
+        dataclasses.replace(suite, seeds=(2**32,))  # as the sweep builds its stages
+    with pytest.raises(ValidationError) as raw:
+        PhaseConfig.__pydantic_validator__.validate_python({"epochs": -1})
+    assert str(one_line(raw.value, PhaseConfig, "recipes.hydra.search.")) == \
+        "config field 'recipes.hydra.search.epochs': got -1, must be >= 0"
     assert dotted(("methods", 0, "s2ap", "gamma")) == "methods[0].s2ap.gamma"
 
 

@@ -1,22 +1,25 @@
 """The field types of the suite configuration and its one validator: pydantic (v2), with its errors read back as one
 line naming the field, the value and what is allowed.
 
-The configuration classes (:mod:`benchmark.config.suite`) are pydantic dataclasses closed to unknown keys, whose
-fields use the types below, so the loader is as strict as the harness needs: an integer is never a bool nor a
-float and stays below 2**63, a number is finite, a text field may be written as a number (``eps: 0.031``), a list
-field may be one value. :func:`build` is the only way from plain data to a configuration object, and it never lets a
-pydantic ``ValidationError`` out: the first error becomes a :class:`~benchmark.errors.ConfigError` line.
+The configuration classes (:mod:`benchmark.config.suite`) are pydantic dataclasses closed to unknown keys
+(:func:`section`), whose fields use the types below, so the loader is as strict as the harness needs: an integer is
+never a bool nor a float and stays below 2**63, a number is finite, a text field may be written as a number
+(``eps: 0.031``), a list field may be one value. :func:`build` is the only way from plain data to a configuration
+object, and neither it nor a section's constructor lets a pydantic ``ValidationError`` out: the first error becomes
+a :class:`~benchmark.errors.ConfigError` line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from typing import Annotated, Any
 
-from pydantic import AllowInfNan, BeforeValidator, ConfigDict, Field, Strict, StrictBool, TypeAdapter, ValidationError
+import pydantic.dataclasses
+from pydantic import AllowInfNan, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError
 from pydantic_core import PydanticCustomError
 
 from benchmark.errors import ConfigError
@@ -91,17 +94,26 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': expected a mapping, got {short(data)}")
     try:
-        return TypeAdapter(cls).validate_python(data)
+        return cls.__pydantic_validator__.validate_python(data)  # type: ignore[attr-defined]
     except ValidationError as e:
         raise one_line(e, cls, prefix) from None
 
 
-def replace(section: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` of a configuration section, validated again, with its errors as one line."""
-    try:
-        return dataclasses.replace(section, **changes)
-    except ValidationError as e:
-        raise one_line(e, type(section)) from None
+def section(cls: type) -> type:
+    """``cls`` as a configuration section: a frozen pydantic dataclass closed to unknown keys, whose constructor
+    (and so ``dataclasses.replace``) raises one :class:`ConfigError` line instead of pydantic's error."""
+    cls = pydantic.dataclasses.dataclass(frozen=True, config=SECTION)(cls)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as e:
+            raise one_line(e, type(self)) from None
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
 
 
 def one_line(error: ValidationError, cls: type, prefix: str = "") -> ConfigError:
@@ -131,15 +143,17 @@ def one_line(error: ValidationError, cls: type, prefix: str = "") -> ConfigError
         if isinstance(cause, ConfigError):  # already a whole line (a nested section, a recipe, the preflight)
             return ConfigError(str(cause))
         return ConfigError(f"config field '{path}': {str(cause)[:300]}")  # e.g. S2APSettings' own checks
-    return ConfigError(f"config field '{path}': got {short(value)}, {allowed(kind, value, ctx, type_at(cls, loc))}")
+    text = allowed(kind, value, ctx, type_at(cls, loc), str(first.get("msg", kind)))
+    return ConfigError(f"config field '{path}': got {short(value)}, {text}")
 
 
-def allowed(kind: str, value: Any, ctx: dict, hint: Any) -> str:
-    """What a field allows, from a pydantic error type (and, for a choice, the field's own choices)."""
+def allowed(kind: str, value: Any, ctx: dict, hint: Any, message: str) -> str:
+    """What a field allows, from a pydantic error type (and, for a choice, the field's own choices); pydantic's own
+    ``message`` for a kind of error a suite field cannot meet otherwise."""
     if kind == "config":
         return str(ctx["allowed"])
     if kind == "literal_error":
-        choices = [str(c) for c in typing.get_args(hint)]
+        choices = [str(c) for c in typing.get_args(_bare(hint))]
         close = difflib.get_close_matches(str(value), choices, n=1)
         return f"must be one of {', '.join(choices)}" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
@@ -156,7 +170,7 @@ def allowed(kind: str, value: Any, ctx: dict, hint: Any) -> str:
         bound = ctx[name]
         bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
         return text.format({2**63: "2**63", -(2**63): "-2**63"}.get(bound, bound))
-    return str(kind).replace("_", " ")
+    return (message[:1].lower() + message[1:])[:200]
 
 
 def dotted(loc: tuple) -> str:

@@ -1,9 +1,9 @@
 """Frozen configuration dataclasses, loaded from YAML suites and validated on load.
 
-Each section is a pydantic (v2) dataclass closed to unknown keys (:mod:`benchmark.config.fields`): the types and
-ranges of its fields are declared on them, its rules across fields are its ``model_validator``. A bad value raises
-:class:`~benchmark.errors.ConfigError` with one line naming the field, the value and what is allowed; the CLI turns
-it into exit code 2 before anything starts.
+Each section is a pydantic (v2) dataclass closed to unknown keys (:func:`benchmark.config.fields.section`): the
+types and ranges of its fields are declared on them, its rules across fields are its ``model_validator``. A bad
+value raises :class:`~benchmark.errors.ConfigError` with one line naming the field, the value and what is allowed;
+the CLI turns it into exit code 2 before anything starts.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, TypeAdapter, model_validator
-from pydantic.dataclasses import dataclass
 
 from benchmark.config.fields import (
-    SECTION,
     Bool,
     FieldError,
     Float,
@@ -30,7 +28,7 @@ from benchmark.config.fields import (
     build,
     input_mapping,
     one_or_more,
-    replace,
+    section,
 )
 from benchmark.config.fields import short as _short
 from benchmark.config.records import comparison_key, config_hash, to_dict
@@ -120,7 +118,7 @@ def _choice(obj: Any, name: str, allowed: Any) -> None:
         raise FieldError(name, v, f"must be one of {', '.join(allowed)}{hint}")
 
 
-@dataclass(frozen=True, config=SECTION)
+@section
 class ThreatConfig:
     """L-inf threat model for training attacks and evaluation. Fractions are kept exact ("8/255")."""
 
@@ -145,7 +143,7 @@ class ThreatConfig:
         return float(Fraction(self.step_size))
 
 
-@dataclass(frozen=True, config=SECTION)
+@section
 class PhaseConfig:
     """One training phase (pretrain, mask search or finetune): optimiser, schedule and objective."""
 
@@ -179,7 +177,7 @@ class PhaseConfig:
         return self
 
 
-@dataclass(frozen=True, config=SECTION)
+@section
 class EvalConfig:
     """Evaluation protocol: AutoAttack version, number of test points, PGD steps, sharpness batch, and the
     optional minimum-norm attack (``min_norm: fmn``: each point's smallest adversarial distance, FMN with
@@ -201,7 +199,7 @@ class EvalConfig:
     min_norm_step_size: PositiveFloat = 1.0
 
 
-@dataclass(frozen=True, config=SECTION)
+@section
 class DataConfig:
     """A registered data set and how it is split (train / validation / test)."""
 
@@ -223,7 +221,7 @@ class DataConfig:
         return self
 
 
-@dataclass(frozen=True, config=SECTION)
+@section
 class DenseConfig:
     """Where the robust dense model comes from: the suite's own adversarial pretraining (``pretrain``), a local
     checkpoint file (``checkpoint``: ``path``), or a RobustBench model-zoo entry (``robustbench``: the file
@@ -259,7 +257,7 @@ def _s2ap_settings(value: Any) -> Any:
     return S2APSettings(**S2AP_INPUT.validate_python(value)) if isinstance(value, dict) else value
 
 
-@dataclass(frozen=True, config=SECTION)
+@section
 class MethodConfig:
     """A pruner (``"hydra"``, or ``"hydra+s2ap"`` for the plug-in) with its options and its own phase settings."""
 
@@ -336,7 +334,7 @@ MethodEntry = Annotated[MethodConfig, BeforeValidator(_method_entry, json_schema
 Methods = one_or_more(MethodEntry)
 
 
-@dataclass(frozen=True, config=SECTION)
+@section
 class SuiteConfig:
     """A suite: methods x model x data set x sparsities x seeds, with budgets and the attack protocol."""
 
@@ -426,7 +424,7 @@ class SuiteConfig:
     def _with_recipe_options(self, m: MethodConfig) -> MethodConfig:
         """``m`` with its base pruner's recipe options under its own."""
         recipe = self.recipes.get(m.base, {}).get("options", {})
-        return m if not recipe else replace(m, options={**recipe, **m.options})
+        return m if not recipe else dataclasses.replace(m, options={**recipe, **m.options})
 
     def phases_for(self, method: MethodConfig) -> dict[str, PhaseConfig]:
         """The effective pretrain, search and finetune phases of ``method``'s cells: the suite's, then its base

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import MethodConfig, SuiteConfig
-from benchmark.config.fields import replace
 from benchmark.config.sweeps import Sweep, sweep_of
 from benchmark.errors import BenchmarkError
 from benchmark.store import gate
@@ -96,13 +95,15 @@ def selection_suite(suite: SuiteConfig, sweep: Sweep) -> tuple[SuiteConfig, dict
             continue
         for i, value in enumerate(sweep.values):
             label = variant_label(m.label or m.method, sweep.field, value, i)
-            methods.append(replace(m, label=label, s2ap=dataclasses.replace(m.s2ap, **{sweep.field: value})))
+            methods.append(dataclasses.replace(m, label=label,
+                                               s2ap=dataclasses.replace(m.s2ap, **{sweep.field: value})))
             variants[label] = (m.label, value)  # type: ignore[assignment]
     name = suite.name + STAGE_SUFFIX
     if name_problem(name):
         raise BenchmarkError(f"suite name {suite.name!r} is too long for its sweep stage {name!r}; shorten it")
-    stage = replace(suite, name=name, methods=tuple(methods), seeds=sweep.seeds, search_seeds=(),
-                    evaluation=replace(suite.evaluation, split="val", autoattack="none"), sweep={})
+    stage = dataclasses.replace(suite, name=name, methods=tuple(methods), seeds=sweep.seeds, search_seeds=(),
+                                evaluation=dataclasses.replace(suite.evaluation, split="val", autoattack="none"),
+                                sweep={})
     return stage, variants
 
 
@@ -148,10 +149,10 @@ def final_suites(suite: SuiteConfig, sweep: Sweep, chosen: dict[tuple[str, float
     leader = {**{m: m for m in sweep.methods}, **dict(sweep.follow)}
     out = []
     for sparsity in suite.sparsities:
-        methods = tuple(replace(m, s2ap=dataclasses.replace(
+        methods = tuple(dataclasses.replace(m, s2ap=dataclasses.replace(
             m.s2ap, **{sweep.field: chosen[(leader[m.label], sparsity)]}))  # type: ignore[index]
                         if m.label in leader else m for m in suite.methods)
-        out.append(replace(suite, sparsities=(sparsity,), methods=methods))
+        out.append(dataclasses.replace(suite, sparsities=(sparsity,), methods=methods))
     return out
 
 
