@@ -20,14 +20,13 @@ from typing import Annotated, Any
 
 import pydantic.dataclasses
 from pydantic import AllowInfNan, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError
-from pydantic_core import PydanticCustomError
 
 from benchmark.errors import ConfigError
 
 # every configuration section: unknown keys refused (the "did you mean" of one_line)
 SECTION = ConfigDict(extra="forbid")
 UNKNOWN_KEY = ("unexpected_keyword_argument", "extra_forbidden", "invalid_key")
-NOT_A_MAPPING = ("dataclass_type", "dataclass_exact_type", "model_type", "dict_type")
+NOT_A_MAPPING = ("dataclass_type", "dataclass_exact_type", "model_type")  # a section given as a scalar or list
 
 
 class FieldError(ConfigError):
@@ -55,11 +54,6 @@ def short(value: Any, limit: int = 80) -> str:
     except ValueError:  # an integer too long to print
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def refuse(allowed: str) -> PydanticCustomError:
-    """A field validator's refusal: :func:`one_line` says ``got <value>, <allowed>`` at the field's path."""
-    return PydanticCustomError("config", "{allowed}", {"allowed": allowed})
 
 
 def _number_as_text(value: Any) -> Any:
@@ -122,7 +116,7 @@ def one_line(error: ValidationError, cls: type, prefix: str = "") -> ConfigError
     errors = error.errors(include_url=False)
     first = min(errors, key=lambda e: e["type"] not in UNKNOWN_KEY)
     loc, kind, value, ctx = tuple(first["loc"]), first["type"], first.get("input"), first.get("ctx") or {}
-    path = prefix + dotted(loc)
+    path = (prefix + dotted(loc)).rstrip(".")
     if kind in UNKNOWN_KEY:
         *parent, key = loc
         where = prefix + dotted(tuple(parent)) + ("." if parent else "")
@@ -134,8 +128,8 @@ def one_line(error: ValidationError, cls: type, prefix: str = "") -> ConfigError
         parent = loc[:-1]
         missing = [e["loc"][-1] for e in errors if e["type"] == "missing" and tuple(e["loc"][:-1]) == parent]
         return ConfigError(f"config section '{(prefix + dotted(parent)).rstrip('.') or 'suite'}': missing {missing}")
-    if kind in NOT_A_MAPPING and kind != "dict_type":
-        return ConfigError(f"config section '{path.rstrip('.') or 'suite'}': expected a mapping, got {short(value)}")
+    if kind in NOT_A_MAPPING:
+        return ConfigError(f"config section '{path or 'suite'}': expected a mapping, got {short(value)}")
     if kind == "value_error":
         cause = ctx.get("error")
         if isinstance(cause, FieldError):
@@ -150,8 +144,6 @@ def one_line(error: ValidationError, cls: type, prefix: str = "") -> ConfigError
 def allowed(kind: str, value: Any, ctx: dict, hint: Any, message: str) -> str:
     """What a field allows, from a pydantic error type (and, for a choice, the field's own choices); pydantic's own
     ``message`` for a kind of error a suite field cannot meet otherwise."""
-    if kind == "config":
-        return str(ctx["allowed"])
     if kind == "literal_error":
         choices = [str(c) for c in typing.get_args(_bare(hint))]
         close = difflib.get_close_matches(str(value), choices, n=1)
