@@ -1,6 +1,7 @@
-"""Suite configuration: frozen dataclasses built from YAML (packaged presets or files) with dotted overrides,
+"""Suite configuration: frozen pydantic dataclasses built from YAML (packaged presets or files) with dotted overrides,
 validated on load (one-line errors naming the field), and the config hash of a cell."""
 
+from benchmark.config.fields import FieldError, build
 from benchmark.config.records import comparison_key, config_hash, to_dict
 from benchmark.config.suite import (
     AUTOATTACK_VERSIONS,
@@ -10,13 +11,11 @@ from benchmark.config.suite import (
     DataConfig,
     DenseConfig,
     EvalConfig,
-    FieldError,
     MethodConfig,
     PhaseConfig,
     SuiteConfig,
     ThreatConfig,
     apply_overrides,
-    build,
     identity_dict,
     load_suite,
     packaged_suites,

@@ -1,22 +1,36 @@
 """Frozen configuration dataclasses, loaded from YAML suites and validated on load.
 
-A bad value raises :class:`~benchmark.errors.ConfigError` with one line naming the field, the value and what
-is allowed; the CLI turns it into exit code 2 before anything starts.
+Each section is a pydantic (v2) dataclass closed to unknown keys (:func:`benchmark.config.fields.section`): the
+types and ranges of its fields are declared on them, its rules across fields are its ``model_validator``. A bad
+value raises :class:`~benchmark.errors.ConfigError` with one line naming the field, the value and what is allowed;
+the CLI turns it into exit code 2 before anything starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BeforeValidator, Field, TypeAdapter, model_validator
+
+from benchmark.config.fields import (
+    Bool,
+    FieldError,
+    Float,
+    Int,
+    Mapping,
+    Text,
+    build,
+    input_mapping,
+    one_or_more,
+    section,
+)
+from benchmark.config.fields import short as _short
 from benchmark.config.records import comparison_key, config_hash, to_dict
 from benchmark.config.yaml_loading import YAMLSyntaxError, check_size, load_yaml, plain_copy, read_yaml_file
 from benchmark.errors import ConfigError
@@ -51,32 +65,29 @@ MIN_NORM_FIELDS = ("min_norm", "min_norm_norm", "min_norm_steps", "min_norm_step
 RUNTIME_FIELDS = ("num_workers",)
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_BATCH = 2**16
+MAX_DENOMINATOR = 10_000
 
-
-class FieldError(ConfigError):
-    """Raised inside ``__post_init__``; :func:`build` prefixes the field's full path."""
-
-    def __init__(self, name: str, value: Any, allowed: str) -> None:
-        self.name, self.value, self.allowed = name, value, allowed
-        super().__init__(self._text(name))
-
-    def _text(self, path: str) -> str:
-        return f"config field '{path}': got {_short(self.value)}, {self.allowed}"
-
-    def at(self, prefix: str) -> ConfigError:
-        return ConfigError(self._text(f"{prefix}{self.name}"))
-
-    def __reduce__(self) -> tuple:  # crosses process boundaries (worker pools) as the one line it says
-        return ConfigError, (str(self),)
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a hostile value never floods an error line)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an integer too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+# the ranges of the fields (pydantic constraints; their errors read "must be > 0", "must be at most 65536", ...)
+PositiveInt = Annotated[Int, Field(gt=0)]
+Count = Annotated[Int, Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegative = Annotated[Float, Field(ge=0)]
+BatchSize = Annotated[Int, Field(gt=0, le=MAX_BATCH)]
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
+# the fixed choices (their errors list them, with a "did you mean")
+Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
+Objective = Literal[OBJECTIVES]  # type: ignore[valid-type]
+CheckpointRule = Literal[CHECKPOINT_RULES]  # type: ignore[valid-type]
+AutoAttack = Literal[AUTOATTACK_VERSIONS]  # type: ignore[valid-type]
+EvalSplit = Literal[EVAL_SPLITS]  # type: ignore[valid-type]
+MinNorm = Literal[MIN_NORM_ATTACKS]  # type: ignore[valid-type]
+MinNormNorm = Literal[MIN_NORM_NORMS]  # type: ignore[valid-type]
+DenseSource = Literal[DENSE_SOURCES]  # type: ignore[valid-type]
+RobustBenchThreat = Literal[ROBUSTBENCH_THREATS]  # type: ignore[valid-type]
+Structure = Literal[tuple(STRUCTURES)]  # type: ignore[valid-type]
+Device = Literal[DEVICES]  # type: ignore[valid-type]
+Floats = one_or_more(Float)
+Ints = one_or_more(Int)
 
 
 def parse_fraction(value: Any, name: str) -> Fraction:
@@ -97,21 +108,8 @@ def parse_fraction(value: Any, name: str) -> Fraction:
     return frac
 
 
-def _positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
-                or (v == 0 and not allow_zero)):
-            raise FieldError(n, v, "must be >= 0" if allow_zero else "must be > 0")
-
-
-def _at_most(obj: Any, limit: int, *names: str) -> None:
-    for n in names:
-        if getattr(obj, n) > limit:
-            raise FieldError(n, getattr(obj, n), f"must be at most {limit}")
-
-
-def _choice(obj: Any, name: str, allowed: typing.Iterable[str]) -> None:
+def _choice(obj: Any, name: str, allowed: Any) -> None:
+    """A choice among registered names (data sets, models), known only once the registries are imported."""
     v = getattr(obj, name)
     allowed = tuple(allowed)
     if v not in allowed:
@@ -120,23 +118,21 @@ def _choice(obj: Any, name: str, allowed: typing.Iterable[str]) -> None:
         raise FieldError(name, v, f"must be one of {', '.join(allowed)}{hint}")
 
 
-MAX_DENOMINATOR = 10_000
-
-
-@dataclass(frozen=True)
+@section
 class ThreatConfig:
     """L-inf threat model for training attacks and evaluation. Fractions are kept exact ("8/255")."""
 
-    eps: str = "8/255"
-    step_size: str = "2/255"
-    steps: int = 10
+    eps: Text = "8/255"
+    step_size: Text = "2/255"
+    steps: PositiveInt = 10
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> ThreatConfig:
         object.__setattr__(self, "eps", str(parse_fraction(self.eps, "eps")))
         object.__setattr__(self, "step_size", str(parse_fraction(self.step_size, "step_size")))
-        _positive(self, "steps")
         if Fraction(self.step_size) == 0:
             raise FieldError("step_size", self.step_size, "must be > 0 (a zero step is no attack at all)")
+        return self
 
     @property
     def eps_value(self) -> float:
@@ -147,118 +143,98 @@ class ThreatConfig:
         return float(Fraction(self.step_size))
 
 
-@dataclass(frozen=True)
+@section
 class PhaseConfig:
     """One training phase (pretrain, mask search or finetune): optimiser, schedule and objective."""
 
-    epochs: int = 10
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    batch_size: int = 128
-    objective: str = "pgd-at"
-    trades_beta: float = 6.0
-    mart_beta: float = 6.0  # weight of MART's misclassification-aware KL term (objective "mart")
-    freeze_bn: bool = False
-    bf16: bool = False  # bf16 autocast of the model's forward passes in training (evaluation stays fp32)
-    channels_last: bool = False  # channels-last memory format for the model and its inputs in training
-    awp: bool = False  # adversarial weight perturbation (benchmark.train.awp) on the trained weights
-    awp_gamma: float = 0.005  # AWP radius relative to each layer's weight norm
-    awp_warmup: int = 0  # epochs of the phase run without AWP (or SAM) first
-    sam: bool = False  # SAM on the trained weights (benchmark.train.awp, one global ball)
-    sam_rho: float = 0.005  # SAM radius relative to the norm of all the trained weights together
+    epochs: Count = 10
+    lr: PositiveFloat = 0.1
+    momentum: NonNegative = 0.9
+    weight_decay: NonNegative = 1e-4
+    schedule: Schedule = "cosine"
+    batch_size: BatchSize = 128
+    objective: Objective = "pgd-at"
+    trades_beta: PositiveFloat = 6.0
+    mart_beta: PositiveFloat = 6.0  # weight of MART's misclassification-aware KL term (objective "mart")
+    freeze_bn: Bool = False
+    bf16: Bool = False  # bf16 autocast of the model's forward passes in training (evaluation stays fp32)
+    channels_last: Bool = False  # channels-last memory format for the model and its inputs in training
+    awp: Bool = False  # adversarial weight perturbation (benchmark.train.awp) on the trained weights
+    awp_gamma: NonNegative = 0.005  # AWP radius relative to each layer's weight norm
+    awp_warmup: Count = 0  # epochs of the phase run without AWP (or SAM) first
+    sam: Bool = False  # SAM on the trained weights (benchmark.train.awp, one global ball)
+    sam_rho: NonNegative = 0.005  # SAM radius relative to the norm of all the trained weights together
     # one extra clean forward pass in train mode before each step, as HYDRA's and HARP's public trainers run it
     # (its output only feeds their accuracy log): BatchNorm's running statistics then mix clean and adversarial
     # batches; the gradient is unchanged
-    clean_bn_pass: bool = False
-    checkpoint: str = "last"  # one of CHECKPOINT_RULES
+    clean_bn_pass: Bool = False
+    checkpoint: CheckpointRule = "last"
 
-    def __post_init__(self) -> None:
-        _choice(self, "checkpoint", CHECKPOINT_RULES)
-        _positive(self, "epochs", allow_zero=True)
-        _positive(self, "lr", "batch_size", "trades_beta", "mart_beta")
-        _positive(self, "momentum", "weight_decay", "awp_gamma", "awp_warmup", "sam_rho", allow_zero=True)
+    @model_validator(mode="after")
+    def _rules(self) -> PhaseConfig:
         if self.awp and self.sam:
             raise FieldError("sam", True, "AWP and SAM both perturb the weights: turn one of them off")
-        _at_most(self, MAX_BATCH, "batch_size")
-        _choice(self, "schedule", SCHEDULES)
-        _choice(self, "objective", OBJECTIVES)
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class EvalConfig:
     """Evaluation protocol: AutoAttack version, number of test points, PGD steps, sharpness batch, and the
     optional minimum-norm attack (``min_norm: fmn``: each point's smallest adversarial distance, FMN with
     ``min_norm_steps`` steps of initial size ``min_norm_step_size`` in ``min_norm_norm``)."""
 
-    n_examples: int = 1000
-    autoattack: str = "standard"
-    pgd_steps: int = 20
-    batch_size: int = 500
-    seed: int = 0
-    sharpness_examples: int = 128
-    sharpness_iterations: int = 20
+    n_examples: PositiveInt = 1000
+    autoattack: AutoAttack = "standard"
+    pgd_steps: PositiveInt = 20
+    batch_size: BatchSize = 500
+    seed: Seed = 0
+    sharpness_examples: BatchSize = 128
+    sharpness_iterations: PositiveInt = 20
     # the points evaluated: the first n_examples test points, or (for a sweep's selection) the validation split,
     # so that the test points never decide a setting
-    split: str = "test"
-    min_norm: str = "none"
-    min_norm_norm: str = "Linf"
-    min_norm_steps: int = 100
-    min_norm_step_size: float = 1.0
-
-    def __post_init__(self) -> None:
-        _positive(self, "n_examples", "pgd_steps", "batch_size", "sharpness_examples", "sharpness_iterations",
-                  "min_norm_steps", "min_norm_step_size")
-        _choice(self, "split", EVAL_SPLITS)
-        _choice(self, "min_norm", MIN_NORM_ATTACKS)
-        _choice(self, "min_norm_norm", MIN_NORM_NORMS)
-        _at_most(self, 100_000, "min_norm_steps")
-        _positive(self, "seed", allow_zero=True)
-        _at_most(self, MAX_BATCH, "batch_size", "sharpness_examples")
-        _at_most(self, MAX_SEED, "seed")
-        _choice(self, "autoattack", AUTOATTACK_VERSIONS)
+    split: EvalSplit = "test"
+    min_norm: MinNorm = "none"
+    min_norm_norm: MinNormNorm = "Linf"
+    min_norm_steps: Annotated[Int, Field(gt=0, le=100_000)] = 100
+    min_norm_step_size: PositiveFloat = 1.0
 
 
-@dataclass(frozen=True)
+@section
 class DataConfig:
     """A registered data set and how it is split (train / validation / test)."""
 
-    name: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    val_fraction: float = 0.15
-    split_seed: int = 0
-    options: dict = field(default_factory=dict)
-    num_workers: int | None = None  # loader processes; None: 0 on CPU, up to 8 on CUDA (not part of results)
+    name: Text = "digits"
+    data_dir: Text | None = None
+    download: Bool = False
+    val_fraction: Float = 0.15
+    split_seed: Seed = 0
+    options: Mapping = field(default_factory=dict)
+    num_workers: Count | None = None  # loader processes; None: 0 on CPU, up to 8 on CUDA (not part of results)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> DataConfig:
         from benchmark.data import DATASETS
 
         _choice(self, "name", DATASETS.names())
         if not 0 <= self.val_fraction < 1:
             raise FieldError("val_fraction", self.val_fraction, "must be in [0, 1)")
-        _positive(self, "split_seed", allow_zero=True)
-        _at_most(self, MAX_SEED, "split_seed")
-        if self.num_workers is not None:
-            _positive(self, "num_workers", allow_zero=True)
+        return self
 
 
-@dataclass(frozen=True)
+@section
 class DenseConfig:
     """Where the robust dense model comes from: the suite's own adversarial pretraining (``pretrain``), a local
     checkpoint file (``checkpoint``: ``path``), or a RobustBench model-zoo entry (``robustbench``: the file
     ``<robustbench_dir>/<dataset>/<robustbench_threat>/<robustbench_name>.pt``, read offline)."""
 
-    source: str = "pretrain"
-    path: str | None = None
-    robustbench_name: str | None = None
-    robustbench_dir: str = "models"
-    robustbench_threat: str = "Linf"
+    source: DenseSource = "pretrain"
+    path: Text | None = None
+    robustbench_name: Text | None = None
+    robustbench_dir: Text = "models"
+    robustbench_threat: RobustBenchThreat = "Linf"
 
-    def __post_init__(self) -> None:
-        _choice(self, "source", DENSE_SOURCES)
-        _choice(self, "robustbench_threat", ROBUSTBENCH_THREATS)
+    @model_validator(mode="after")
+    def _rules(self) -> DenseConfig:
         if self.source == "checkpoint" and not self.path:
             raise FieldError("path", self.path, "set it to a checkpoint file when dense.source is 'checkpoint'")
         if self.source == "robustbench" and not self.robustbench_name:
@@ -267,22 +243,36 @@ class DenseConfig:
                              "'robustbench'")
         if self.robustbench_name is not None and name_problem(self.robustbench_name):
             raise FieldError("robustbench_name", self.robustbench_name, name_problem(self.robustbench_name))
+        return self
 
 
-@dataclass(frozen=True)
+S2APInput = input_mapping(S2APSettings)
+
+
+S2AP_INPUT = TypeAdapter(S2APInput)
+
+
+def _s2ap_settings(value: Any) -> Any:
+    """A mapping of S2AP settings read with the strict field types (the plug-in's dataclass checks its values)."""
+    return S2APSettings(**S2AP_INPUT.validate_python(value)) if isinstance(value, dict) else value
+
+
+@section
 class MethodConfig:
     """A pruner (``"hydra"``, or ``"hydra+s2ap"`` for the plug-in) with its options and its own phase settings."""
 
-    method: str
-    label: str | None = None
-    options: dict = field(default_factory=dict)
-    s2ap: S2APSettings = field(default_factory=S2APSettings)
+    method: Text
+    label: Text | None = None
+    options: Mapping = field(default_factory=dict)
+    s2ap: Annotated[S2APSettings, BeforeValidator(_s2ap_settings, json_schema_input_type=S2APInput)] = field(
+        default_factory=S2APSettings)
     # this entry's own phase settings over the suite's phases and its base pruner's recipe (e.g. ``{finetune: {awp:
     # true}}`` for an AWP arm, R-ADMM's search at a weight learning rate, MAD's MART finetune); recorded in the
     # method's identity as what it runs differently from the suite's phases (the table's protocol)
-    phases: dict = field(default_factory=dict)
+    phases: Mapping = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> MethodConfig:
         from s2ap import check_method
 
         for key, value in self.phases.items():
@@ -299,6 +289,7 @@ class MethodConfig:
             object.__setattr__(self, "label", self.method)
         if name_problem(self.label):
             raise FieldError("label", self.label, name_problem(self.label))
+        return self
 
     @property
     def uses_s2ap(self) -> bool:
@@ -321,38 +312,61 @@ class MethodConfig:
         return out
 
 
-@dataclass(frozen=True)
+def _method_entry(value: Any) -> Any:
+    """A suite's method entry: its name alone stands for ``{method: name}``; S2AP settings need a ``+s2ap`` method."""
+    if isinstance(value, str):
+        return {"method": value}
+    if isinstance(value, dict) and value.get("s2ap") is not None:
+        from s2ap import split_method
+
+        method = value.get("method")
+        try:
+            plain = isinstance(method, str) and not split_method(method)[1]
+        except ValueError:
+            plain = False  # an unknown method: refused with its own line by MethodConfig
+        if plain:
+            raise FieldError("s2ap", None, f"method {_short(method)} does not use the S2AP plug-in; remove the s2ap "
+                             f"settings or use '{method}+s2ap'", shown=False)
+    return value
+
+
+MethodEntry = Annotated[MethodConfig, BeforeValidator(_method_entry, json_schema_input_type=str | MethodConfig)]
+Methods = one_or_more(MethodEntry)
+
+
+@section
 class SuiteConfig:
     """A suite: methods x model x data set x sparsities x seeds, with budgets and the attack protocol."""
 
-    name: str
-    methods: tuple[MethodConfig, ...]
-    description: str = ""
+    name: Text
+    methods: Methods
+    description: Text = ""
     dataset: DataConfig = field(default_factory=DataConfig)
-    model: str = "digits_cnn"
-    structure: str = "unstructured"
-    skip_first_last: bool = False
-    sparsities: tuple[float, ...] = (0.9, 0.95, 0.99)
-    seeds: tuple[int, ...] = (0,)
+    model: Text = "digits_cnn"
+    structure: Structure = "unstructured"
+    skip_first_last: Bool = False
+    sparsities: Floats = (0.9, 0.95, 0.99)
+    seeds: Ints = (0,)
     # Mask-search seeds run on each dense seed's model (mask search, finetuning); empty: the dense seed itself.
-    search_seeds: tuple[int, ...] = ()
+    search_seeds: Ints = ()
     threat: ThreatConfig = field(default_factory=ThreatConfig)
     pretrain: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=100, lr=0.1))
     search: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=20, lr=0.1))
     finetune: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=100, lr=0.01))
     evaluation: EvalConfig = field(default_factory=EvalConfig)
-    device: str = "auto"
-    results_dir: str = "results"
+    device: Device = "auto"
+    results_dir: Text = "results"
     dense: DenseConfig = field(default_factory=DenseConfig)
-    normalize: bool = False  # a Normalize layer with the data set's mean/std in front of the model
+    normalize: Bool = False  # a Normalize layer with the data set's mean/std in front of the model
     # each method's own recipe, keyed by base pruner name: ``{hydra: {pretrain: {...}, search: {...}, finetune:
     # {...}, options: {...}}}`` (or the name of a packaged preset, ``hydra-public``), merged over the suite's phases
     # (and under each entry's own options and phases) for that pruner's cells and its ``+s2ap`` arm alike
-    recipes: dict = field(default_factory=dict)
+    recipes: Mapping = field(default_factory=dict)
     # ``s2ap-bench sweep``'s grid and its seeds: ``{grid: {s2ap.gamma: [0.01, 0.05]}, seeds: [0, 1, 2]}``
-    sweep: dict = field(default_factory=dict)
+    sweep: Mapping = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> SuiteConfig:
         from benchmark.data import NORMALIZATION
         from benchmark.models import MODELS
         from benchmark.models.robustbench import ROBUSTBENCH_DATASETS, ZOO_MODEL
@@ -365,20 +379,17 @@ class SuiteConfig:
         if self.model == ZOO_MODEL and (self.dense.source != "robustbench" or self.normalize):
             raise FieldError("model", ZOO_MODEL, "means the architecture of the dense.robustbench_name entry: set "
                              "dense.source: robustbench (and normalize: false, the entry normalises itself)")
-        _choice(self, "structure", STRUCTURES)
-        _choice(self, "device", DEVICES)
         if not self.methods:
             raise FieldError("methods", [], "list at least one method")
         if not self.sparsities:
             raise FieldError("sparsities", [], "list at least one sparsity")
         for s in self.sparsities:
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1:
+            if not 0 < s < 1:
                 raise FieldError("sparsities", s, "each sparsity must be a number in (0, 1), e.g. 0.9")
-        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED
-                                 for s in self.seeds):
+        if not self.seeds or any(not 0 <= s <= MAX_SEED for s in self.seeds):
             raise FieldError("seeds", list(self.seeds), f"must be a non-empty list of integers in [0, {MAX_SEED}]")
-        if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in self.search_seeds) \
-                or len(set(self.search_seeds)) != len(self.search_seeds):
+        searches = self.search_seeds
+        if any(not 0 <= s <= MAX_SEED for s in searches) or len(set(searches)) != len(searches):
             raise FieldError("search_seeds", list(self.search_seeds), f"must be distinct integers in [0, {MAX_SEED}] "
                              "(or empty: each dense seed searches with its own seed)")
         for name in ("sparsities", "seeds"):
@@ -408,6 +419,7 @@ class SuiteConfig:
         from benchmark.config.preflight import check_suite
 
         check_suite(self)
+        return self
 
     def _with_recipe_options(self, m: MethodConfig) -> MethodConfig:
         """``m`` with its base pruner's recipe options under its own."""
@@ -472,7 +484,7 @@ class SuiteConfig:
         return out
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Cell:
     """One result: a method at one sparsity and seed, in a suite."""
 
@@ -607,98 +619,6 @@ def read_recipe(name: str, where: str) -> dict:
         raise ConfigError(f"recipe {name!r} must be a YAML mapping")
     data.pop("description", None)
     return data
-
-
-# -- building dataclasses from plain data, with field paths in every error ----------------------------------
-def build(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking unknown keys, types and values."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': expected a mapping, got {_short(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(fields)}"
-            raise ConfigError(f"config field '{prefix}{_short(str(key))[1:-1]}' is not known{hint}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
-    try:
-        return cls(**kwargs)
-    except FieldError as e:
-        raise e.at(prefix) from None
-    except TypeError as e:  # a missing required field
-        missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
-        raise ConfigError(f"config section '{prefix.rstrip('.') or 'suite'}': missing {missing or e}") from None
-
-
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        if hint is MethodConfig and isinstance(value, str):
-            value = {"method": value}
-        if hint is MethodConfig and isinstance(value, dict) and value.get("s2ap") is not None:
-            from s2ap import split_method
-
-            method = value.get("method")
-            try:
-                plain = isinstance(method, str) and not split_method(method)[1]
-            except ValueError:
-                plain = False  # an unknown method: refused with its own line by MethodConfig
-            if plain:
-                raise ConfigError(f"config field '{path}.s2ap': method {_short(method)} does not use the S2AP "
-                                  f"plug-in; remove the s2ap settings or use '{method}+s2ap'")
-        if hint is S2APSettings:
-            try:
-                return build(hint, value, path + ".")
-            except ValueError as e:  # S2APSettings validates itself
-                if isinstance(e, ConfigError):
-                    raise
-                raise ConfigError(f"config field '{path}': {e}") from None
-        return build(hint, value, path + ".")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a mapping")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config field '{path}': got {_short(value)}, must be true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config field '{path}': got {_short(value)}, must be an integer")
-        if abs(value) >= 2**63:
-            raise ConfigError(f"config field '{path}': got {_short(value)}, must be below 2**63")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a number")
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not math.isfinite(number):
-            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a finite number")
-        return number
-    if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"config field '{path}': got {_short(value)}, must be a string")
-        return str(value)
-    return value
 
 
 # -- suites: packaged presets or YAML files, with dotted overrides --------------------------------------------

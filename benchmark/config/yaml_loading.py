@@ -98,7 +98,10 @@ def load_yaml(text: str, what: str) -> Any:
     """Parse ``text`` (named ``what`` in errors) as bounded, safe YAML."""
     if len(text) > MAX_BYTES:
         raise ConfigError(f"{what} is {len(text)} characters, more than a suite may have ({MAX_BYTES})")
-    loader = BoundedLoader(text)
+    try:
+        loader = BoundedLoader(text)  # refuses a non-printable character already
+    except yaml.YAMLError as e:
+        raise YAMLSyntaxError(f"{what} is not valid YAML: {str(e).splitlines()[0]}") from None
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as e:

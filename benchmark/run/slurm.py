@@ -5,11 +5,23 @@ Each job runs exactly what a local run does for its cell (:func:`benchmark.run.s
 cell's lock) and writes the same result file. A seed's dense model is pretrained by a job of its own first: on
 Slurm the cell jobs wait for it through ``afterok`` dependencies, locally the submitter waits. A last job (on
 Slurm ``afterany`` of all cells) compares the masks of different seeds, as a local run does at its end.
+
+submitit's working folder (job pickles and logs) is kept outside the results folder, in a folder of this user
+alone (:func:`submitit_folder`), and each job's result is read back through the store gate
+(:func:`read_back`). Why both: submitit writes the pickled job (which the job process unpickles and runs) and the
+pickled result (which the submitter unpickles) there, and reads them back later through plain paths. Inside a
+results folder, whoever can write there (a shared or group-writable folder, a copied one) could swap a pickle
+for their own: unpickling runs code, whether the file is a link or a regular file, so checking the folder once at
+submission, or even before every read, cannot make such a file safe. A folder only this user may enter closes that;
+reading the result bytes through the gate (no link anywhere on the way, a regular file, bounded size) then also
+keeps a link, FIFO or huge file in it from being followed, hung on or read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -83,30 +95,66 @@ def default_parameters(suite: SuiteConfig, kind: str) -> dict[str, Any]:
     return params
 
 
+RESULT_LIMIT = 64 << 20  # a job returns one line of text; its pickle is far smaller
+
+
 def submitit_folder(root: Path) -> Path:
-    """``root/submitit``, created through the gate, refused if a symbolic link is in it or on the way (submitit
-    writes and reads back its job pickles there with plain paths)."""
-    folder = root / "submitit"
-    gate.make_folder(root, folder)
-    for dirpath, dirnames, filenames in os.walk(folder):  # never follows a link
-        for name in dirnames + filenames:
-            if os.path.islink(os.path.join(dirpath, name)):
-                raise BenchmarkError(f"refusing {folder}: {os.path.join(dirpath, name)} is a symbolic link (submitit "
-                                     "would follow it); remove the link")
+    """Where submitit keeps the jobs of the results folder ``root``:
+    ``$XDG_CACHE_HOME/s2ap-bench/submitit/<suite>-<hash of root>`` (default ``~/.cache/...``), in a folder this user
+    alone may enter (:func:`benchmark.store.gate.private_folder`), never inside the results folder (see the module
+    docstring). On Slurm it must be on a file system the compute nodes see, as the home folder usually is; point
+    ``XDG_CACHE_HOME`` elsewhere otherwise."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = gate.private_folder(Path(cache) / "s2ap-bench" / "submitit")
+    where = hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:16]
+    folder = base / f"{Path(root).name}-{where}"
+    gate.make_folder(base, folder)
     return folder
 
 
-def make_executor(kind: str, folder: Path, parameters: dict[str, Any]):
-    """A submitit ``AutoExecutor`` for Slurm or local subprocesses, with ``parameters`` checked by submitit."""
+def read_back(job: Any, folder: Path) -> str:
+    """The line a finished ``job`` of ``folder`` (a :func:`submitit_folder`) returned, its result pickle read through
+    the gate from the private folder above: no link followed (the job folder included), a regular file within
+    ``RESULT_LIMIT`` bytes; a failed or vanished job is one line naming its log."""
+    job.wait()  # submitit's wait polls the process or the scheduler and only tests the result file's existence
+    paths, base = job.paths, folder.parent
+    log = f"see its log {paths.stderr}"
+    if gate.kind(base, paths.result_pickle) == "missing":
+        raise BenchmarkError(f"job {job.job_id} ended without a result (state {job.state}); {log}")
+    try:
+        outcome = pickle.loads(gate.read_bytes(base, paths.result_pickle, limit=RESULT_LIMIT))
+    except BenchmarkError as e:
+        raise BenchmarkError(f"job {job.job_id}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign pickle
+        raise BenchmarkError(f"job {job.job_id}: its result {paths.result_pickle} is unreadable ({type(e).__name__}); "
+                             f"{log}") from None
+    if not (isinstance(outcome, tuple) and len(outcome) == 2 and outcome[0] in ("success", "error")):
+        raise BenchmarkError(f"job {job.job_id}: {paths.result_pickle} is not a submitit result; {log}")
+    if outcome[0] == "error":
+        last = [line for line in str(outcome[1]).strip().splitlines() if line.strip()][-1:] or ["an error"]
+        raise BenchmarkError(f"job {job.job_id} failed: {last[0].strip()[:200]}; {log}")
+    return str(outcome[1])
+
+
+def check_executor(kind: str) -> None:
+    """Refuse, in one line, an unknown executor, a missing submitit, or Slurm without ``sbatch``."""
     if kind not in EXECUTORS:
         raise ConfigError(f"executor {kind!r} is not known; use one of local, {', '.join(EXECUTORS)}")
     try:
-        import submitit
+        import submitit  # noqa: F401
     except ImportError:
         raise BenchmarkError("--executor needs submitit: pip install 's2ap-bench[slurm]'") from None
     if kind == "slurm" and shutil.which("sbatch") is None:
         raise BenchmarkError("--executor slurm: 'sbatch' not found; submit from a Slurm login node, or try the "
                              "set-up locally with --executor local-submitit")
+
+
+def make_executor(kind: str, folder: Path, parameters: dict[str, Any]):
+    """A submitit ``AutoExecutor`` for Slurm or local subprocesses in ``folder``, with ``parameters`` checked by
+    submitit."""
+    check_executor(kind)
+    import submitit
+
     executor = submitit.AutoExecutor(folder=str(folder), cluster="local" if kind == "local-submitit" else "slurm")
     try:
         executor.update_parameters(**parameters)
@@ -131,10 +179,11 @@ def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | 
     from benchmark.store.paths import suite_dir
 
     root = suite_dir(suite, results_dir)
-    submitit_folder(root)
     params = {**default_parameters(suite, kind), **(parameters or {})}
     extra = dict(params.pop("slurm_additional_parameters", None) or {})
-    executor = make_executor(kind, root / "submitit", {**params, "name": f"s2ap-{suite.name}"})
+    check_executor(kind)  # before any folder is made
+    folder = submitit_folder(root)
+    executor = make_executor(kind, folder, {**params, "name": f"s2ap-{suite.name}"})
     local = kind == "local-submitit"
     wait = local if wait is None else wait
     cells = suite.cells()
@@ -161,7 +210,7 @@ def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | 
         log(f"  dense seed {seed}: job {dense_jobs[seed].job_id}")
     if local:
         for job in dense_jobs.values():
-            log(job.result())
+            log(read_back(job, folder))
     jobs = []
     for cell in todo:
         after = [dense_jobs[cell.seed]] if cell.seed in dense_jobs and not local else None
@@ -171,9 +220,9 @@ def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | 
         if jobs:
             finish = submit(_finish_job, suite, str(root), after=jobs, condition="afterany")
             log(f"  cross-seed comparison: job {finish.job_id}")
-        log(f"submitted; logs under {root / 'submitit'}; results appear under {root}")
+        log(f"submitted; logs under {folder}; results appear under {root}")
         return list(dense_jobs.values()) + jobs
-    lines = [job.result() for job in jobs]
+    lines = [read_back(job, folder) for job in jobs]
     for line in lines:
         log(line)
     log(_finish_job(suite, str(root)))

@@ -246,6 +246,25 @@ def make_folder(root: Path | str, path: Path | str | None = None) -> None:
         pass
 
 
+def private_folder(path: Path | str) -> Path:
+    """The folder ``path``, created (with its parents) readable and writable by this user alone, and refused unless
+    it is a real folder (not a link) owned by this user that no one else may read, write or enter: a place for
+    files this user's processes trust, such as submitit's job pickles."""
+    path = Path(os.path.abspath(path))
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as e:
+        raise StoreError(f"cannot create the private folder {path} ({e.strerror or e}); choose a writable one") \
+            from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"refusing {path}: a symbolic link or not a folder; remove it and run again")
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise StoreError(f"refusing {path}: others may enter it (owner uid {st.st_uid}, mode "
+                         f"{stat.S_IMODE(st.st_mode):o}); make it yours alone: chmod 700 {path}")
+    return path
+
+
 def remove(root: Path | str, path: Path | str) -> None:
     """Remove the file (or link, itself) ``root/path`` if it is there."""
     parts = parts_inside(root, path)
