@@ -176,6 +176,18 @@ def by_cell(results: list[dict]) -> dict[tuple[str, float], list[dict]]:
     return dict(cells)
 
 
+def one_seed(results: list[dict]) -> bool:
+    """Whether every pruned cell (method label, sparsity) of ``results`` has one result: no spread over seeds to
+    show, so a table says "one seed", never "mean ± std over seeds"."""
+    return all(len(rs) == 1 for rs in by_cell(results).values())
+
+
+def spread_phrase(results: list[dict]) -> str:
+    """How a table's figures summarise the seeds: ``mean ± std over seeds (sample std)``, or ``one seed (no spread
+    over seeds)``."""
+    return "one seed (no spread over seeds)" if one_seed(results) else "mean ± std over seeds (sample std)"
+
+
 def sparsities(results: list[dict]) -> list[float]:
     return sorted({r["cell"]["sparsity"] for r in results if not is_dense(r)})
 
