@@ -13,6 +13,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmark.config.budget import result_budget
+
 PHASES = ("pretrain", "search", "finetune", "evaluate")
 S2AP_SUFFIX = "+s2ap"
 
@@ -231,9 +233,11 @@ def pipeline_of(result: dict) -> str:
 
 def budget_text(result: dict) -> str:
     """The training budget in short, e.g. ``P15+S6+F4 ep, 38k img`` (epochs per phase: P pretrain, S mask
-    search, F finetune, T sparse training; image passes in all); empty for results without a budget."""
-    budget = result.get("budget")
-    if not isinstance(budget, dict) or not isinstance(budget.get("phases"), dict):
+    search, F finetune, T sparse training; image passes in all): the recorded budget, or for a result written
+    before budgets were recorded the one its stored config gives (:func:`benchmark.config.budget.result_budget`);
+    empty for results without one (dense references, evaluated checkpoints)."""
+    budget = result_budget(result)
+    if budget is None:
         return ""
     phases = "+".join(f"{PHASE_INITIALS.get(name, name)}{p.get('epochs')}" for name, p in budget["phases"].items()
                       if isinstance(p, dict))
