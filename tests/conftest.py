@@ -11,6 +11,18 @@ from benchmark.config import SuiteConfig, build
 from benchmark.store.results import result_files
 from tests.hypothesis_profiles import pytest_configure  # noqa: F401  (the profiles, and the hook pytest finds here)
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked bigmem (2-3 GB of memory) run only when the -m expression names them (``-m bigmem``), so
+    the default run (and ``make test``) stays under 2 GB."""
+    if "bigmem" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="needs 2-3 GB of memory: run with -m bigmem (make test-bigmem)")
+    for item in items:
+        if "bigmem" in item.keywords:
+            item.add_marker(skip)
+
+
 TINY_SUITE = {
     "name": "tiny",
     "dataset": {"name": "digits", "val_fraction": 0.1},
