@@ -82,11 +82,11 @@ def process_tree(pid: int, proc: Path = Path("/proc")) -> set[int]:
     return tree
 
 
-def own_running(pid: int | None = None, proc: Path = Path("/proc")) -> int:
+def own_running(pid: int | None = None, proc: Path = Path("/proc"), tree: set[int] | None = None) -> int:
     """Runnable threads (state R: running or waiting for a core) of this process tree (``pid``, default this
-    process, and its descendants: its workers)."""
+    process, and its descendants: its workers; ``tree``: those processes, if already known)."""
     n = 0
-    for member in process_tree(os.getpid() if pid is None else pid, proc):
+    for member in tree if tree is not None else process_tree(os.getpid() if pid is None else pid, proc):
         for stat in (proc / str(member) / "task").glob("*/stat"):
             fields = _stat_fields(stat)
             n += fields is not None and fields[0] == "R"
@@ -97,7 +97,7 @@ def others_running(samples: int = 5, interval: float = 0.02, proc: Path = Path("
     """Runnable threads of other processes now: the kernel's count of runnable threads (``/proc/loadavg``'s
     fourth field, ours included) less this process tree's own, the median of ``samples`` readings
     ``interval`` seconds apart; None where ``/proc/loadavg`` is absent (not Linux)."""
-    readings = []
+    readings, tree = [], process_tree(os.getpid(), proc)
     for i in range(samples):
         if i:
             time.sleep(interval)
@@ -105,7 +105,7 @@ def others_running(samples: int = 5, interval: float = 0.02, proc: Path = Path("
             running = int((proc / "loadavg").read_text().split()[3].split("/")[0])
         except (OSError, IndexError, ValueError):
             return None
-        readings.append(max(0, running - own_running(proc=proc)))
+        readings.append(max(0, running - own_running(proc=proc, tree=tree)))
     return statistics.median(readings)
 
 
