@@ -9,7 +9,7 @@ SMOKE_DIR ?= build/smoke
 BENCH_BASELINE ?= tests/benchmarks/baseline/cpu-2core.json
 BENCH_ARGS ?= --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=min:40%
 
-.PHONY: smoke digits test test-quick test-slow lint docs bench
+.PHONY: smoke digits test test-quick test-slow test-bigmem lint docs bench
 
 $(BIN)/s2ap-bench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test-quick: $(BIN)/s2ap-bench
 # the rest: real subprocesses, the browser, the guide in a fresh environment, the estimate against a run
 test-slow: $(BIN)/s2ap-bench
 	$(BIN)/python -m pytest -m "slow and not gpu" -q --durations=10
+
+# the pruning runs of full-size zoo models (WRN-28-10, ResNet50): 2-3 GB of memory, skipped by `make test`
+test-bigmem: $(BIN)/s2ap-bench
+	$(BIN)/python -m pytest -m "bigmem and not gpu" -q
 
 lint: $(BIN)/s2ap-bench
 	$(BIN)/ruff check .

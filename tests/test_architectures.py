@@ -52,7 +52,9 @@ def test_hydra_prunes_the_model_as_it_is(name: str) -> None:
 def test_registered_by_name_with_the_published_sizes() -> None:
     assert set(ARCHITECTURES) <= set(list_models())
     for name, millions in ARCHITECTURES.items():
-        assert count_weights(create_model(name, 10, 3)) / 1e6 == pytest.approx(millions, abs=0.01), name
+        with torch.device("meta"):  # shapes only: no memory for the weights (WRN-28-10 has 36.5M)
+            model = create_model(name, 10, 3)
+        assert count_weights(model) / 1e6 == pytest.approx(millions, abs=0.01), name
     assert create_model("resnet18", 100, 3).linear.out_features == 100
     assert create_model("wrn_28_4", 10, 1).conv1.in_channels == 1
 

@@ -3,8 +3,10 @@ thread counts that never oversubscribe by default (with advice that fixes the ov
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,16 +89,68 @@ def test_oversubscription_advice_fixes_what_it_names() -> None:
 
 
 def test_busy_machine_warns_when_the_load_leaves_too_few_cores() -> None:
-    assert busy_machine(1, 1, cores=2, load=1.2) is None  # one core free, the other's load is its own
-    assert busy_machine(1, 2, cores=2, load=0.3) is None
-    assert busy_machine(1, 1, cores=2, load=1.7) is not None
-    assert busy_machine(1, 2, cores=2, load=0.9) is not None
-    assert "load average 1.7" in busy_machine(1, 1, cores=2, load=1.7)
+    busy = 3  # runnable threads of other processes now: enough to occupy both cores
+    assert busy_machine(1, 1, cores=2, load=1.2, running=busy) is None  # one core free, the other's load is its own
+    assert busy_machine(1, 2, cores=2, load=0.3, running=busy) is None  # a passing burst: the average is low
+    assert busy_machine(1, 1, cores=2, load=1.7, running=busy) is not None
+    assert busy_machine(1, 2, cores=2, load=0.9, running=1) is not None
+    assert "load average 1.7" in busy_machine(1, 1, cores=2, load=1.7, running=busy)
+    assert "3 runnable thread(s) of other processes now" in busy_machine(1, 1, cores=2, load=1.7, running=busy)
+
+
+def test_a_just_ended_command_or_our_own_start_up_is_not_a_busy_machine() -> None:
+    """A high 1-minute load average left by a command that has just ended (or by this run's start-up) with nothing
+    else runnable now is no warning; the same load with other work runnable now is."""
+    assert busy_machine(1, 1, cores=2, load=6.5, running=0) is None
+    assert busy_machine(1, 1, cores=2, load=6.5, running=1) is None  # one other thread: it has the free core
+    assert busy_machine(1, 2, cores=2, load=6.5, running=1) is not None  # no core is free for it
+    assert busy_machine(2, 1, cores=4, load=6.5, running=2.5) is None  # 2 free cores (+ half a core)
+    assert busy_machine(2, 1, cores=4, load=6.5, running=3) is not None
+    assert busy_machine(1, 1, cores=2, load=6.5, running=2) is not None
+
+
+def test_our_own_threads_and_workers_are_not_other_work() -> None:
+    """The runnable count leaves out this process tree: a spinning child (a worker) counts as ours, not as
+    other work."""
+    from benchmark.run.threads import others_running, own_running, process_tree
+
+    if not Path("/proc/loadavg").exists():
+        pytest.skip("no /proc (not Linux)")
+    assert own_running() >= 1  # the thread reading its own state is running
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert child.pid in process_tree(os.getpid())
+        deadline = time.monotonic() + 10
+        while own_running() < 2 and time.monotonic() < deadline:  # until the child runs (or waits for a core)
+            time.sleep(0.01)
+        assert own_running() >= 2
+        assert others_running(samples=3, interval=0.0) >= 0
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in process_tree(os.getpid())
+
+
+def test_the_runnable_count_is_the_kernels_less_our_own(tmp_path: Path) -> None:
+    """:func:`others_running` on a /proc of known content: the fourth field of loadavg less our R threads."""
+    from benchmark.run.threads import others_running, own_running
+
+    proc = tmp_path / "proc"
+    for pid, ppid, states in ((1, 0, "S"), (10, 1, "RS"), (11, 10, "R"), (12, 1, "RR")):
+        for i, state in enumerate(states):
+            task = proc / str(pid) / "task" / str(pid * 100 + i)
+            task.mkdir(parents=True)
+            task.joinpath("stat").write_text(f"{pid} (x (y)) {state} {ppid} 0 0\n")
+        (proc / str(pid) / "stat").write_text(f"{pid} (x (y)) {states[0]} {ppid} 0 0\n")
+    (proc / "loadavg").write_text("6.50 5.00 4.00 5/300 999\n")
+    assert own_running(10, proc) == 2  # process 10's running thread and its child 11
+    assert own_running(12, proc) == 2
+    # this test's own pid is not in the fake /proc: only the kernel's count minus nothing of ours
+    assert others_running(samples=3, interval=0.0, proc=proc) == 5
 
 
 class _Stop(Exception):
     pass
-
 
 def test_verify_recomputes_with_the_recorded_threads(monkeypatch, tmp_path: Path) -> None:
     """verify sets the recorded count and run_suite keeps it (it used to re-resolve it to the default)."""
@@ -126,15 +180,56 @@ def test_verify_recomputes_with_the_recorded_threads(monkeypatch, tmp_path: Path
         assert seen[-1] == (expected, expected) and torch.get_num_threads() == before
 
 
-def test_hypothesis_tests_are_derandomized_by_the_loaded_profile() -> None:
-    """The fuzz tests inherit the profile of tests/conftest.py: the same examples on every run and in CI."""
+def test_hypothesis_tests_are_derandomized_by_the_loaded_profile(pytestconfig: pytest.Config) -> None:
+    """The fuzz tests inherit the profile of tests/conftest.py: the same examples on every run and in CI; a
+    ``--hypothesis-seed`` given locally loads the seeded profile, so the seed is not ignored."""
     from hypothesis import settings
 
+    from tests.hypothesis_profiles import hypothesis_profile
     from tests.test_hostile_config import FUZZ as CONFIG_FUZZ
     from tests.test_hostile_results import FUZZ as RESULTS_FUZZ
+    from tests.test_result_reading import CHECKS
 
-    assert settings.default.derandomize and settings.default.database is None
-    assert CONFIG_FUZZ.derandomize and RESULTS_FUZZ.derandomize
+    if pytestconfig.getoption("--hypothesis-profile", None):
+        pytest.skip("an explicit --hypothesis-profile is in force")
+    fixed = hypothesis_profile(os.environ, pytestconfig.getoption("--hypothesis-seed", None)) != "seeded"
+    assert settings.default.database is None
+    for s in (settings.default, CONFIG_FUZZ, RESULTS_FUZZ, CHECKS):
+        assert s.derandomize is fixed
+
+
+def test_the_profile_follows_ci_and_the_seed() -> None:
+    from tests.hypothesis_profiles import hypothesis_profile
+
+    assert hypothesis_profile({}) == "default" and hypothesis_profile({"CI": "false"}) == "default"
+    assert hypothesis_profile({}, 2) == "seeded" and hypothesis_profile({}, "abc") == "seeded"
+    assert hypothesis_profile({"CI": "true"}) == "ci" and hypothesis_profile({"CI": "1"}, 2) == "ci"
+
+
+@pytest.mark.slow
+def test_a_local_seed_draws_other_examples(tmp_path: Path) -> None:
+    """``pytest --hypothesis-seed N`` (without CI) draws examples fixed by N: two seeds, two draws, one seed the
+    same draw twice, and no seed the default profile's fixed draw (a probe test under the project's conftest)."""
+    (tmp_path / "conftest.py").write_text("from tests.hypothesis_profiles import pytest_configure  # noqa: F401\n")
+    (tmp_path / "test_probe.py").write_text(
+        "import os\n\nfrom hypothesis import given, strategies as st\n\n\n"
+        "@given(st.integers(0, 10**9))\n"
+        "def test_draw(x):\n"
+        "    with open(os.environ['PROBE_OUT'], 'a') as f:\n"
+        "        f.write(f'{x}\\n')\n")
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    draws = []
+    for seed in ("1", "2", "1", None, None):  # a few seconds each: the probe imports no torch
+        out = tmp_path / f"draws-{len(draws)}.txt"
+        args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                str(tmp_path / "test_probe.py")] + (["--hypothesis-seed", seed] if seed else [])
+        done = subprocess.run(args, cwd=tmp_path, timeout=300, env={**env, "PROBE_OUT": str(out)},
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:]
+        draws.append(out.read_text().split())
+    assert draws[0] == draws[2] and draws[0] != draws[1]
+    assert draws[3] == draws[4] and draws[3] not in (draws[0], draws[1])
 
 
 def test_the_ci_profile_is_loaded_when_ci_is_set() -> None:

@@ -75,6 +75,29 @@ def test_a_single_seed_page_does_not_claim_a_spread_over_seeds() -> None:
     assert "one seed: accuracies with their 95 % Wilson interval" in html
 
 
+def test_one_seed_shows_no_interval_of_a_difference_and_no_spread_over_seeds() -> None:
+    """One seed: a paired difference has no spread to estimate an interval from, so the summary, the page and the
+    Markdown tables print none (not ``[+9.0, +9.0]``) and never ``mean ± std over seeds``."""
+    from benchmark.report.answer import summary_lines
+    from benchmark.report.tables import details_markdown, leaderboard_markdown
+
+    rs = results(range(1))
+    text = "\n".join(summary_lines(rs))
+    assert "hydra+s2ap - hydra at 90%: AutoAttack +9.0 pp (n/a, 1 seed: no interval, no test)" in text
+    assert "at 90%: hydra+s2ap, AutoAttack 59.0 [" in text and "vs hydra +9.0 pp (n/a, 1 seed" in text
+    assert not re.search(r"\[[+-][\d.]+, [+-][\d.]+\]", text)
+    html = page(rs, [], [])
+    answer = html[html.index('id="answer"'):html.index('id="protocol"')]
+    assert re.search(r"<td>hydra\+s2ap</td><td>hydra</td><td>\+9\.0</td><td>n/a, 1 seed</td>", answer)
+    assert re.search(r"<td>hydra</td><td>\+9\.0 \(n/a, 1 seed\)</td>", answer)
+    assert not re.search(r"\[\+9\.0, \+9\.0\]", html)
+    tables = leaderboard_markdown(rs) + details_markdown(rs)
+    assert "one seed (no spread over seeds)" in tables and "mean ± std" not in tables
+    assert "Δ rows: +S2AP minus base, the seed's difference" in tables
+    several = leaderboard_markdown(results(range(3)))
+    assert "mean ± std over seeds (sample std)" in several and "one seed (no spread" not in several
+
+
 def test_every_text_from_a_result_is_escaped() -> None:
     rs = [{**r, "suite": "<script>alert(1)</script>"} for r in results(range(1))]
     html = page(rs, [], ["<img src=x onerror=alert(1)>"])

@@ -12,8 +12,9 @@ import torch
 
 from baselines.masking import raw_weight
 from benchmark.config import SuiteConfig, build
+from benchmark.config.budget import pipeline_phases
 from benchmark.report.stats import budget_text, method_order
-from benchmark.run.cells import finetune_parameters, load_data, pipeline_phases, run_cell
+from benchmark.run.cells import finetune_parameters, load_data, run_cell
 from benchmark.run.cost import cell_cost, pretrain_cost
 from benchmark.run.dense import DenseCache
 from benchmark.store.paths import result_path
@@ -81,6 +82,22 @@ def test_results_record_pipeline_taxonomy_and_budget(results, suite: SuiteConfig
                                                   "schedule": "one-shot"}
     assert budget_text(results["hydra"][0]) == f"P2+S2+F1 ep, {5 * n_train / 1000:.0f}k img"
     assert method_order([r for r, _ in results.values()]) == ["hydra", "rst", "flyingbird+", "twinrep"]
+
+
+def test_a_recorded_budget_is_the_one_its_stored_config_gives(results) -> None:
+    """The budget a result records equals the one derived from its stored config alone (what the tables show for
+    results written before budgets were recorded), for every pipeline; the derivation reads no data."""
+    from benchmark.config.budget import result_budget
+
+    for method, (r, _) in results.items():
+        old = {k: v for k, v in r.items() if k != "budget"}  # as a result from before the budget was recorded
+        assert result_budget(old) == r["budget"], method
+        assert budget_text(old) == budget_text(r) != "", method
+    dense = {k: v for k, v in results["hydra"][0].items() if k != "budget"}
+    dense["cell"] = {**dense["cell"], "method": "dense"}
+    assert result_budget(dense) is None
+    stale = {k: v for k, v in results["hydra"][0].items() if k != "budget"}
+    assert result_budget({**stale, "config_hash": "0" * 16}) is None  # a config this code rebuilds differently
 
 
 def test_during_cells_train_with_their_figures_and_meet_the_target(results) -> None:

@@ -18,7 +18,8 @@ from benchmark.store.schema import UNSAFE, checksum, text_problem
 from tests.conftest import with_files
 from tests.test_report import make_result
 
-CHECKS = settings(max_examples=12, deadline=None, derandomize=True,
+# derandomized by the profile of tests/conftest.py (an explicit derandomize=True would ignore --hypothesis-seed)
+CHECKS = settings(max_examples=12, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 PATH = Path("digits", "digits_cnn", "hydra", "unstructured-s0.9-seed0.json")
 

@@ -17,6 +17,7 @@ from benchmark.data import load_dataset, make_loader
 from benchmark.run.cells import endless, start_pruner
 from tests.conftest import cell_files, tiny_suite_dict
 
+ROOT = Path(__file__).resolve().parents[1]
 EVALUATION = {**tiny_suite_dict()["evaluation"], "autoattack": "none", "n_examples": 16}
 
 
@@ -49,6 +50,23 @@ def test_a_user_suite_reuses_baseline_cells_and_pairs_with_them(tmp_path: Path, 
     assert re.search(r"\| method vs method \| hydra +\| random +\| 90%", board)
     assert main(["table", str(tmp_path / "mine")]) == 0  # without --baselines: its own cells only
     assert "| hydra " not in (tmp_path / "mine" / "leaderboard.md").read_text()
+
+
+def test_the_guides_suite_reuses_the_committed_hydra_cells(tmp_path: Path, capsys) -> None:
+    """docs/adding-a-pruner.md's suite, run as the guide says (``--baselines results/digits-smoke``): its hydra
+    cells have the comparison keys of the committed digits-smoke cells, so all six are reused (a field it left at
+    another value, as ``evaluation.min_norm`` was, would recompute them)."""
+    guide = (ROOT / "docs" / "adding-a-pruner.md").read_text()
+    (suite,) = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", guide, flags=re.S)
+                if lang == "yaml" and "name: my-suite" in b]
+    path = tmp_path / "my-suite.yaml"
+    path.write_text(suite)
+    assert "--baselines results/digits-smoke" in guide
+    code = main(["run", str(path), "--methods", "hydra", "--results-dir", str(tmp_path), "--baselines",
+                 str(ROOT / "results" / "digits-smoke"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0 and "0 of 6 cells done" in out and "6 reused from the baselines" in out, out
+    assert out.count("reused from a baseline (same comparison key)") == 6
 
 
 class _Greedy(Pruner):

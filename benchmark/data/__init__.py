@@ -12,10 +12,11 @@ from benchmark.data.datasets import (
     load_dataset,
     loader_settings,
     make_loader,
+    n_validation,
     register_dataset,
 )
 
 __all__ = [
     "DATASETS", "DataSplits", "DatasetInfo", "IDX_FILES", "NORMALIZATION", "dataset_info", "first_n",
-    "idx_layout", "load_dataset", "loader_settings", "make_loader", "register_dataset",
+    "idx_layout", "load_dataset", "loader_settings", "make_loader", "n_validation", "register_dataset",
 ]

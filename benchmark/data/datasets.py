@@ -75,9 +75,14 @@ def load_dataset(
 MIN_TRAIN = 2  # a BatchNorm layer cannot train on a single example
 
 
+def n_validation(n: int, val_fraction: float) -> int:
+    """Items the validation split takes from ``n`` training items (the rest are the training split)."""
+    return int(round(val_fraction * n))
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, validation) indices of a seeded random split of ``n`` items."""
-    n_val = int(round(val_fraction * n))
+    n_val = n_validation(n, val_fraction)
     if n - n_val < MIN_TRAIN:
         raise ConfigError(f"config field 'dataset.val_fraction': got {val_fraction}, which leaves {n - n_val} of {n} "
                           f"training examples (at least {MIN_TRAIN} are needed); lower it, e.g. 0.15")

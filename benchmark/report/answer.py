@@ -26,6 +26,7 @@ from benchmark.report.stats import (
     fmt_sparsity,
     group_results,
     method_order,
+    one_seed,
     sparsities,
     summarize,
 )
@@ -55,18 +56,19 @@ class Figure:
 @dataclass(frozen=True)
 class Difference:
     """A tested difference a - b as the answer shows it (fractions): the mean over seeds with its 95 % t interval
-    (the mean alone for one seed) and the seed-level verdict after Holm over the table's family."""
+    (no interval for one seed: there is no spread to estimate) and the seed-level verdict after Holm over the
+    table's family."""
 
     mean: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     verdict: str
     significant: bool
 
 
 def difference_of(row: Tested) -> Difference:
     c = row.comparison
-    low, high = (c.t.low, c.t.high) if c.t is not None else (c.mean, c.mean)
+    low, high = (c.t.low, c.t.high) if c.t is not None else (None, None)
     return Difference(c.mean, low, high, row.verdict, row.significant)
 
 
@@ -81,12 +83,14 @@ class Best:
     versus: Difference | None  # the paired comparison of best and runner-up on the robust metric ...
     flipped: bool = False  # ... as runner-up - best (its verdict is the same either way)
 
-    def difference(self) -> tuple[float, float, float] | None:
-        """best - runner-up: (mean, low, high) as fractions."""
+    def difference(self) -> tuple[float, float | None, float | None] | None:
+        """best - runner-up: (mean, low, high) as fractions (low and high None for one seed)."""
         c = self.versus
         if c is None:
             return None
-        return (-c.mean, -c.high, -c.low) if self.flipped else (c.mean, c.low, c.high)
+        if not self.flipped:
+            return c.mean, c.low, c.high
+        return -c.mean, None if c.high is None else -c.high, None if c.low is None else -c.low
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,17 @@ def _versus(rows: list[Tested], sp: float, metric: str, a: str, b: str | None) -
     return None, False
 
 
-def difference_text(mean: float, low: float, high: float, verdict: str) -> str:
-    return f"{100 * mean:+.1f} pp [{100 * low:+.1f}, {100 * high:+.1f}], {verdict}"
+def interval_text(low: float | None, high: float | None) -> str:
+    """A difference's 95 % interval in percentage points, ``[-1.2, +3.4]``, or ``n/a, 1 seed`` without one."""
+    return "n/a, 1 seed" if low is None or high is None else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def difference_text(mean: float, low: float | None, high: float | None, verdict: str) -> str:
+    """e.g. ``+1.3 pp [-2.0, +4.0], not significant``; for one seed ``+1.3 pp (n/a, 1 seed: no interval, no
+    test)``, since one seed has no spread to estimate an interval or a test from."""
+    if low is None or high is None:
+        return f"{100 * mean:+.1f} pp (n/a, 1 seed: no interval, no test)"
+    return f"{100 * mean:+.1f} pp {interval_text(low, high)}, {verdict}"
 
 
 def best_sentence(b: Best) -> str:
@@ -185,7 +198,7 @@ def leaderboard_lines(results: list[dict]) -> list[str]:
         if not pruned:
             continue
         robust, cells, sps = robust_metric(pruned), by_cell(pruned), sparsities(pruned)
-        how = "95 % interval" if has_outcomes(pruned) else "mean ± std over seeds"
+        how = "95 % interval" if has_outcomes(pruned) else "one seed" if one_seed(pruned) else "mean ± std over seeds"
         lines.append(f"{' / '.join(group)}: clean / {METRIC_TITLES[robust]} accuracy (%), {how}")
         rows = [("method", [fmt_sparsity(sp) for sp in sps])]
         dense = dense_results(rs)
@@ -209,7 +222,8 @@ def summary_lines(results: list[dict]) -> list[str]:
     lines = leaderboard_lines(results)
     if best:
         lines.append("best robust accuracy " + ("(95 % interval; paired test vs the runner-up):"
-                                                if any(b.robust.interval for b in best) else "(mean over seeds):"))
+                                                if any(b.robust.interval for b in best) else
+                                                "(one seed):" if one_seed(results) else "(mean over seeds):"))
         lines += [f"  {best_sentence(b)}" for b in best]
     if pairs:
         lines.append("+S2AP minus base (paired on the same runs and test points):")

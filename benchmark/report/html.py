@@ -18,7 +18,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from benchmark.report.answer import Difference, answers, headline
+from benchmark.report.answer import Difference, answers, headline, interval_text
 from benchmark.report.marks import marked, marks_note
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.significance import (
@@ -43,6 +43,7 @@ from benchmark.report.stats import (
     group_results,
     is_degenerate,
     method_order,
+    one_seed,
     paired_difference,
     pipeline_of,
     protocols,
@@ -100,18 +101,18 @@ def _figure_text(results: list[dict], metric: Metric) -> str:
 
 def _caption(results: list[dict], extras: bool) -> str:
     pruned = [r for r in results if r["cell"]["method"] != "dense"]
-    one_seed = all(len(rs) == 1 for rs in by_cell(pruned).values())
+    single = one_seed(pruned)
     if has_outcomes(pruned):
         spread = ("one seed: accuracies with their 95 % Wilson interval over the test points [low, high], the "
-                  "other figures that seed's values" if one_seed else
+                  "other figures that seed's values" if single else
                   "accuracies: mean over seeds with the 95 % t interval over seeds [low, high] (the test points "
                   "held fixed); the other figures mean ± std over seeds (sample std)")
     else:
-        spread = "one seed: the figures are that seed's values" if one_seed else \
+        spread = "one seed: the figures are that seed's values" if single else \
             "figures are mean ± std over seeds (sample std)"
     return (f"One row per method and sparsity; {spread}; best per sparsity in bold; ↑ higher is better, ↓ lower "
             "is better." + (" Δ vs base: +S2AP minus its base pruner, mean ± std of the per-seed differences."
-                            if extras and not one_seed else " Δ vs base: +S2AP minus its base pruner." if extras
+                            if extras and not single else " Δ vs base: +S2AP minus its base pruner." if extras
                             else "") + " Click a column header to sort." + marks_note(results))
 
 
@@ -269,13 +270,14 @@ def answer_context(results: list[dict]) -> dict | None:
                   "sparsity": fmt_sparsity(b.sparsity), "label": b.label, "robust": b.robust.text(),
                   "runner_up": b.runner_up or "-",
                   "difference": "-" if (d := b.difference()) is None else
-                  f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]",
+                  f"{100 * d[0]:+.1f} " + (f"({interval_text(d[1], d[2])})" if d[1] is None else
+                                           interval_text(d[1], d[2])),
                   "verdict": None if b.versus is None or d is None else
                   (b.versus.verdict, b.versus.significant, d[0] < 0)} for b in best],
         "pairs": [{"setting": " / ".join(p.group), "attrs": filter_attrs(p.group, p.sparsity),
                    "sparsity": fmt_sparsity(p.sparsity), "variant": p.variant, "base": p.base,
                    "difference": f"{100 * p.comparison.mean:+.1f}",
-                   "interval": f"[{100 * p.comparison.low:+.1f}, {100 * p.comparison.high:+.1f}]",
+                   "interval": interval_text(p.comparison.low, p.comparison.high),
                    "verdict": _verdict(p.comparison)} for p in pairs],
     }
 

@@ -13,6 +13,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmark.config.budget import result_budget
+
 PHASES = ("pretrain", "search", "finetune", "evaluate")
 S2AP_SUFFIX = "+s2ap"
 
@@ -176,6 +178,18 @@ def by_cell(results: list[dict]) -> dict[tuple[str, float], list[dict]]:
     return dict(cells)
 
 
+def one_seed(results: list[dict]) -> bool:
+    """Whether every pruned cell (method label, sparsity) of ``results`` has one result: no spread over seeds to
+    show, so a table says "one seed", never "mean ± std over seeds"."""
+    return all(len(rs) == 1 for rs in by_cell(results).values())
+
+
+def spread_phrase(results: list[dict]) -> str:
+    """How a table's figures summarise the seeds: ``mean ± std over seeds (sample std)``, or ``one seed (no spread
+    over seeds)``."""
+    return "one seed (no spread over seeds)" if one_seed(results) else "mean ± std over seeds (sample std)"
+
+
 def sparsities(results: list[dict]) -> list[float]:
     return sorted({r["cell"]["sparsity"] for r in results if not is_dense(r)})
 
@@ -219,9 +233,11 @@ def pipeline_of(result: dict) -> str:
 
 def budget_text(result: dict) -> str:
     """The training budget in short, e.g. ``P15+S6+F4 ep, 38k img`` (epochs per phase: P pretrain, S mask
-    search, F finetune, T sparse training; image passes in all); empty for results without a budget."""
-    budget = result.get("budget")
-    if not isinstance(budget, dict) or not isinstance(budget.get("phases"), dict):
+    search, F finetune, T sparse training; image passes in all): the recorded budget, or for a result written
+    before budgets were recorded the one its stored config gives (:func:`benchmark.config.budget.result_budget`);
+    empty for results without one (dense references, evaluated checkpoints)."""
+    budget = result_budget(result)
+    if budget is None:
         return ""
     phases = "+".join(f"{PHASE_INITIALS.get(name, name)}{p.get('epochs')}" for name, p in budget["phases"].items()
                       if isinstance(p, dict))

@@ -26,12 +26,14 @@ from benchmark.report.stats import (
     group_results,
     is_degenerate,
     method_order,
+    one_seed,
     paired_difference,
     pipeline_of,
     protocols,
     robust_above_clean,
     s2ap_pairs,
     sparsities,
+    spread_phrase,
     summarize,
 )
 
@@ -137,12 +139,15 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
         if lab in pairs:
             rows.append(_accuracy_diff_row(pairs[lab], lab, sps, cells, with_distance, len(extra)))
     dataset, model, structure = group_cells(group)
-    caption = (f"{dataset} / {model} / {structure}: clean / AutoAttack accuracy (%), mean ± std over seeds "
-               "(sample std); best per column in bold. Δ rows: +S2AP minus base, mean ± std of the per-seed "
-               "differences (a seed's cells share one dense model)." + (BUDGET_NOTE if budgets else "")
-               + (" Median distance: each result's median minimum-norm (FMN) distance over its test points, mean "
-                  "± std over seeds (higher: further from the decision boundary; the paired Wilcoxon test is in "
-                  "details.md)." if with_distance else "") + marks_note(results))
+    single = one_seed(results)
+    caption = (f"{dataset} / {model} / {structure}: clean / AutoAttack accuracy (%), {spread_phrase(results)}; "
+               "best per column in bold. Δ rows: +S2AP minus base, "
+               + ("the seed's difference" if single else "mean ± std of the per-seed differences")
+               + " (a seed's cells share one dense model)." + (BUDGET_NOTE if budgets else "")
+               + (" Median distance: each result's median minimum-norm (FMN) distance over its test points, "
+                  + ("one seed" if single else "mean ± std over seeds") + " (higher: further from the decision "
+                  "boundary; the paired Wilcoxon test is in details.md)." if with_distance else "")
+               + marks_note(results))
     return Table(f"{dataset} / {model} / {structure}", caption, headers, rows, protocols(results))
 
 
@@ -202,7 +207,7 @@ def details_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     dataset, model, structure = group_cells(group)
     kinds = sorted({str(p.get("peak_memory_kind")) for r in results for p in r["phases"].values()
                     if isinstance(p, dict) and p.get("peak_memory_kind")})
-    caption = (f"{dataset} / {model} / {structure}: cost and mask figures, mean ± std over seeds; best per column "
+    caption = (f"{dataset} / {model} / {structure}: cost and mask figures, {spread_phrase(results)}; best per column "
                "within a sparsity in bold (↑ higher is better, ↓ lower). Times: wall seconds per phase "
                "(pretraining is shared by the cells of a seed). Peak memory: the largest over the phases"
                + (f" ({', '.join(kinds)})" if kinds else "") + ". Mask change: sparsity-aware Hamming distance "

@@ -18,6 +18,7 @@ from baselines.base import Pruner
 from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.attacks import attack_mode, pgd
 from benchmark.config import Cell, PhaseConfig, SuiteConfig, ThreatConfig
+from benchmark.config.budget import pipeline_phases, training_budget
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
@@ -89,45 +90,6 @@ def finetune_parameters(model: nn.Module, pruner: Pruner | None = None) -> list[
     for p in params:
         p.requires_grad_(True)
     return params
-
-
-def pipeline_phases(cell: Cell, pruner: Pruner) -> dict[str, PhaseConfig]:
-    """The training phases a cell of ``pruner`` runs, by name, with their settings (the cell's effective
-    phases: the suite's, its pruner's recipe, its method entry's own).
-
-    ``after``: the dense ``pretrain`` (shared by the cells of a seed; absent when the dense model is loaded),
-    ``search`` (if the pruner searches) and ``finetune``. ``before``: the mask ``search`` on the random
-    initialisation with the from-scratch budget (the ``pretrain`` settings: the search replaces the dense
-    training), then ``finetune`` if the pruner finetunes. ``during``: one sparse ``train`` phase from scratch
-    with the ``pretrain`` settings. Phases of zero epochs are left out.
-    """
-    if pruner.pipeline == "during":
-        phases = {"train": cell.pretrain}
-    elif pruner.pipeline == "before":
-        phases = {"search": cell.pretrain} if pruner.needs_search else {}
-        if pruner.finetunes:
-            phases["finetune"] = cell.finetune
-    else:
-        phases = {"pretrain": cell.pretrain} if cell.suite.dense.source == "pretrain" else {}
-        if pruner.needs_search:
-            phases["search"] = cell.search
-        phases["finetune"] = cell.finetune
-    return {name: phase for name, phase in phases.items() if phase.epochs > 0}
-
-
-def training_budget(cell: Cell, pruner: Pruner, n_train: int) -> dict:
-    """Epochs and image passes (training images seen, each as an adversarial example) per phase and in all,
-    so pipelines are compared at a stated budget; a loaded dense model's training is not counted."""
-    suite = cell.suite
-    phases = {name: {"epochs": p.epochs, "image_passes": p.epochs * n_train}
-              for name, p in pipeline_phases(cell, pruner).items()}
-    out = {"pipeline": pruner.pipeline, "phases": phases,
-           "epochs": sum(p["epochs"] for p in phases.values()),
-           "image_passes": sum(p["image_passes"] for p in phases.values()),
-           "attack_steps": suite.threat.steps}
-    if pruner.pipeline == "after" and suite.dense.source != "pretrain":
-        out["dense_training"] = f"not counted ({suite.dense.source})"
-    return out
 
 
 def robust_figures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatConfig, steps: int,

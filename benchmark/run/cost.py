@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from baselines.base import get_pruner
 from benchmark.config import Cell, PhaseConfig, SuiteConfig, config_hash, identity_dict
-from benchmark.data import dataset_info
+from benchmark.config.budget import pipeline_phases, train_images
+from benchmark.data import dataset_info, n_validation
 from benchmark.measure import resolve_device
 from benchmark.models import create_model
 from benchmark.models.robustbench import ZOO_MODEL, zoo_architecture
@@ -64,21 +65,13 @@ class CellCost:
 def _n_val(suite: SuiteConfig) -> int:
     """Points of the validation split (0 when unknown before loading)."""
     info = dataset_info(suite.dataset.name, suite.dataset.options)
-    return 0 if info.n_train is None else int(round(suite.dataset.val_fraction * info.n_train))
+    return 0 if info.n_train is None else n_validation(info.n_train, suite.dataset.val_fraction)
 
-
-def _n_train(suite: SuiteConfig) -> int | None:
-    info = dataset_info(suite.dataset.name, suite.dataset.options)
-    if info.n_train is None:
-        return None
-    return info.n_train - int(round(suite.dataset.val_fraction * info.n_train))
 
 
 def cell_plan(cell: Cell) -> tuple[str, dict[str, PhaseConfig]]:
-    """The cell's pipeline and the training phases it runs (:func:`benchmark.run.cells.pipeline_phases`);
+    """The cell's pipeline and the training phases it runs (:func:`benchmark.config.budget.pipeline_phases`);
     the shared dense pretraining is costed per seed, not per cell."""
-    from benchmark.run.cells import pipeline_phases
-
     m = cell.method
     pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=cell.suite.granularity, **m.options)
     plan = pipeline_phases(cell, pruner)
@@ -91,7 +84,7 @@ def cell_cost(cell: Cell) -> CellCost:
     evaluation."""
     s = cell.suite
     info = dataset_info(s.dataset.name, s.dataset.options)
-    n_train = _n_train(s)
+    n_train = train_images(s)
     steps = s.threat.steps
     base, plugin = split_method(cell.method.method)
     _, plan = cell_plan(cell)
@@ -121,7 +114,7 @@ def pretrain_cost(suite: SuiteConfig) -> float | None:
     """Passes of one seed's dense pretrainings, one per distinct effective pretrain (0 when loaded)."""
     if suite.dense.source != "pretrain":
         return 0.0
-    n_train = _n_train(suite)
+    n_train = train_images(suite)
     return None if n_train is None else sum(_training_passes(p, suite.threat.steps, n_train)
                                             for p in suite.pretrains())
 
@@ -234,7 +227,7 @@ def measure_steps(suite: SuiteConfig, repeats: int = 3, on_stage: Callable[[str]
 def cell_seconds(cell: Cell, t: StepTimes) -> dict[str, float | None]:
     """Estimated seconds of a cell per phase (search, finetune, evaluate) from measured step times."""
     s = cell.suite
-    n_train, ev = _n_train(s), s.evaluation
+    n_train, ev = train_images(s), s.evaluation
     info = dataset_info(s.dataset.name, s.dataset.options)
     n_eval = min(ev.n_examples, info.n_test) if info.n_test is not None else ev.n_examples
     _, plan = cell_plan(cell)
@@ -271,7 +264,7 @@ def dense_seconds(suite: SuiteConfig, t: StepTimes) -> tuple[float | None, float
         return 0.0, evaluate
     total = 0.0
     for phase in suite.pretrains():  # one dense model per distinct effective pretrain
-        batches = _batches(_n_train(suite), phase.batch_size)
+        batches = _batches(train_images(suite), phase.batch_size)
         if batches is None:
             return None, evaluate
         total += phase.epochs * batches * t.pretrain[pretrain_key(phase)]
@@ -368,7 +361,7 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
                      "counted as if no point were broken: an upper bound)")
     else:
         lines.append(f"total left <= {_fmt(total)}  (add --measure for the time on this machine)")
-    if _n_train(suite) is None:
+    if train_images(suite) is None:
         lines.append(f"data set {suite.dataset.name!r}: its size is only known once loaded; training passes unknown")
     return lines
 

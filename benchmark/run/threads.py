@@ -6,8 +6,11 @@ be set with ``--threads`` (or ``$OMP_NUM_THREADS``), and is recorded in every re
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -53,22 +56,82 @@ def oversubscription(threads: int, workers: int = 1, cores: int | None = None) -
             f"CPU and slows every worker (try {fix})")
 
 
-def busy_machine(threads: int, workers: int = 1, cores: int | None = None,
-                 load: float | None = None) -> str | None:
-    """A warning when other work already uses the cores this run needs: the 1-minute load average exceeds the
-    cores left free by ``workers x threads`` by more than half a core, else None (also None where the load
-    average is unknown)."""
+def _stat_fields(path: Path) -> tuple[str, int] | None:
+    """(state, parent pid) from a ``/proc/.../stat`` file, or None if it vanished."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    rest = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid ...
+    return rest[0], int(rest[1])
+
+
+def process_tree(pid: int, proc: Path = Path("/proc")) -> set[int]:
+    """``pid`` and every process descended from it (from the parent pids in ``/proc/*/stat``)."""
+    children: dict[int, list[int]] = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        fields = _stat_fields(stat)
+        if fields is not None:
+            children.setdefault(fields[1], []).append(int(stat.parent.name))
+    tree, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return tree
+
+
+def own_running(pid: int | None = None, proc: Path = Path("/proc"), tree: set[int] | None = None) -> int:
+    """Runnable threads (state R: running or waiting for a core) of this process tree (``pid``, default this
+    process, and its descendants: its workers; ``tree``: those processes, if already known)."""
+    n = 0
+    for member in tree if tree is not None else process_tree(os.getpid() if pid is None else pid, proc):
+        for stat in (proc / str(member) / "task").glob("*/stat"):
+            fields = _stat_fields(stat)
+            n += fields is not None and fields[0] == "R"
+    return n
+
+
+def others_running(samples: int = 5, interval: float = 0.02, proc: Path = Path("/proc")) -> float | None:
+    """Runnable threads of other processes now: the kernel's count of runnable threads (``/proc/loadavg``'s
+    fourth field, ours included) less this process tree's own, the median of ``samples`` readings
+    ``interval`` seconds apart; None where ``/proc/loadavg`` is absent (not Linux)."""
+    readings, tree = [], process_tree(os.getpid(), proc)
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        try:
+            running = int((proc / "loadavg").read_text().split()[3].split("/")[0])
+        except (OSError, IndexError, ValueError):
+            return None
+        readings.append(max(0, running - own_running(proc=proc, tree=tree)))
+    return statistics.median(readings)
+
+
+def busy_machine(threads: int, workers: int = 1, cores: int | None = None, load: float | None = None,
+                 running: float | None = None) -> str | None:
+    """A warning when other work really occupies the cores this run needs, else None: both the 1-minute load
+    average and the runnable threads of other processes now (:func:`others_running`) exceed the cores left free
+    by ``workers x threads`` by more than half a core. The load average alone also counts a command that has
+    just ended and this run's own start-up; the count now alone can catch a passing burst. None where the load
+    average is unknown; the load average alone decides where the count is unknown (not Linux)."""
     cores = usable_cores() if cores is None else cores
     if load is None:
         try:
             load = os.getloadavg()[0]
         except (AttributeError, OSError):  # not Unix
             return None
-    free = cores - workers * threads
-    if load <= max(0, free) + 0.5:
+    allowed = max(0, cores - workers * threads) + 0.5
+    if load <= allowed:
         return None
-    return (f"warning: load average {load:.1f} on {cores} cores: other work is running, so {workers} worker(s) x "
-            f"{threads} thread(s) share the CPU with it and the cells run slower than estimated")
+    if running is None:
+        running = others_running()
+    if running is not None and running <= allowed:
+        return None
+    now = "" if running is None else f", {running:g} runnable thread(s) of other processes now"
+    return (f"warning: load average {load:.1f} on {cores} cores{now}: other work is running, so {workers} "
+            f"worker(s) x {threads} thread(s) share the CPU with it and the cells run slower than estimated")
 
 
 @contextmanager
