@@ -174,8 +174,8 @@ class FileRecord(BaseModel):
 
 
 class CellRecord(BaseModel):
-    """Which cell: method, label, pruner (null for dense), plug-in, data set, model, structure, sparsity, seed[,
-    search_seed, external]."""
+    """Which cell: method, label, pruner (null for dense), plug-in, data set, model, structure, sparsity, seed (and,
+    where written, search_seed and external, kept as written)."""
 
     model_config = RECORD
     method: Name
@@ -389,7 +389,6 @@ class ResultRecord(BaseModel):
         if data[CHECKSUM_KEY] != checksum(data):
             raise Problem("its content does not match its checksum (edited after it was written?)")
         return record
-
 
 
 def check_result(data: Any, name: str = "result") -> dict:
