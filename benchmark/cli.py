@@ -381,7 +381,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
         schema = suite_schema()
     else:
-        from benchmark.store.record_schema import result_schema
+        from benchmark.store.schema import result_schema
 
         schema = result_schema()
     print(json.dumps(schema, indent=2))

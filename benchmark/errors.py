@@ -39,3 +39,13 @@ OUT_OF_MEMORY_FIX = ("lower the batch sizes (--set search.batch_size=..., finetu
 def out_of_memory(what: str, device: object) -> BenchmarkError:
     """The one-line error for running out of (device or host) memory while doing ``what``."""
     return BenchmarkError(f"{what}: out of memory on {device}; {OUT_OF_MEMORY_FIX}")
+
+
+def short(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, as a one-line error shows a value (a hostile value never floods
+    the line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

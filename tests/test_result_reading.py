@@ -132,14 +132,14 @@ def test_packed_per_point_records_are_bounded_by_size_not_by_the_text_limit() ->
     them against n_examples); a long text that is not base64 there, or a long string elsewhere, is refused."""
     import numpy as np
 
-    from benchmark.errors import ResultFileError
     from benchmark.store.distances import pack_distances
-    from benchmark.store.schema import MAX_TEXT, _walk
+    from benchmark.store.record_errors import Problem
+    from benchmark.store.schema import MAX_TEXT, walk
 
     packed = pack_distances(np.full(500, 0.1, dtype=np.float32))
     assert len(packed) > MAX_TEXT
-    _walk({"evaluation": {"min_norm": {"distances": packed}, "outcomes": {"clean": packed}}}, "r")
-    with pytest.raises(ResultFileError, match="characters long"):
-        _walk({"note": packed}, "r")
-    with pytest.raises(ResultFileError, match="characters long"):
-        _walk({"evaluation": {"min_norm": {"distances": packed + " "}}}, "r")
+    walk({"evaluation": {"min_norm": {"distances": packed}, "outcomes": {"clean": packed}}})
+    with pytest.raises(Problem, match="characters long"):
+        walk({"note": packed})
+    with pytest.raises(Problem, match="characters long"):
+        walk({"evaluation": {"min_norm": {"distances": packed + " "}}})

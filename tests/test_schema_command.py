@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from benchmark.cli import main
 from benchmark.config.suite import packaged_suites, read_suite_mapping
-from benchmark.store.record_schema import ResultRecord
 from benchmark.store.results import read_result, result_files
+from benchmark.store.schema import ResultRecord
 from tests.test_report import make_result, write_suite
 
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import pydantic.dataclasses
 from pydantic import AllowInfNan, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError
 
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, short
 
 # every configuration section: unknown keys refused (the "did you mean" of one_line)
 SECTION = ConfigDict(extra="forbid")
@@ -45,15 +45,6 @@ class FieldError(ConfigError):
 
     def __reduce__(self) -> tuple:  # crosses process boundaries (worker pools) as the one line it says
         return ConfigError, (str(self),)
-
-
-def short(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a hostile value never floods an error line)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an integer too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _number_as_text(value: Any) -> Any:

@@ -45,17 +45,9 @@ from benchmark.measure import environment
 from benchmark.store import gate
 from benchmark.store.checkpoints import verify_file
 from benchmark.store.paths import SWEEP_FOLDER
-from benchmark.store.schema import (
-    CELL_KEYS,
-    CHECKSUM_KEY,
-    FILE_KEYS,
-    REQUIRED,
-    SCHEMA_VERSION,
-    check_result,
-    checksum,
-)
+from benchmark.store.schema import CHECKSUM_KEY, FILE_KEYS, SCHEMA_VERSION, check_result, checksum
 
-__all__ = ["CELL_KEYS", "CHECKSUM_KEY", "REQUIRED", "SCHEMA_VERSION", "result_record", "write_result",
+__all__ = ["CHECKSUM_KEY", "SCHEMA_VERSION", "result_record", "write_result",
            "validate_result", "read_result", "result_files", "load_results", "existing_hash"]
 MAX_BYTES = 64 * 1024 * 1024  # a result is a few hundred kB at most
 
@@ -109,7 +101,7 @@ def write_result(path: Path, result: dict, root: Path | None = None) -> None:
 
 
 def validate_result(data: Any, name: str = "result") -> dict:
-    """Check schema, types, ranges, text and checksum of a result (see benchmark.store.schema)."""
+    """``data`` once the result models hold it valid (types, ranges, text, checksum: benchmark.store.schema)."""
     return check_result(data, name)
 
 
