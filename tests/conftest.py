@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 from pathlib import Path
 
 import pytest
@@ -59,6 +62,28 @@ def tiny_suite_dict(**changes) -> dict:
 @pytest.fixture
 def tiny_suite() -> SuiteConfig:
     return build(SuiteConfig, tiny_suite_dict())
+
+
+def _libc_trim():
+    """glibc's ``malloc_trim`` (returns freed heap pages to the system), or None where there is none."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _libc_trim()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _return_freed_memory():
+    """After each test file, give the freed heap back to the system: the big architectures of one file would
+    otherwise stay in the process's resident size for the rest of the run (the suite's peak is kept < 2 GB)."""
+    yield
+    gc.collect()
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 @pytest.fixture(autouse=True)
