@@ -18,7 +18,7 @@ from baselines.base import Pruner
 from baselines.masking import iter_score_masks, sparsity_report
 from benchmark.attacks import attack_mode, pgd
 from benchmark.config import Cell, PhaseConfig, SuiteConfig, ThreatConfig
-from benchmark.config.budget import pipeline_phases, training_budget
+from benchmark.config.budget import cell_pruner, pipeline_phases, training_budget
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
@@ -31,7 +31,7 @@ from benchmark.run.best import BestEpoch, own_target_met
 from benchmark.store.paths import model_path
 from benchmark.store.results import result_record
 from benchmark.train.loop import ATTACK_MODEL_MODE, EpochCheckpoint, make_objective, train_phase
-from s2ap import build_pruner, mask_distance, score_sharpness, split_method
+from s2ap import mask_distance, score_sharpness, split_method
 
 if TYPE_CHECKING:
     from benchmark.run.dense import DenseCache
@@ -226,8 +226,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
     ``root`` (the suite folder), the pruned model is saved there (:func:`benchmark.store.paths.model_path`).
     The phases are the cell's effective ones (the suite's, its pruner's recipe, its method entry's own)."""
     s, m = cell.suite, cell.method
-    pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=s.granularity,
-                          skip_first_last=s.skip_first_last, seed=cell.run_seed, **m.options)
+    pruner = cell_pruner(cell)
     plan = pipeline_phases(cell, pruner)
     search, finetune = plan.get("search"), plan.get("finetune")
     phases: dict = {}

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from baselines.base import get_pruner
 from benchmark.config import Cell, PhaseConfig, SuiteConfig, config_hash, identity_dict
-from benchmark.config.budget import pipeline_phases, train_images
+from benchmark.config.budget import cell_pruner, pipeline_phases, train_images
 from benchmark.data import dataset_info, n_validation
 from benchmark.measure import resolve_device
 from benchmark.models import create_model
@@ -72,8 +72,7 @@ def _n_val(suite: SuiteConfig) -> int:
 def cell_plan(cell: Cell) -> tuple[str, dict[str, PhaseConfig]]:
     """The cell's pipeline and the training phases it runs (:func:`benchmark.config.budget.pipeline_phases`);
     the shared dense pretraining is costed per seed, not per cell."""
-    m = cell.method
-    pruner = build_pruner(m.method, cell.sparsity, s2ap=m.s2ap, granularity=cell.suite.granularity, **m.options)
+    pruner = cell_pruner(cell)
     plan = pipeline_phases(cell, pruner)
     plan.pop("pretrain", None)
     return pruner.pipeline, plan
