@@ -7,8 +7,9 @@ curvature of the adversarial loss (per layer ``A = E[a a^T]`` over the layer's i
 the per-example gradients at its outputs) and the saliency of the weight change the mask makes,
 ``dw = w - w * softplus(m)``: ``1/2 G_ii dw_ij (dw_i A)_j`` for weight (i, j) (the public code's split of
 ``1/2 dw^T H dw`` into one term per weight, with the diagonal of G). The saliencies are averaged over the
-batches; :meth:`Mad.end_search` removes the lowest ones over the whole network (global ranking, through the
-shared top-k mask).
+batches; :meth:`Mad.end_search` removes the lowest ones: over all the layers but the last together (global
+ranking), and row by row in the final Linear layer, as the public ``_global_remove_weight`` does
+(``final_linear: global`` ranks that layer with the others).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.func import functional_call
 
 from baselines.base import Pruner, register_pruner
 from baselines.magnitude import allocate_global_keep
-from baselines.masking import raw_weight
+from baselines.masking import keep_count, raw_weight
 
 MASK_STEPS = 20  # the public compute_saliency.py: 20 Adam steps on the continuous mask per batch
 MASK_LR = 0.1  # ... with learning rate 0.1
@@ -90,7 +91,9 @@ class Mad(Pruner):
     """Global pruning of the lowest adversarial saliency, measured over the search's batches.
 
     Options: ``mask_steps`` (Adam steps on the continuous mask per batch, public 20), ``mask_lr`` (their
-    learning rate, public 0.1). The search does not train the model: each step crafts the batch's adversarial
+    learning rate, public 0.1), ``final_linear`` (``rows``, the public rule: the last pruned layer, when it is
+    a Linear layer, keeps the same fraction of every row, its highest saliencies; ``global``: ranked with the
+    other layers). The search does not train the model: each step crafts the batch's adversarial
     examples (the harness's attack, on the dense network), runs its own Adam on a fresh continuous mask (the
     harness's optimiser is not stepped) and adds the batch's saliency to the running mean. Use the search
     objective ``pgd-at`` (cross-entropy on the adversarial examples, as the public code).
@@ -106,19 +109,22 @@ class Mad(Pruner):
                       "on every batch, so there is no learnt score for S2AP's search")
 
     def __init__(self, sparsity: float, *, mask_steps: int = MASK_STEPS, mask_lr: float = MASK_LR,
-                 **kwargs) -> None:
+                 final_linear: str = "rows", **kwargs) -> None:
         if isinstance(mask_steps, bool) or not isinstance(mask_steps, int) or mask_steps < 0:
             raise ValueError(f"mad option 'mask_steps' must be an integer >= 0, got {mask_steps!r}")
         if isinstance(mask_lr, bool) or not isinstance(mask_lr, (int, float)) or not mask_lr > 0:
             raise ValueError(f"mad option 'mask_lr' must be a number > 0, got {mask_lr!r}")
+        if final_linear not in ("rows", "global"):
+            raise ValueError(f"mad option 'final_linear' must be 'rows' (the public rule) or 'global', "
+                             f"got {final_linear!r}")
         super().__init__(sparsity, **kwargs)
-        self.mask_steps, self.mask_lr = mask_steps, float(mask_lr)
+        self.mask_steps, self.mask_lr, self.final_linear = mask_steps, float(mask_lr), final_linear
         self.saliency_sum: dict[str, Tensor] = {}
         self.batches = 0
 
     def options(self) -> dict:
         return {**super().options(), "mask_steps": self.mask_steps, "mask_lr": self.mask_lr,
-                "saliency_batches": self.batches}
+                "final_linear": self.final_linear, "saliency_batches": self.batches}
 
     def weight(self, name: str) -> Tensor:
         assert self.model is not None
@@ -236,15 +242,33 @@ class Mad(Pruner):
         self.saliency_sum = {n: state["saliency_sum"][n].to(self.weight(n)) for n in self.layers}
 
     # -- the global prune ----------------------------------------------------------------------------------
+    def row_layer(self) -> str | None:
+        """The layer pruned row by row: the last pruned layer when it is a Linear layer (``final_linear:
+        rows``) and other layers remain for the global ranking; otherwise none."""
+        assert self.model is not None
+        names = list(self.layers)
+        if self.final_linear != "rows" or len(names) < 2:
+            return None
+        return names[-1] if isinstance(self.model.get_submodule(names[-1]), nn.Linear) else None
+
     def end_search(self) -> None:
-        """Keep the highest mean saliencies over the whole network (at least one weight per layer); each
-        layer's scores are the within-layer ranks, so the shared top-k mask keeps exactly those."""
+        """Keep the highest mean saliencies: over the layers ranked together (at least one weight per layer),
+        and in every row of :meth:`row_layer` the same count, ``keep_count(keep_ratio, in_features)``. The
+        global layers' scores are their within-layer ranks, so the shared top-k mask keeps exactly those."""
         saliency = self.saliency()
+        rows = self.row_layer()
+        ranked = {n: sm for n, sm in self.layers.items() if n != rows}
         with torch.no_grad():
-            for name, sm in self.layers.items():
+            for name, sm in ranked.items():
                 flat = saliency[name].flatten()
                 ranks = torch.empty_like(flat)
                 ranks[flat.argsort(stable=True)] = torch.arange(1, flat.numel() + 1, dtype=flat.dtype,
                                                                 device=flat.device)
                 sm.scores.copy_(ranks.view_as(sm.scores))
-        allocate_global_keep(self.layers, saliency, self.keep_ratio)
+            if rows is not None:
+                s = saliency[rows]
+                per_row = keep_count(self.keep_ratio, s.shape[1])
+                mask = torch.zeros_like(s, dtype=torch.bool)
+                mask.scatter_(1, s.argsort(dim=1, descending=True, stable=True)[:, :per_row], True)
+                self.layers[rows].set_mask(mask)
+        allocate_global_keep(ranked, {n: saliency[n] for n in ranked}, self.keep_ratio)

@@ -179,21 +179,43 @@ def test_search_steps_average_and_the_global_prune_keeps_the_highest() -> None:
     mean = pruner.saliency()
     for n in expected:
         torch.testing.assert_close(mean[n], expected[n])
-    # the prune: the 50 % highest saliencies over both layers (at least one weight per layer)
+    # the public prune: the 50 % highest saliencies of the layers ranked together (here only the first), and
+    # the final Linear layer row by row: round(0.5 * 5) = 2 of every row's 5 weights, its highest
     resumed = attached(two_layer())
     resumed.load_extra_state(pruner.extra_state())
     resumed.freeze()
+    first = torch.zeros(30)
+    first[mean["0"].flatten().argsort(descending=True)[:15]] = 1
+    last = torch.zeros(3, 5)
+    for i in range(3):
+        last[i, mean["2"][i].argsort(descending=True)[:2]] = 1
+    masks = resumed.masks()
+    assert torch.equal(masks["0"].flatten(), first) and torch.equal(masks["2"], last)
+    # final_linear: global: the 50 % highest over both layers (at least one weight per layer)
+    ranked = attached(two_layer(), final_linear="global")
+    ranked.load_extra_state(pruner.extra_state())
+    ranked.freeze()
     flat = torch.cat([mean[n].flatten() for n in ("0", "2")])
     keep = torch.zeros_like(flat)
     keep[flat.argsort(descending=True)[: round(0.5 * flat.numel())]] = 1
     assert keep[:30].sum() > 0 and keep[30:].sum() > 0  # both layers hold kept weights: no forced keep here
-    masks = resumed.masks()
+    assert not torch.equal(keep[30:].view(3, 5), last)  # the two rules choose differently here
+    masks = ranked.masks()
     assert torch.equal(torch.cat([masks[n].flatten() for n in ("0", "2")]), keep)
+
+
+def test_the_row_rule_applies_to_a_final_linear_layer_only() -> None:
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2), nn.ReLU(), nn.Conv2d(1, 1, 1))
+    assert attached(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))).row_layer() == "2"
+    assert attached(two_layer(), final_linear="global").row_layer() is None
+    assert attached(nn.Sequential(nn.Linear(4, 2))).row_layer() is None  # nothing left to rank globally
+    assert attached(conv).row_layer() is None  # the last pruned layer is a convolution
 
 
 def test_options_and_the_search_requirement() -> None:
     assert Mad.has_scores is False and Mad.no_s2ap_reason and Mad.granularities == ("weight",)
-    for bad, match in [({"mask_steps": -1}, "'mask_steps'"), ({"mask_lr": 0}, "'mask_lr'")]:
+    for bad, match in [({"mask_steps": -1}, "'mask_steps'"), ({"mask_lr": 0}, "'mask_lr'"),
+                       ({"final_linear": "row"}, "'final_linear'")]:
         with pytest.raises(ValueError, match=match):
             get_pruner("mad")(0.5, **bad)
     with pytest.raises(ValueError, match="search epochs"):
