@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from tabulate import DataRow, Line, TableFormat, tabulate
 
 from benchmark.report.marks import marked, marks_note
+from benchmark.report.numerics import numerics_note
 from benchmark.report.stats import (
     METRICS,
     Metric,
@@ -360,6 +361,8 @@ def leaderboard_markdown(results: list[dict]) -> str:
         parts.append("".join(f"Protocol: {line}.\n" for line in table.notes))
         parts.append(table.caption + "\n")
         parts.append(markdown_table(table) + "\n")
+        if numerics_note(rs):
+            parts.append(numerics_note(rs).strip() + "\n")
         effect = effect_table(group, rs)
         if effect is not None:
             parts.append("### S2AP minus base\n")
