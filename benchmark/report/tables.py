@@ -264,6 +264,10 @@ FLAG_HELP = (
     ("min-norm", "the minimum-norm attack (FMN) found a distance above eps for more than 3 % of the test points on "
      "points AutoAttack breaks at eps: FMN is weaker than AutoAttack there, so the security curve overstates "
      "robustness near eps (AutoAttack's accuracy at eps stays the figure of record; see docs/security-curves.md)."),
+    ("mask", "the kept weights do not all connect the input to the output (a layer left with a weight or two that "
+     "meet no kept weight of the next): the effective sparsity counts only weights on an input-to-output path "
+     "(benchmark/evaluate/connectivity.py). With no path left the network is a constant and its accuracies "
+     "measure no learning."),
 )
 
 
