@@ -93,13 +93,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.executor == "local":
             run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
-                      workers=args.workers, threads=args.threads, tables=False, baselines=baselines)
+                      workers=args.workers, threads=args.threads, tables=False, baselines=baselines,
+                      force_references=args.force and not args.methods)
         else:
             from benchmark.run.slurm import parse_parameters, submit_suite
 
             params = parse_parameters(list(args.slurm or []))
             submit_suite(suite, kind=args.executor, results_dir=args.results_dir, force=args.force,
-                         parameters=params)
+                         parameters=params, force_references=args.force and not args.methods)
     except BenchmarkError as e:  # the tables still show every finished cell
         failure = e
     if args.summary:
@@ -447,7 +448,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
     run.add_argument("--threads", type=int, help=THREADS_HELP)
-    run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date")
+    run.add_argument("--force", action="store_true", help="re-run cells even if their result is up to date (with "
+                     "--methods only those methods' cells: the dense references are kept)")
     run.add_argument("--dry-run", action="store_true",
                      help="list the cells (done ones marked) with their estimated cost and exit (reads no data)")
     run.add_argument("--target-difference", type=float, metavar="POINTS",

@@ -173,3 +173,26 @@ def test_a_run_with_another_configuration_never_replaces_stored_results(tmp_path
     assert len(err) == 1 and "of another configuration" in err[0] and " -> " in err[0] and "--force" in err[0]
     assert {p: p.read_bytes() for p in (out / "tiny").rglob("*") if p.is_file()} == before
     assert cell_files(out / "tiny" / "digits")
+
+
+def test_forcing_some_methods_replaces_only_their_cells(tmp_path: Path, capsys) -> None:
+    """``run --force --methods random`` recomputes random's cells and nothing else: the other methods' results
+    and the dense references (which belong to no method) stay byte for byte."""
+    from benchmark.cli import main
+    from tests.conftest import tiny_suite_dict
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(json.dumps(tiny_suite_dict(methods=["magnitude", "random"], search={"epochs": 0},
+                                                 evaluation={"n_examples": 8, "autoattack": "none", "pgd_steps": 1})))
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--results-dir", str(out), "--no-progress"]) == 0
+    jsons = lambda: {p: p.read_bytes() for p in (out / "tiny").rglob("*.json") if "leaderboard" not in p.name}  # noqa: E731
+    before = jsons()
+    dense = [p for p in before if "/dense/" in p.as_posix()]
+    assert dense, "the run evaluated a dense reference"
+    capsys.readouterr()
+    assert main(["run", str(suite), "--results-dir", str(out), "--no-progress", "--force", "--methods", "random"]) == 0
+    after = jsons()
+    changed = {p for p in before if after[p] != before[p]}
+    assert changed and all("/random/" in p.as_posix() for p in changed)
+    assert all(after[p] == before[p] for p in dense)

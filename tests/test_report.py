@@ -572,3 +572,20 @@ def test_repeated_warnings_collapse_to_one_line_with_their_range() -> None:
     assert collapse_repeats(said) == ["AutoAttack: there are 5-8 points with zero gradient! (said 3 times)",
                                       "robust accuracy 60.00% above clean accuracy 50.00%"]
     assert collapse_repeats(["same 3", "same 3"]) == ["same 3 (said 2 times)"]
+
+
+def test_a_table_names_the_numerical_environments_it_mixes() -> None:
+    from benchmark.report.numerics import numerics_kind, numerics_note
+
+    def result(cpu: str | None) -> dict:
+        numerics = {"cpu_model": cpu, "cpu_capability": "AVX512", "blas": "mkl 2024.2"} if cpu else None
+        return {"environment": {"device": "cpu", "numerics": numerics}}
+
+    amd, intel, old = result("AMD EPYC"), result("Intel Xeon"), result(None)
+    assert numerics_kind(amd) == "AMD EPYC, AVX512, mkl 2024.2" and numerics_kind(old) == "not recorded"
+    assert numerics_note([amd, amd]) == ""  # one environment: nothing to say
+    note = numerics_note([amd, intel, amd, old])
+    assert "AMD EPYC, AVX512, mkl 2024.2: 2; Intel Xeon, AVX512, mkl 2024.2: 1; not recorded" in note
+    assert note.endswith("include it.") and "(written before results recorded it): 1" in note
+    gpu = {"environment": {**amd["environment"], "device": "cuda:0", "device_name": "NVIDIA H200"}}
+    assert numerics_kind(gpu).endswith(", NVIDIA H200")

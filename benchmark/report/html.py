@@ -20,6 +20,7 @@ from markupsafe import Markup, escape
 
 from benchmark.report.answer import Difference, answers, headline, interval_text
 from benchmark.report.marks import marked, marks_note
+from benchmark.report.numerics import numerics_note
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.significance import (
     METRIC_TITLES,
@@ -113,7 +114,8 @@ def _caption(results: list[dict], extras: bool) -> str:
     return (f"One row per method and sparsity; {spread}; best per sparsity in bold; ↑ higher is better, ↓ lower "
             "is better." + (" Δ vs base: +S2AP minus its base pruner, mean ± std of the per-seed differences."
                             if extras and not single else " Δ vs base: +S2AP minus its base pruner." if extras
-                            else "") + " Click a column header to sort." + marks_note(results))
+                            else "") + " Click a column header to sort." + marks_note(results)
+            + numerics_note(results))
 
 
 def leaderboard_tables(results: list[dict], keys: tuple[str, ...] = PAGE_METRICS,

@@ -302,11 +302,33 @@ def flag_messages(r: dict) -> list[str]:
     aa = aa_flags(r)
     messages = [f"AutoAttack: {f}" for f in aa]
     messages += [f for f in r["evaluation"].get("flags") or [] if f not in aa]
+    messages += connectivity_messages(r)
     if robust_above_clean(r) and not any("above clean" in m for m in messages):
         messages.append(f"robust accuracy {100 * robust_accuracy(r):.2f}% above clean accuracy "
                         f"{100 * METRICS['clean'].get(r):.2f}%: the evaluation is unreliable")
     messages = [FLAGS_DOC.sub(FLAGS_HELP_REF, " ".join(m.split())) for m in messages]  # one line each
     return collapse_repeats(messages)
+
+
+DEAD_SHARE = 0.1  # flag a mask when more than this share of its kept weights lies on no input-output path
+
+
+def connectivity_messages(r: dict) -> list[str]:
+    """A flag for a mask that cuts the network: no input-to-output path left, or more than DEAD_SHARE of
+    the kept weights on none (results without the effective sparsity: nothing)."""
+    sp = r.get("sparsity") or {}
+    eff, n = sp.get("effective"), sp.get("n_weights")
+    if not eff or not n:
+        return []
+    kept = n - sp.get("n_zero", 0)
+    if not eff["connected"]:
+        return ["mask: no path from the input to the output through the kept weights (effective sparsity "
+                "100 %): the network computes a constant"]
+    if kept and eff["effective_kept"] < (1 - DEAD_SHARE) * kept:
+        return [f"mask: {kept - eff['effective_kept']} of the {kept} kept weights lie on no input-to-output path "
+                f"(effective sparsity {100 * eff['effective_sparsity']:.2f} %, counted "
+                f"{100 * sp['achieved']:.2f} %)"]
+    return []
 
 
 # AutoAttack's warnings point to its repository's flags_doc.md, which is not in a results folder: they point to

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from tabulate import DataRow, Line, TableFormat, tabulate
 
 from benchmark.report.marks import marked, marks_note
+from benchmark.report.numerics import numerics_note
 from benchmark.report.stats import (
     METRICS,
     Metric,
@@ -263,6 +264,10 @@ FLAG_HELP = (
     ("min-norm", "the minimum-norm attack (FMN) found a distance above eps for more than 3 % of the test points on "
      "points AutoAttack breaks at eps: FMN is weaker than AutoAttack there, so the security curve overstates "
      "robustness near eps (AutoAttack's accuracy at eps stays the figure of record; see docs/security-curves.md)."),
+    ("mask", "the kept weights do not all connect the input to the output (a layer left with a weight or two that "
+     "meet no kept weight of the next): the effective sparsity counts only weights on an input-to-output path "
+     "(benchmark/evaluate/connectivity.py). With no path left the network is a constant and its accuracies "
+     "measure no learning."),
 )
 
 
@@ -360,6 +365,8 @@ def leaderboard_markdown(results: list[dict]) -> str:
         parts.append("".join(f"Protocol: {line}.\n" for line in table.notes))
         parts.append(table.caption + "\n")
         parts.append(markdown_table(table) + "\n")
+        if numerics_note(rs):
+            parts.append(numerics_note(rs).strip() + "\n")
         effect = effect_table(group, rs)
         if effect is not None:
             parts.append("### S2AP minus base\n")

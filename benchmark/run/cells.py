@@ -21,6 +21,7 @@ from benchmark.config import Cell, PhaseConfig, SuiteConfig, ThreatConfig
 from benchmark.config.budget import cell_pruner, pipeline_phases, training_budget
 from benchmark.data import DataSplits, first_n, load_dataset, loader_settings, make_loader
 from benchmark.errors import BenchmarkError
+from benchmark.evaluate.connectivity import effective_sparsity
 from benchmark.evaluate.robustness import evaluate, pgd_accuracy
 from benchmark.measure import measure
 from benchmark.models import create_model
@@ -356,7 +357,7 @@ def run_cell(cell: Cell, data: DataSplits, dense: DenseCache, device: torch.devi
             phases["finetune"]["checkpoint"] = chosen.restore()
 
     pruned = pruner.export().to(device)
-    report = sparsity_report(pruned)
+    report = {**sparsity_report(pruned), "effective": effective_sparsity(pruned, data.input_shape)}
     x_test, y_test = evaluation_points(s, data)
     phases["evaluate"] = {}
     stages = 2 + (s.evaluation.autoattack != "none") + (s.evaluation.min_norm != "none")

@@ -18,6 +18,7 @@ from baselines.masking import sparsity_report
 from benchmark.config import SuiteConfig, config_hash, identity_dict, to_dict
 from benchmark.data import first_n
 from benchmark.errors import BenchmarkError, ConfigError
+from benchmark.evaluate.connectivity import effective_sparsity
 from benchmark.evaluate.robustness import evaluate
 from benchmark.measure import measure, resolve_device
 from benchmark.models.files import load_model_file
@@ -96,7 +97,7 @@ def evaluate_checkpoint(path: str | Path, *, method: str, suite: SuiteConfig, sp
     device = resolve_device(suite.device)
     data = load_data(suite)
     model = load_model_file(path, build_model(suite, data), suite.model)
-    report = sparsity_report(model)
+    report = {**sparsity_report(model), "effective": effective_sparsity(model, data.input_shape)}
     target = round(report["global"], 2) if sparsity is None else sparsity
     if not 0 < target < 1:
         raise BenchmarkError(f"checkpoint {path} has {100 * report['global']:.2f}% zero weights; pass --sparsity "

@@ -166,7 +166,7 @@ def make_executor(kind: str, folder: Path, parameters: dict[str, Any]):
 
 def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | Path | None = None,
                  force: bool = False, parameters: dict[str, Any] | None = None, wait: bool | None = None,
-                 log: Callable[[str], None] = print) -> list:
+                 log: Callable[[str], None] = print, force_references: bool | None = None) -> list:
     """Submit one job per pending cell of ``suite`` (plus a job per seed for its dense model and dense reference);
     returns the submitit jobs.
 
@@ -202,11 +202,12 @@ def submit_suite(suite: SuiteConfig, *, kind: str = "slurm", results_dir: str | 
 
     dense_jobs: dict[int, Any] = {}
     cache = DenseCache(suite, root, None, None, progress=False)  # type: ignore[arg-type]  (paths only)
-    seeds = set(pending_dense_seeds(suite, root, cache, {c.seed for c in todo}, force))  # dense references
+    force_references = force if force_references is None else force_references
+    seeds = set(pending_dense_seeds(suite, root, cache, {c.seed for c in todo}, force_references))  # references
     if suite.dense.source == "pretrain":
         seeds |= {c.seed for c in todo if not gate.is_file(root, cache.path(c.seed, c.pretrain))}
     for seed in sorted(seeds):
-        dense_jobs[seed] = submit(_dense_job, suite, str(root), seed, force)
+        dense_jobs[seed] = submit(_dense_job, suite, str(root), seed, force_references)
         log(f"  dense seed {seed}: job {dense_jobs[seed].job_id}")
     if local:
         for job in dense_jobs.values():

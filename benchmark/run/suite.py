@@ -145,7 +145,7 @@ def _pool_job(suite: SuiteConfig, root: str, index: int | None, seed: int | None
 def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, force: bool = False,
               progress: bool = True, workers: int = 1, threads: int | None = None, tables: bool = True,
               baselines: list[Path] | tuple = (), log: Callable[[str], None] = print, dense_root: Path | None = None,
-              dense_references: bool = True) -> list[Path]:
+              dense_references: bool = True, force_references: bool | None = None) -> list[Path]:
     """Run every cell of ``suite`` that has no up-to-date result, and each seed's dense reference; returns
     the paths of the cells' results.
 
@@ -157,6 +157,8 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     reused (the tables of this folder show it beside the others).
     ``dense_root`` is the folder whose dense checkpoints are used (default: the suite's own; a sweep's selection
     stage shares those of its suite); without ``dense_references`` no dense reference row is evaluated.
+    ``force_references`` (default: ``force``) re-evaluates up-to-date dense references too; ``s2ap-bench run
+    --force --methods ...`` keeps them, so forcing some methods' cells replaces nothing else.
     """
     if workers < 1:
         raise BenchmarkError(f"workers must be >= 1, got {workers}")
@@ -188,7 +190,8 @@ def run_suite(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     dense_root = dense_root or root
     references = pending_dense_seeds(suite, root, DenseCache(suite, dense_root, None, device, False),  # type: ignore[arg-type]
                                      {c.seed for c in todo if force or not derivable(c, root)},
-                                     force) if dense_references else []
+                                     force if force_references is None else force_references) \
+        if dense_references else []
     replaced = [] if force else other_configurations(suite, root, todo, references)
     if replaced:
         raise ConfigError(f"{len(replaced)} result(s) in {root} are of another configuration and this run would "

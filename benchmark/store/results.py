@@ -55,7 +55,8 @@ MAX_BYTES = 64 * 1024 * 1024  # a result is a few hundred kB at most
 def sparsity_record(target: float, report: dict) -> dict:
     """The ``sparsity`` entry of a result: the target and what :func:`baselines.sparsity_report` counted."""
     return {"target": target, "achieved": report["global"], "n_weights": report["n_weights"],
-            "n_zero": report["n_zero"], "per_layer": report["per_layer"]}
+            "n_zero": report["n_zero"], "per_layer": report["per_layer"],
+            **({"effective": report["effective"]} if "effective" in report else {})}
 
 
 def result_record(*, suite: str, cell: dict, config: dict, config_hash: str, report: dict, target: float,

@@ -195,13 +195,25 @@ class LayerRecord(BaseModel):
     sparsity: Fraction
 
 
+class EffectiveRecord(BaseModel):
+    """The kept weights on an input-to-output path (benchmark.evaluate.connectivity), in all and per layer."""
+
+    model_config = RECORD
+    connected: bool
+    effective_kept: Count
+    effective_sparsity: Fraction
+    per_layer: dict[str, Count]
+
+
 class SparsityRecord(BaseModel):
-    """The target, the achieved global sparsity (counted from the exported weights), and per layer."""
+    """The target, the achieved global sparsity (counted from the exported weights), and per layer; since
+    2026-12-02 also the effective sparsity (results written before have none)."""
 
     model_config = RECORD
     target: Fraction | None = None
     achieved: Fraction | None = None
     per_layer: dict[str, LayerRecord] | None = None
+    effective: EffectiveRecord | None = None
 
 
 class PGDRecord(BaseModel):
