@@ -116,3 +116,23 @@ def test_the_best_is_compared_with_the_runner_up_in_either_order() -> None:
     html = page(rs, [], [])
     assert re.search(r"<td><strong>random</strong></td><td>60\.0 \[[\d.]+, [\d.]+\]</td><td>hydra</td>"
                      r'<td>\+10\.0 \[\+[\d.]+, \+[\d.]+\]</td><td class="verdict sig">significant</td>', html)
+
+
+def test_a_method_computed_here_is_tested_against_the_strongest_baseline_method() -> None:
+    """With --baselines, ``mine`` (this folder) minus the strongest baseline method (hydra+s2ap, 300 robust
+    points on average against hydra's 250 and random's 100), per seed 320 - (300 + spread) points."""
+    from benchmark.report.answer import own_versus_baselines, summary_lines
+
+    theirs = results(range(3))
+    for r in theirs:
+        r["_path"] = f"../baseline/{r['cell']['method']}-{r['cell']['seed']}.json"
+    mine = [{**with_outcomes(make_result("mine", 0.9, s), 320), "_path": f"mine-{s}.json"} for s in range(3)]
+    assert own_versus_baselines(theirs) == [] and own_versus_baselines(mine) == []  # nothing to compare
+    (pair,) = own_versus_baselines(theirs + mine)
+    assert (pair.variant, pair.base, pair.sparsity) == ("mine", "hydra+s2ap", 0.9)
+    per_seed = [(320 - (300 + spread(s))) / N for s in range(3)]
+    assert pair.comparison.mean == float(np.mean(per_seed))
+    assert pair.comparison.low < pair.comparison.mean < pair.comparison.high
+    lines = summary_lines(theirs + mine)
+    assert any(line.startswith("your methods minus the strongest baseline") for line in lines)
+    assert "  mine - hydra+s2ap at 90%: AutoAttack +4.0 pp" in "\n".join(lines)

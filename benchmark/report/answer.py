@@ -215,9 +215,45 @@ def leaderboard_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def is_baseline(r: dict) -> bool:
+    """A result read from a ``--baselines`` folder (its ``_path`` leads out of the folder reported on)."""
+    return str(r.get("_path", "")).startswith("..")
+
+
+def own_versus_baselines(results: list[dict]) -> list[Pair]:
+    """Each method computed in this folder minus the strongest baseline method (highest robust mean among the
+    ``--baselines`` folders' methods) at every sparsity, paired on the same runs and test points; empty
+    without baselines."""
+    if not any(is_baseline(r) for r in results):
+        return []
+    out = []
+    for group, rs in group_results(results).items():
+        pruned = [r for r in rs if r["cell"]["method"] != "dense"]
+        own = {r["cell"]["label"] for r in pruned if not is_baseline(r)}
+        theirs = {r["cell"]["label"] for r in pruned if is_baseline(r)} - own
+        if not own or not theirs or not has_outcomes(pruned):
+            continue
+        robust, cells, rows = robust_metric(pruned), by_cell(pruned), comparison_rows(pruned)
+        for sp in sparsities(pruned):
+            means = [(figure(cells[(lab, sp)], robust).mean, lab) for lab in theirs if (lab, sp) in cells]
+            means = [(m, lab) for m, lab in means if m is not None]
+            if not means:
+                continue
+            strongest = max(means)[1]
+            for lab in sorted(own):
+                d, flipped = _versus(rows, sp, robust, lab, strongest)
+                if d is not None:
+                    if flipped:
+                        d = Difference(-d.mean, None if d.high is None else -d.high,
+                                       None if d.low is None else -d.low, d.verdict, d.significant)
+                    out.append(Pair(group, sp, lab, strongest, robust, d))
+    return out
+
+
 def summary_lines(results: list[dict]) -> list[str]:
-    """The terminal summary of a results folder: the compact leaderboard, the best method per sparsity and
-    every +S2AP minus base with its interval and verdict."""
+    """The terminal summary of a results folder: the compact leaderboard, the best method per sparsity,
+    every +S2AP minus base with its interval and verdict, and (with baselines) each method computed here
+    against the strongest baseline method."""
     best, pairs = answers(results)
     lines = leaderboard_lines(results)
     if best:
@@ -228,4 +264,8 @@ def summary_lines(results: list[dict]) -> list[str]:
     if pairs:
         lines.append("+S2AP minus base (paired on the same runs and test points):")
         lines += [f"  {pair_sentence(p)}" for p in pairs]
+    own = own_versus_baselines(results)
+    if own:
+        lines.append("your methods minus the strongest baseline method (paired on the same runs and test points):")
+        lines += [f"  {pair_sentence(p)}" for p in own]
     return lines
