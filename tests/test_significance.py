@@ -253,7 +253,8 @@ def test_power_table_gives_the_detectable_difference_and_the_seeds_needed() -> N
     assert texts[5] == "+10.0, +10.4, +9.6" and texts[6] == "3" and texts[7] == f"{100 * sd:.2f}"
     assert texts[8] == f"{100 * minimum_detectable_difference(sd, 3):.1f}"
     assert texts[9:] == [str(seeds_needed(sd, 0.01)), str(seeds_needed(sd, 0.02))]
-    assert all(r.cells[4][0].text != "clean" or r.cells[9][0].text == "2" for r in table.rows)  # no spread: 2
+    # equal per-seed differences: no spread to size seeds from, nor a detectable difference
+    assert all(r.cells[4][0].text != "clean" or r.cells[8][0].text == r.cells[9][0].text == "-" for r in table.rows)
 
 
 def test_pilot_seeds_come_from_the_pilot_spread() -> None:
@@ -281,3 +282,22 @@ def test_dry_run_sizes_seeds_for_a_target_difference_from_a_pilot(tmp_path, caps
     assert f"{row.a} vs {row.b} at " in out and f": {n} seeds (pilot: 3)" in out
     assert main(["run", "fmnist", "--dry-run", "--target-difference", "0"]) == 2
     assert main(["run", "fmnist", "--dry-run", "--target-difference", "1", "--pilot", str(tmp_path / "no")]) == 2
+
+
+def test_equal_seeds_give_no_interval_rather_than_a_zero_width_one() -> None:
+    """Three seeds with the same difference: the sign-flip p (0.25), no interval, no detectable difference,
+    and the answer says why instead of printing [+2.0, +2.0]."""
+    from benchmark.report.answer import difference_text, interval_text
+    from benchmark.report.significance import t_interval_text
+
+    t = paired_t([0.02] * 3)
+    assert (t.low, t.high, t.p) == (None, None, 0.25) and t_interval_text(t) == "none: equal seeds"
+    a = {(s, s): np.arange(10) < 6 for s in range(3)}
+    b = {(s, s): np.arange(10) < 4 for s in range(3)}
+    c = compare(a, b)
+    assert c is not None and c.per_seed == (0.2, 0.2, 0.2) and c.t.low is None and c.detectable is None
+    assert accuracy_interval(a).low is None and accuracy_interval(a).mean == 0.6
+    assert interval_text(None, None, equal_seeds=True) == "none: equal seeds"
+    assert interval_text(None, None) == "n/a, 1 seed"
+    assert difference_text(0.2, None, None, "not significant", equal_seeds=True) == (
+        "+20.0 pp (no interval: every seed gave this difference), not significant")

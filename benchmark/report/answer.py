@@ -56,20 +56,21 @@ class Figure:
 @dataclass(frozen=True)
 class Difference:
     """A tested difference a - b as the answer shows it (fractions): the mean over seeds with its 95 % t interval
-    (no interval for one seed: there is no spread to estimate) and the seed-level verdict after Holm over the
-    table's family."""
+    (no interval for one seed, nor when every seed gave the same difference: there is no spread to estimate)
+    and the seed-level verdict after Holm over the table's family."""
 
     mean: float
     low: float | None
     high: float | None
     verdict: str
     significant: bool
+    equal_seeds: bool = False  # several seeds, all with the same difference
 
 
 def difference_of(row: Tested) -> Difference:
     c = row.comparison
     low, high = (c.t.low, c.t.high) if c.t is not None else (None, None)
-    return Difference(c.mean, low, high, row.verdict, row.significant)
+    return Difference(c.mean, low, high, row.verdict, row.significant, c.t is not None and low is None)
 
 
 @dataclass(frozen=True)
@@ -147,14 +148,20 @@ def _versus(rows: list[Tested], sp: float, metric: str, a: str, b: str | None) -
     return None, False
 
 
-def interval_text(low: float | None, high: float | None) -> str:
-    """A difference's 95 % interval in percentage points, ``[-1.2, +3.4]``, or ``n/a, 1 seed`` without one."""
-    return "n/a, 1 seed" if low is None or high is None else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+def interval_text(low: float | None, high: float | None, equal_seeds: bool = False) -> str:
+    """A difference's 95 % interval in percentage points, ``[-1.2, +3.4]``, or without one ``n/a, 1 seed``
+    (``none: equal seeds`` for several seeds that all gave the same difference)."""
+    if low is None or high is None:
+        return "none: equal seeds" if equal_seeds else "n/a, 1 seed"
+    return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
-def difference_text(mean: float, low: float | None, high: float | None, verdict: str) -> str:
+def difference_text(mean: float, low: float | None, high: float | None, verdict: str,
+                    equal_seeds: bool = False) -> str:
     """e.g. ``+1.3 pp [-2.0, +4.0], not significant``; for one seed ``+1.3 pp (n/a, 1 seed: no interval, no
     test)``, since one seed has no spread to estimate an interval or a test from."""
+    if equal_seeds:
+        return f"{100 * mean:+.1f} pp (no interval: every seed gave this difference), {verdict}"
     if low is None or high is None:
         return f"{100 * mean:+.1f} pp (n/a, 1 seed: no interval, no test)"
     return f"{100 * mean:+.1f} pp {interval_text(low, high)}, {verdict}"
@@ -165,7 +172,7 @@ def best_sentence(b: Best) -> str:
     text = f"at {fmt_sparsity(b.sparsity)}: {b.label}, {METRIC_TITLES[b.metric]} {b.robust.text()} %"
     d = b.difference()
     if b.runner_up is not None:
-        text += f"; vs {b.runner_up} " + (difference_text(*d, b.versus.verdict) if d and b.versus
+        text += f"; vs {b.runner_up} " + (difference_text(*d, b.versus.verdict, b.versus.equal_seeds) if d and b.versus
                                           else "(no paired outcomes)")
     return text
 
@@ -173,7 +180,7 @@ def best_sentence(b: Best) -> str:
 def pair_sentence(p: Pair) -> str:
     c = p.comparison
     return (f"{p.variant} - {p.base} at {fmt_sparsity(p.sparsity)}: {METRIC_TITLES[p.metric]} "
-            f"{difference_text(c.mean, c.low, c.high, c.verdict)}")
+            f"{difference_text(c.mean, c.low, c.high, c.verdict, c.equal_seeds)}")
 
 
 def headline(results: list[dict]) -> str:
@@ -245,7 +252,7 @@ def own_versus_baselines(results: list[dict]) -> list[Pair]:
                 if d is not None:
                     if flipped:
                         d = Difference(-d.mean, None if d.high is None else -d.high,
-                                       None if d.low is None else -d.low, d.verdict, d.significant)
+                                       None if d.low is None else -d.low, d.verdict, d.significant, d.equal_seeds)
                     out.append(Pair(group, sp, lab, strongest, robust, d))
     return out
 

@@ -272,14 +272,14 @@ def answer_context(results: list[dict]) -> dict | None:
                   "sparsity": fmt_sparsity(b.sparsity), "label": b.label, "robust": b.robust.text(),
                   "runner_up": b.runner_up or "-",
                   "difference": "-" if (d := b.difference()) is None else
-                  f"{100 * d[0]:+.1f} " + (f"({interval_text(d[1], d[2])})" if d[1] is None else
-                                           interval_text(d[1], d[2])),
+                  f"{100 * d[0]:+.1f} " + (f"({interval_text(d[1], d[2], b.versus.equal_seeds)})"  # type: ignore[union-attr]
+                                           if d[1] is None else interval_text(d[1], d[2])),
                   "verdict": None if b.versus is None or d is None else
                   (b.versus.verdict, b.versus.significant, d[0] < 0)} for b in best],
         "pairs": [{"setting": " / ".join(p.group), "attrs": filter_attrs(p.group, p.sparsity),
                    "sparsity": fmt_sparsity(p.sparsity), "variant": p.variant, "base": p.base,
                    "difference": f"{100 * p.comparison.mean:+.1f}",
-                   "interval": interval_text(p.comparison.low, p.comparison.high),
+                   "interval": interval_text(p.comparison.low, p.comparison.high, p.comparison.equal_seeds),
                    "verdict": _verdict(p.comparison)} for p in pairs],
     }
 

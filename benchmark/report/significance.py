@@ -64,30 +64,41 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
 
 @dataclass(frozen=True)
 class TTest:
-    """Two-sided one-sample t-test of mean 0 on per-seed values, with the 95 % interval of the mean."""
+    """Two-sided one-sample t-test of mean 0 on per-seed values, with the 95 % interval of the mean (none when
+    every seed has the same value: no spread to estimate it from)."""
 
     mean: float
     sd: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     p: float
 
 
 def paired_t(values: np.ndarray | list[float]) -> TTest:
     """The t-test on per-seed differences (at least two). With zero spread the t statistic is undefined (not
     infinite evidence: with 50 test points, three seeds can differ by the same 2-point step by chance), so p is
-    then that of the exact sign-flip test: 1 for a zero mean, else 2 / 2^n (the two patterns of equal signs)."""
+    then that of the exact sign-flip test: 1 for a zero mean, else 2 / 2^n (the two patterns of equal signs),
+    and there is no interval (a zero-width one would claim a certainty that three equal values do not give)."""
     v = np.asarray(values, dtype=np.float64)
     n = len(v)
     if n < 2:
         raise ValueError(f"the paired t-test needs at least 2 seeds, got {n}")
     mean, sd = float(v.mean()), float(v.std(ddof=1))
     if sd <= 1e-12 * max(1.0, abs(mean)):  # all seeds equal (up to rounding)
-        return TTest(mean, 0.0, mean, mean, 1.0 if abs(mean) <= 1e-15 else min(1.0, 2.0 / 2.0 ** n))
+        return TTest(mean, 0.0, None, None, 1.0 if abs(mean) <= 1e-15 else min(1.0, 2.0 / 2.0 ** n))
     se = sd / math.sqrt(n)
     half = float(stats.t.ppf(0.975, n - 1)) * se
     p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return TTest(mean, sd, mean - half, mean + half, min(1.0, p))
+
+
+def t_interval_text(t: TTest | None) -> str:
+    """``[-1.2, +3.4]`` (percentage points), ``none: equal seeds`` without spread, "" without a test."""
+    if t is None:
+        return ""
+    if t.low is None or t.high is None:
+        return "none: equal seeds"
+    return f"[{_pp(t.low)}, {_pp(t.high)}]"
 
 
 def sign_flip_p(values: np.ndarray | list[float]) -> float | None:
@@ -167,6 +178,8 @@ def accuracy_interval(runs: Runs) -> Accuracy | None:
     if len(per_seed) == 1:
         return Accuracy(mean, None, None, 1, len(runs), n, "one dense seed: no interval")
     t = paired_t(list(per_seed.values()))
+    if t.low is None or t.high is None:
+        return Accuracy(mean, None, None, len(per_seed), len(runs), n, "t over seeds: equal seeds, no interval")
     return Accuracy(mean, max(0.0, t.low), min(1.0, t.high), len(per_seed), len(runs), n, "t over seeds")
 
 
@@ -204,7 +217,7 @@ def compare(a: Runs, b: Runs) -> Comparison | None:
     diffs = seed_means({k: a[k].astype(np.int8) - b[k].astype(np.int8) for k in common})
     per_seed = tuple(diffs[s] for s in sorted(diffs))
     t = paired_t(per_seed) if len(per_seed) >= 2 else None
-    detectable = minimum_detectable_difference(t.sd, len(per_seed)) if t else None
+    detectable = minimum_detectable_difference(t.sd, len(per_seed)) if t and t.low is not None else None
     return Comparison(per_seed, len(common), min(len(a[k]) for k in common), t, sign_flip_p(per_seed), detectable,
                       per_run, binomial_two_sided(only_a, only_a + only_b))
 
@@ -369,7 +382,7 @@ def significance_table(group: tuple[str, str, str], results: list[dict]):
     for row in found:
         c = row.comparison
         per_run = "; ".join(f"{_fmt_p(p)} ({x}/{y})" for _, x, y, p in c.per_run)
-        interval = f"[{_pp(c.t.low)}, {_pp(c.t.high)}]" if c.t else "-"
+        interval = t_interval_text(c.t) or "-"
         rows.append(Row([cell(row.kind), cell(row.a), cell(row.b), cell(fmt_sparsity(row.sparsity)),
                          cell(METRIC_TITLES[row.metric]), cell(_units(c.seeds, c.runs, c.n)), cell(_pp(c.mean)),
                          cell(interval), cell(_fmt_p(c.t.p if c.t else None)), cell(_fmt_p(c.flip_p)),
@@ -399,10 +412,12 @@ def power_table(group: tuple[str, str, str], results: list[dict]):
         c = row.comparison
         if c.t is None:
             continue
-        needed = [seeds_needed(c.t.sd, d) if c.t.sd > 0 else 2 for d in POWER_TARGETS]
+        # equal per-seed differences: no spread to size seeds from (the pilot says nothing about the noise)
+        needed = [seeds_needed(c.t.sd, d) if c.t.sd > 0 else "-" for d in POWER_TARGETS]
         rows.append(Row([cell(row.kind), cell(row.a), cell(row.b), cell(fmt_sparsity(row.sparsity)),
                          cell(METRIC_TITLES[row.metric]), cell(", ".join(_pp(d) for d in c.per_seed)),
-                         cell(str(c.seeds)), cell(f"{100 * c.t.sd:.2f}"), cell(f"{100 * c.detectable:.1f}"),
+                         cell(str(c.seeds)), cell(f"{100 * c.t.sd:.2f}"),
+                         cell(f"{100 * c.detectable:.1f}" if c.detectable is not None else "-"),
                          *[cell(str(k) if k is not None else "more than 100,000") for k in needed]], "diff",
                         filter_attrs(group, row.sparsity)))
     title = " / ".join(group)
@@ -469,7 +484,7 @@ def effects_beside_noise(results: list[dict], cell: dict, spread: dict[str, floa
                 if r.sparsity == sp and label in (r.a, r.b)]
         for r in rows:
             c, noise = r.comparison, spread.get(FIGURES[r.metric])
-            interval = f" [{_pp(c.t.low)}, {_pp(c.t.high)}]" if c.t else ""
+            interval = f" {t_interval_text(c.t)}" if c.t else ""
             lines.append(f"{r.a} - {r.b} at {fmt_sparsity(sp)}, {METRIC_TITLES[r.metric]}: {_pp(c.mean)} pp"
                          f"{interval}, {r.verdict}; noise of this cell's {METRIC_TITLES[r.metric]}: "
                          + ("not measured" if noise is None else f"{100 * noise:.1f} pp"))
