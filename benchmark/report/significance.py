@@ -159,7 +159,8 @@ class Accuracy:
 
     def text(self, scale: float = 100, digits: int = 1) -> str:
         if self.low is None or self.high is None:
-            return f"{scale * self.mean:.{digits}f}"
+            equal = self.method == "t over seeds"  # several seeds with the same figure: no spread, no interval
+            return f"{scale * self.mean:.{digits}f}" + (" [none: equal seeds]" if equal else "")
         return f"{scale * self.mean:.{digits}f} [{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
 
 
@@ -179,7 +180,7 @@ def accuracy_interval(runs: Runs) -> Accuracy | None:
         return Accuracy(mean, None, None, 1, len(runs), n, "one dense seed: no interval")
     t = paired_t(list(per_seed.values()))
     if t.low is None or t.high is None:
-        return Accuracy(mean, None, None, len(per_seed), len(runs), n, "t over seeds: equal seeds, no interval")
+        return Accuracy(mean, None, None, len(per_seed), len(runs), n, "t over seeds")  # equal seeds: none
     return Accuracy(mean, max(0.0, t.low), min(1.0, t.high), len(per_seed), len(runs), n, "t over seeds")
 
 
