@@ -90,17 +90,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     baselines = baseline_folders(args.baselines)
     todo = len(pending_cells(suite, root, args.force, baseline_keys(baselines))) if args.summary else 0
     start = time.monotonic()
+    force_references = args.force and not args.methods  # forcing some methods keeps the dense references
     try:
         if args.executor == "local":
             run_suite(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
                       workers=args.workers, threads=args.threads, tables=False, baselines=baselines,
-                      force_references=args.force and not args.methods)
+                      force_references=force_references)
         else:
             from benchmark.run.slurm import parse_parameters, submit_suite
 
             params = parse_parameters(list(args.slurm or []))
             submit_suite(suite, kind=args.executor, results_dir=args.results_dir, force=args.force,
-                         parameters=params, force_references=args.force and not args.methods)
+                         parameters=params, force_references=force_references)
     except BenchmarkError as e:  # the tables still show every finished cell
         failure = e
     if args.summary:

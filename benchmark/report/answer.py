@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmark.report.significance import (
+    EQUAL_SEEDS,
     METRIC_TITLES,
     Accuracy,
     Tested,
@@ -66,6 +67,11 @@ class Difference:
     significant: bool
     equal_seeds: bool = False  # several seeds, all with the same difference
 
+    def negated(self) -> Difference:
+        """The same test read as b - a: the mean and the interval's ends change sign (and swap)."""
+        return Difference(-self.mean, None if self.high is None else -self.high,
+                          None if self.low is None else -self.low, self.verdict, self.significant, self.equal_seeds)
+
 
 def difference_of(row: Tested) -> Difference:
     c = row.comparison
@@ -89,9 +95,8 @@ class Best:
         c = self.versus
         if c is None:
             return None
-        if not self.flipped:
-            return c.mean, c.low, c.high
-        return -c.mean, None if c.high is None else -c.high, None if c.low is None else -c.low
+        d = c.negated() if self.flipped else c
+        return d.mean, d.low, d.high
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ def interval_text(low: float | None, high: float | None, equal_seeds: bool = Fal
     """A difference's 95 % interval in percentage points, ``[-1.2, +3.4]``, or without one ``n/a, 1 seed``
     (``none: equal seeds`` for several seeds that all gave the same difference)."""
     if low is None or high is None:
-        return "none: equal seeds" if equal_seeds else "n/a, 1 seed"
+        return EQUAL_SEEDS if equal_seeds else "n/a, 1 seed"
     return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
@@ -250,10 +255,7 @@ def own_versus_baselines(results: list[dict]) -> list[Pair]:
             for lab in sorted(own):
                 d, flipped = _versus(rows, sp, robust, lab, strongest)
                 if d is not None:
-                    if flipped:
-                        d = Difference(-d.mean, None if d.high is None else -d.high,
-                                       None if d.low is None else -d.low, d.verdict, d.significant, d.equal_seeds)
-                    out.append(Pair(group, sp, lab, strongest, robust, d))
+                    out.append(Pair(group, sp, lab, strongest, robust, d.negated() if flipped else d))
     return out
 
 

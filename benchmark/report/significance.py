@@ -92,12 +92,15 @@ def paired_t(values: np.ndarray | list[float]) -> TTest:
     return TTest(mean, sd, mean - half, mean + half, min(1.0, p))
 
 
+EQUAL_SEEDS = "none: equal seeds"  # what stands for an interval when every seed gave the same value
+
+
 def t_interval_text(t: TTest | None) -> str:
     """``[-1.2, +3.4]`` (percentage points), ``none: equal seeds`` without spread, "" without a test."""
     if t is None:
         return ""
     if t.low is None or t.high is None:
-        return "none: equal seeds"
+        return EQUAL_SEEDS
     return f"[{_pp(t.low)}, {_pp(t.high)}]"
 
 
@@ -160,7 +163,7 @@ class Accuracy:
     def text(self, scale: float = 100, digits: int = 1) -> str:
         if self.low is None or self.high is None:
             equal = self.method == "t over seeds"  # several seeds with the same figure: no spread, no interval
-            return f"{scale * self.mean:.{digits}f}" + (" [none: equal seeds]" if equal else "")
+            return f"{scale * self.mean:.{digits}f}" + (f" [{EQUAL_SEEDS}]" if equal else "")
         return f"{scale * self.mean:.{digits}f} [{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
 
 

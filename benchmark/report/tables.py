@@ -365,8 +365,9 @@ def leaderboard_markdown(results: list[dict]) -> str:
         parts.append("".join(f"Protocol: {line}.\n" for line in table.notes))
         parts.append(table.caption + "\n")
         parts.append(markdown_table(table) + "\n")
-        if numerics_note(rs):
-            parts.append(numerics_note(rs).strip() + "\n")
+        numerics = numerics_note(rs)
+        if numerics:
+            parts.append(numerics.strip() + "\n")
         effect = effect_table(group, rs)
         if effect is not None:
             parts.append("### S2AP minus base\n")
