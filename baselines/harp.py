@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from baselines.base import Pruner, register_pruner
 from baselines.hydra import scaled_magnitude_scores
-from baselines.masking import keep_count, raw_weight
+from baselines.masking import keep_count, raw_weight, unit_rows
 
 STRATEGIES = ("uniform", "lamp", "erk")
 PUBLIC_START_KEEP = 0.10  # the public recipe's weight-pruning strategies "010_*" start at 10 % kept
@@ -157,7 +157,8 @@ class Harp(Pruner):
     (``original``) starts every layer at 1.0 (all channels kept). The shape (uniform/LAMP/ERK) is computed at
     ``start_keep``. Rates are clipped as in the public code (``sigmoid`` argument within 1 % of 0 and 1).
     ``gamma_hw`` defaults to 1.0, the public code's default (``--gamma``); the paper uses 0.01-0.1 on CIFAR-10.
-    Channel mode counts only the output channels of each layer (``FLOPs_l * k_l``): a masked channel is zeroed
+    Channel mode counts only the kept units of each layer (``FLOPs_l * k_l``; the units are output channels,
+    and input columns in the classifier: :func:`baselines.masking.layer_units`): a masked channel is zeroed
     in its own layer, and the next layer's input weights stay in place. ``exact_target`` (default true) rescales
     the learnt rates so the total meets the target exactly (:meth:`freeze`); false keeps each layer's learnt
     rate, as the public finetuning does (the achieved sparsity then differs from the target).
@@ -213,11 +214,11 @@ class Harp(Pruner):
     def init_scores(self, model: nn.Module) -> None:
         names = list(self.layers)
         for name, sm in self.layers.items():
-            sm.scores.copy_(scaled_magnitude_scores(model, name, self.granularity))
+            sm.scores.copy_(scaled_magnitude_scores(model, name, sm.granularity))
         if self.init == "lamp":
             units = {n: raw_weight(model.get_submodule(n)) for n in names}
-            if self.granularity == "channel":  # LAMP over the filters' L1 norms
-                units = {n: w.abs().flatten(1).sum(1) for n, w in units.items()}
+            if self.granularity == "channel":  # LAMP over the L1 norms of the units (filters; classifier columns)
+                units = {n: unit_rows(w.abs(), self.layers[n].granularity).sum(1) for n, w in units.items()}
             ratios = lamp_keep_ratios(units, self.start_keep)
         elif self.init == "erk":
             ratios = erk_keep_ratios({n: tuple(sm.weight_shape) for n, sm in self.layers.items()}, self.start_keep)

@@ -7,15 +7,16 @@ import math
 from torch import nn
 
 from baselines.base import Pruner, register_pruner
-from baselines.masking import raw_weight
+from baselines.masking import raw_weight, unit_rows
 
 
-def scaled_magnitude_scores(model: nn.Module, name: str, granularity: str):
-    """HYDRA's scaled init: ``sqrt(6 / fan_in) * W / max|W|`` (per channel: the L1 norm of each filter)."""
+def scaled_magnitude_scores(model: nn.Module, name: str, unit: str):
+    """HYDRA's scaled init: ``sqrt(6 / fan_in) * W / max|W|`` (structured: the L1 norm of each unit, a filter
+    or, in the classifier, an input column: :func:`baselines.masking.layer_units`)."""
     w = raw_weight(model.get_submodule(name)).detach()
     fan_in = w[0].numel()
-    if granularity == "channel":
-        w = w.abs().flatten(1).sum(1)
+    if unit != "weight":
+        w = unit_rows(w.abs(), unit).sum(1)
     return math.sqrt(6.0 / fan_in) * w / w.abs().max().clamp_min(1e-12)
 
 
@@ -28,4 +29,4 @@ class Hydra(Pruner):
 
     def init_scores(self, model: nn.Module) -> None:
         for name, sm in self.layers.items():
-            sm.scores.copy_(scaled_magnitude_scores(model, name, self.granularity))
+            sm.scores.copy_(scaled_magnitude_scores(model, name, sm.granularity))

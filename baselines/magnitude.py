@@ -6,15 +6,15 @@ import torch
 from torch import nn
 
 from baselines.base import Pruner, register_pruner
-from baselines.masking import keep_count, raw_weight
+from baselines.masking import keep_count, raw_weight, unit_rows
 
 SCOPES = ("layer", "global")
 
 
-def weight_importance(model: nn.Module, name: str, granularity: str) -> torch.Tensor:
-    """|W| per weight, or the mean |W| of each output channel."""
+def weight_importance(model: nn.Module, name: str, unit: str) -> torch.Tensor:
+    """|W| per weight, or the mean |W| of each unit (an output channel; an input column of the classifier)."""
     w = raw_weight(model.get_submodule(name)).detach().abs()
-    return w if granularity == "weight" else w.flatten(1).mean(1)
+    return w if unit == "weight" else unit_rows(w, unit).mean(1)
 
 
 @register_pruner("magnitude")
@@ -40,7 +40,7 @@ class Magnitude(Pruner):
         return {**super().options(), "scope": self.scope}
 
     def init_scores(self, model: nn.Module) -> None:
-        importance = {name: weight_importance(model, name, self.granularity) for name in self.layers}
+        importance = {name: weight_importance(model, name, sm.granularity) for name, sm in self.layers.items()}
         for name, sm in self.layers.items():
             sm.scores.copy_(importance[name])
         if self.scope == "global":

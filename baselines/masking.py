@@ -16,6 +16,42 @@ from torch.nn.utils import parametrize
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 GRANULARITIES = ("weight", "channel")
+# A layer's mask unit: one weight, one output channel (a filter), or one input feature (a column of the weight).
+UNITS = ("weight", "channel", "input")
+
+
+def layer_units(granularity: str, n_layers: int) -> list[str]:
+    """The mask unit of each of ``n_layers`` prunable layers (in definition order) under a pruner granularity.
+
+    Channel pruning removes output channels, except in the classifier (the last prunable layer): its outputs
+    are the classes, and a removed row would leave a class no input can raise. The classifier is pruned by its
+    input features instead: an input column carries one feature of the layer before (a channel at one position
+    of a flattened map), the structured unit that keeps every class.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if granularity == "weight" or n_layers == 0:
+        return ["weight"] * n_layers
+    return ["channel"] * (n_layers - 1) + ["input"]
+
+
+def unit_rows(w: Tensor, unit: str) -> Tensor:
+    """``w`` as (units, weights per unit): a row per output channel (``"channel"``) or per input feature
+    (``"input"``); every reduction of a structured pruner (norms, means, sums) runs over these rows."""
+    if unit == "channel":
+        return w.flatten(1)
+    if unit == "input":
+        return w.transpose(0, 1).flatten(1)
+    raise ValueError(f"unit_rows needs a structured unit ('channel' or 'input'), got {unit!r}")
+
+
+def unit_view(m: Tensor, unit: str, dims: int) -> Tensor:
+    """A per-unit vector ``m`` reshaped to broadcast over a weight of ``dims`` dimensions."""
+    if unit == "weight":
+        return m
+    shape = [1] * dims
+    shape[0 if unit == "channel" else 1] = -1
+    return m.view(shape)
 
 
 def keep_count(keep_ratio: float, n: int) -> int:
@@ -68,19 +104,20 @@ class ScoreMask(nn.Module):
     """Parametrization ``weight -> weight * mask(scores)`` attached to one layer.
 
     ``granularity="weight"`` gives one score per weight (unstructured); ``"channel"`` one score per output
-    channel (structured). The keep ratio is a fixed buffer, or ``k_min + (1 - k_min) * sigmoid(rate)`` once a
-    learnable ``rate`` is set (HARP). After :meth:`freeze` the mask is a fixed buffer (finetuning).
+    channel and ``"input"`` one per input feature (structured: :func:`layer_units`). The keep ratio is a fixed
+    buffer, or ``k_min + (1 - k_min) * sigmoid(rate)`` once a learnable ``rate`` is set (HARP). After
+    :meth:`freeze` the mask is a fixed buffer (finetuning).
     """
 
     def __init__(self, weight: Tensor, keep_ratio: float, granularity: str = "weight") -> None:
         super().__init__()
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        if granularity not in UNITS:
+            raise ValueError(f"granularity must be one of {UNITS}, got {granularity!r}")
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}")
         self.granularity = granularity
         self.weight_shape = tuple(weight.shape)
-        shape = weight.shape if granularity == "weight" else weight.shape[:1]
+        shape = {"weight": weight.shape, "channel": weight.shape[:1], "input": weight.shape[1:2]}[granularity]
         self.scores = nn.Parameter(torch.zeros(shape, dtype=weight.dtype, device=weight.device))
         self.register_buffer("keep", torch.tensor(float(keep_ratio)))
         self.keep_value = float(keep_ratio)  # the same ratio on the host: no device-to-host copy per forward
@@ -127,9 +164,7 @@ class ScoreMask(nn.Module):
         if self.frozen_mask is not None:
             return self.frozen_mask
         m = topk_mask(self.scores, self.keep_value if self.rate is None else self.keep_ratio())
-        if self.granularity == "channel":
-            m = m.view(-1, *([1] * (len(self.weight_shape) - 1)))
-        return m
+        return unit_view(m, self.granularity, len(self.weight_shape))
 
     def freeze(self) -> None:
         """Fix the current mask; scores and rate stop receiving gradients."""
@@ -154,12 +189,15 @@ def prunable_layers(model: nn.Module, skip_first_last: bool = False) -> list[tup
 def attach_score_masks(
     model: nn.Module, keep_ratio: float, granularity: str = "weight", skip_first_last: bool = False
 ) -> dict[str, ScoreMask]:
-    """Attach a :class:`ScoreMask` to the weight of every prunable layer; returns them by layer name."""
+    """Attach a :class:`ScoreMask` to the weight of every prunable layer, each with its unit under
+    ``granularity`` (:func:`layer_units`); returns them by layer name."""
     if any(True for _ in iter_score_masks(model)):
         raise ValueError("model already has score masks attached; attach a pruner to a fresh model")
+    every = prunable_layers(model)
+    units = dict(zip([n for n, _ in every], layer_units(granularity, len(every)), strict=True))
     masks: dict[str, ScoreMask] = {}
     for name, layer in prunable_layers(model, skip_first_last):
-        sm = ScoreMask(layer.weight, keep_ratio, granularity)
+        sm = ScoreMask(layer.weight, keep_ratio, units[name])
         parametrize.register_parametrization(layer, "weight", sm, unsafe=True)
         masks[name] = sm
     if not masks:

@@ -17,30 +17,29 @@ import torch
 from torch import Tensor, nn
 
 from baselines.base import Pruner, register_pruner
-from baselines.masking import raw_weight, topk_mask
+from baselines.masking import raw_weight, topk_mask, unit_rows, unit_view
 
 RHO = 1e-3  # the public config's initial rho (same for every layer)
 RHO_GROWTH = 1.3  # the public multi-rho scheduler: rho *= 1.3 at every ADMM update
 ADMM_EVERY = 20  # the public config's admm_epoch: epochs between two Z/U updates
 
 
-def channel_norms(w: Tensor) -> Tensor:
-    """L2 norm of each output channel (row of the weight viewed as out x rest)."""
-    return w.flatten(1).norm(dim=1)
+def unit_norms(w: Tensor, unit: str) -> Tensor:
+    """L2 norm of each structured unit of ``w`` (an output channel, or an input column of the classifier)."""
+    return unit_rows(w, unit).norm(dim=1)
 
 
-def project(v: Tensor, keep: float, granularity: str) -> Tensor:
+def project(v: Tensor, keep: float, unit: str) -> Tensor:
     """Euclidean projection of ``v`` onto tensors with ``keep_count(keep, n)`` non-zero entries (``"weight"``)
-    or non-zero output channels (``"channel"``): the largest ones are kept, the others set to zero."""
-    if granularity == "weight":
+    or non-zero units (``"channel"``, ``"input"``): the largest ones are kept, the others set to zero."""
+    if unit == "weight":
         return v * topk_mask(v, keep)
-    mask = topk_mask(channel_norms(v), keep)
-    return v * mask.view(-1, *([1] * (v.dim() - 1)))
+    return v * unit_view(topk_mask(unit_norms(v, unit), keep), unit, v.dim())
 
 
-def magnitude(w: Tensor, granularity: str) -> Tensor:
-    """What the final hard prune ranks: |W| per weight, or the L2 norm of each output channel."""
-    return w.abs() if granularity == "weight" else channel_norms(w)
+def magnitude(w: Tensor, unit: str) -> Tensor:
+    """What the final hard prune ranks: |W| per weight, or the L2 norm of each unit."""
+    return w.abs() if unit == "weight" else unit_norms(w, unit)
 
 
 def _number(value: object, name: str, low: float, strict: bool = True) -> float:
@@ -92,7 +91,7 @@ class Radmm(Pruner):
             sm.scores.fill_(1.0)
             sm.set_keep_ratio(1.0)  # no mask while ADMM trains the weights
             w = self.weight(name).detach()
-            self.Z[name] = project(w, self.keep_ratio, self.granularity)
+            self.Z[name] = project(w, self.keep_ratio, sm.granularity)
             self.U[name] = torch.zeros_like(w)
 
     def search_parameters(self) -> list[nn.Parameter]:
@@ -110,9 +109,9 @@ class Radmm(Pruner):
         """Grow rho, then ``Z <- proj(W + U)`` and ``U <- U + W - Z`` in every layer."""
         self.rho *= self.rho_growth
         with torch.no_grad():
-            for name in self.layers:
+            for name, sm in self.layers.items():
                 w = self.weight(name).detach()
-                self.Z[name] = project(w + self.U[name], self.keep_ratio, self.granularity)
+                self.Z[name] = project(w + self.U[name], self.keep_ratio, sm.granularity)
                 self.U[name] = self.U[name] + w - self.Z[name]
         self.updates += 1
 
@@ -143,5 +142,5 @@ class Radmm(Pruner):
         """Keep the largest weights (or output channels by L2 norm) of every layer at the target ratio."""
         with torch.no_grad():
             for name, sm in self.layers.items():
-                sm.scores.copy_(magnitude(self.weight(name).detach(), self.granularity))
+                sm.scores.copy_(magnitude(self.weight(name).detach(), sm.granularity))
                 sm.set_keep_ratio(self.keep_ratio)

@@ -82,11 +82,11 @@ class RobustScratchTicket(Pruner):
 
     def init_scores(self, model: nn.Module) -> None:
         """Kaiming-uniform scores with a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) per weight; one
-        standard-normal score per output channel in channel mode (the public filter variant)."""
+        standard-normal score per unit in channel mode (the public filter variant; units: layer_units)."""
         gen = self.generator("scores")
         for name, sm in self.layers.items():
             shape = sm.scores.shape
-            if self.granularity == "channel":
+            if sm.granularity != "weight":
                 s = torch.randn(shape, generator=gen)
             else:
                 bound = 1.0 / math.sqrt(raw_weight(model.get_submodule(name))[0].numel())

@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 
 from baselines.base import Pruner, register_pruner
 from baselines.magnitude import allocate_global_keep
-from baselines.masking import apply_masks_to_weights, prunable_layers, raw_weight
+from baselines.masking import apply_masks_to_weights, prunable_layers, raw_weight, unit_rows
 
 PUBLIC_PRUNE_FRACTION = 9 / 100  # the public default prunes before epoch 10 of 100: after 9 epochs
 
@@ -93,9 +93,11 @@ class TwinRep(Pruner):
         return raw_weight(layer) * twin_factor(layer).aux
 
     def importance(self, name: str) -> Tensor:
-        """|w * a| per weight, or the L2 norm of each output filter of ``w * a`` (channel)."""
+        """|w * a| per weight, or the L2 norm of each unit of ``w * a`` (channel: the output filters; the
+        classifier's input columns)."""
         w = self.effective_weight(name).detach()
-        return w.abs() if self.granularity == "weight" else w.flatten(1).norm(dim=1)
+        unit = self.layers[name].granularity
+        return w.abs() if unit == "weight" else unit_rows(w, unit).norm(dim=1)
 
     def begin_training(self, epochs: int, steps_per_epoch: int) -> None:
         if self.prune_epoch is None:

@@ -355,9 +355,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from benchmark.run.effective import add_effective_sparsity
     from benchmark.store.migrate import migrate
 
-    migrate(results_folder(args.results_dir))
+    folder = results_folder(args.results_dir)
+    migrate(folder)  # refuses a dirty git tree before either step changes a file
+    add_effective_sparsity(folder)
     return 0
 
 
@@ -599,8 +602,10 @@ def parser() -> argparse.ArgumentParser:
                           "folder's effects, and judge differences against it; the first setting is the one compared")
     ver.set_defaults(func=cmd_verify)
 
-    mig = sub.add_parser("migrate", help="convert a results folder's .pt masks and models to safetensors and record "
-                                         "their sha256 (run from a clean git tree; figures and hashes unchanged)")
+    mig = sub.add_parser("migrate", help="bring a results folder up to date without recomputing: .pt masks and models "
+                                         "to safetensors with their sha256, and the effective sparsity of results "
+                                         "written before it was recorded, from their stored models (run from a "
+                                         "clean git tree; figures and hashes unchanged)")
     mig.add_argument("results_dir", help="a suite's results folder, e.g. results/digits-smoke")
     mig.set_defaults(func=cmd_migrate)
 

@@ -178,20 +178,23 @@ def test_deterministic_under_a_seed(variant: tuple[str, dict]) -> None:
 
 
 def test_channel_granularity(variant: tuple[str, dict]) -> None:
-    """Pruners that offer channel pruning remove whole output channels; the export still loads."""
+    """Pruners that offer channel pruning remove whole output channels, and whole input columns of the
+    classifier (every class keeps its row); the export still loads."""
     method, options = variant
     if "channel" not in PRUNERS.get(method.split("+")[0]).granularities:
         pytest.skip("weight granularity only")
     pruner, model, masks, _ = prune(method, "digits_cnn", finetune=False, granularity="channel", **options)
-    for name, mask in masks.items():
-        per_channel = mask.flatten(1)
-        assert torch.all((per_channel == 0).all(1) | (per_channel == 1).all(1)), name
-    channels = {name: len(mask) for name, mask in masks.items()}
-    kept = {name: int(mask.flatten(1)[:, 0].sum()) for name, mask in masks.items()}
+    classifier = list(masks)[-1]
+    units = {n: m.flatten(1) if n != classifier else m.transpose(0, 1).flatten(1) for n, m in masks.items()}
+    for name, rows in units.items():
+        assert torch.all((rows == 0).all(1) | (rows == 1).all(1)), name
+    assert torch.all(masks[classifier].sum(1) > 0)  # no class left without an input
+    channels = {name: len(rows) for name, rows in units.items()}
+    kept = {name: int(rows[:, 0].sum()) for name, rows in units.items()}
     per_layer = all(kept[n] == keep_count(1 - SPARSITY, channels[n]) for n in masks)
     n_weights = sum(m.numel() for m in masks.values())
     kept_weights = sum(int(m.sum()) for m in masks.values())
-    largest_channel = max(m[0].numel() for m in masks.values())
+    largest_channel = max(rows[0].numel() for rows in units.values())
     global_budget = 0 <= keep_count(1 - SPARSITY, n_weights) - kept_weights < largest_channel
     assert per_layer or global_budget, kept
     check_export_loads(pruner, model, "digits_cnn")

@@ -28,8 +28,9 @@ from s2ap import S2APSettings, build_pruner
 THREAT = ThreatConfig(eps="32/255", step_size="8/255", steps=3)
 
 
-def reference_mask(scores: Tensor, keep: Tensor | float, weight_shape: torch.Size) -> Tensor:
-    """Top-k of |s| by sorting (as the public code does), straight through to |s| and to the keep ratio."""
+def reference_mask(scores: Tensor, keep: Tensor | float, weight_shape: torch.Size, columns: bool = False) -> Tensor:
+    """Top-k of |s| by sorting (as the public code does), straight through to |s| and to the keep ratio; one
+    score per output channel, or per input column with ``columns`` (the classifier in channel mode)."""
     a = scores.abs()
     n = a.numel()
     k = max(1, min(n, int(round(float(keep.detach() if isinstance(keep, Tensor) else keep) * n))))
@@ -38,7 +39,10 @@ def reference_mask(scores: Tensor, keep: Tensor | float, weight_shape: torch.Siz
     m = hard.view_as(a) + a - a.detach()
     if isinstance(keep, Tensor):  # straight-through to the rate: dm/dk = 1 for every entry
         m = m + keep - keep.detach()
-    return m.view(-1, *([1] * (len(weight_shape) - 1))) if m.dim() == 1 and len(weight_shape) > 1 else m
+    if m.dim() == 1 and len(weight_shape) > 1:
+        rest = [1] * (len(weight_shape) - 2)
+        return m.view(1, -1, *rest) if columns else m.view(-1, 1, *rest)
+    return m
 
 
 def mixed_sign_scores(pruner, seed: int) -> None:
@@ -62,6 +66,7 @@ def project_and_reference_grads(method: str, granularity: str, seed: int):
     F.cross_entropy(model(x), y).backward()
 
     ref_scores, ref_rates, weights = {}, {}, {}
+    classifier = list(pruner.layers)[-1]
     for name, sm in pruner.layers.items():
         ref_scores[name] = sm.scores.detach().clone().requires_grad_(True)
         keep: Tensor | float = float(sm.keep)
@@ -69,7 +74,8 @@ def project_and_reference_grads(method: str, granularity: str, seed: int):
             ref_rates[name] = sm.rate.detach().clone().requires_grad_(True)
             keep = sm.k_min + (1 - sm.k_min) * torch.sigmoid(ref_rates[name])
         w = dict(plain.named_parameters())[f"{name}.weight"].detach()
-        weights[f"{name}.weight"] = w * reference_mask(ref_scores[name], keep, w.shape)
+        columns = granularity == "channel" and name == classifier
+        weights[f"{name}.weight"] = w * reference_mask(ref_scores[name], keep, w.shape, columns)
     F.cross_entropy(functional_call(plain, weights, (x,)), y).backward()
     return pruner, ref_scores, ref_rates
 

@@ -108,11 +108,13 @@ def test_channel_mode_uses_flops() -> None:
     assert pruner.cost["1.0"] == model[1][0].weight.numel() * 4 * 4  # stride 2
     assert pruner.cost["5"] == model[5].weight.numel()  # the linear head: one position
     pruner.freeze()
-    for mask in pruner.masks().values():
-        per_channel = mask.flatten(1)
-        assert torch.all((per_channel == 0).all(1) | (per_channel == 1).all(1))
+    masks = pruner.masks()
+    rows = {n: m.flatten(1) if n != "5" else m.t() for n, m in masks.items()}  # the head: input columns
+    for per_unit in rows.values():
+        assert torch.all((per_unit == 0).all(1) | (per_unit == 1).all(1))
+    assert torch.all(masks["5"].sum(1) > 0)  # every class keeps inputs
     final = pruner.options()["final"]
-    largest_channel = max(m[0].numel() for m in pruner.masks().values())
+    largest_channel = max(r[0].numel() for r in rows.values())
     assert 0 <= final["target_kept_weights"] - final["kept_weights"] < largest_channel
     assert 0 < final["flops_fraction"] < 1
 

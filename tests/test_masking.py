@@ -125,13 +125,26 @@ def test_masked_weights_stay_zero_through_finetune_and_export() -> None:
         assert torch.all(exported.get_submodule(name).weight[mask == 0] == 0)
 
 
-def test_channel_granularity_prunes_whole_filters() -> None:
-    model, _ = make("digits_cnn")
-    pruner = get_pruner("hydra")(0.5, granularity="channel")
+def whole_units(mask: torch.Tensor, dim: int) -> bool:
+    """Whether ``mask`` is constant over every slice along ``dim`` (whole filters: 0; whole input columns: 1)."""
+    rows = mask.transpose(0, dim).flatten(1)
+    return bool(torch.all((rows == 0).all(1) | (rows == 1).all(1)))
+
+
+@pytest.mark.parametrize("model_name", ["digits_cnn", "fmnist_cnn", "mlp"])
+def test_channel_granularity_prunes_whole_filters_and_keeps_every_class(model_name: str) -> None:
+    model, _ = make(model_name)
+    pruner = get_pruner("hydra")(0.9, granularity="channel")
     pruner.attach(model)
-    for name, mask in pruner.masks().items():
-        per_channel = mask.flatten(1)
-        assert torch.all((per_channel == 0).all(1) | (per_channel == 1).all(1)), name
+    masks = pruner.masks()
+    *hidden, classifier = masks
+    for name in hidden:
+        assert whole_units(masks[name], 0) and not whole_units(masks[name], 1), name
+    head = masks[classifier]
+    assert whole_units(head, 1) and not whole_units(head, 0)  # input columns, never class rows
+    assert torch.all(head.sum(1) == head.sum(1)[0]) and head.sum() > 0  # every class keeps the same inputs
+    kept_columns = int(head[0].sum())
+    assert kept_columns == max(1, round(0.1 * head.shape[1]))  # the keep ratio counts the classifier's inputs
 
 
 def test_attaching_twice_is_refused() -> None:

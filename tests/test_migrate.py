@@ -97,3 +97,26 @@ def test_migrate_refuses_a_dirty_git_tree_and_a_changed_file(fresh: Path, tmp_pa
     subprocess.run([*git, "commit", "-qam", "tampered"], check=True)
     assert main(["migrate", str(legacy)]) == 1
     assert "does not match the sha256" in capsys.readouterr().err
+
+
+def test_migrate_records_the_effective_sparsity_the_run_recorded(fresh: Path, tmp_path: Path, capsys) -> None:
+    older = tmp_path / "tiny"
+    shutil.copytree(fresh, older)
+    for path in result_files(older):  # as written before 2026-12-02: no effective sparsity
+        data = json.loads(path.read_text())
+        if data["sparsity"].pop("effective", None) is not None:
+            data["checksum"] = checksum(data)
+            path.write_text(json.dumps(data, indent=2) + "\n")
+    assert main(["validate", str(older)]) == 0
+    assert main(["migrate", str(older)]) == 0
+    assert "recorded the effective sparsity of 2 result(s)" in capsys.readouterr().out
+    assert main(["validate", str(older)]) == 0
+    cells = 0
+    for before, after in zip(result_files(fresh), result_files(older), strict=True):
+        a, b = json.loads(before.read_text()), json.loads(after.read_text())
+        if "effective" in a["sparsity"]:
+            cells += 1
+            assert b["sparsity"]["effective"].pop("derived_from") == "model_file"
+        assert leaves(a) == leaves(b)  # the run's own figure, exactly; nothing else changed
+    assert cells == 2
+    assert main(["migrate", str(older)]) == 0 and "effective sparsity of 0 result(s)" in capsys.readouterr().out

@@ -14,8 +14,11 @@ from baselines.masking import current_masks, raw_weight
 from baselines.radmm import Radmm, project
 
 
-def reference_projection(v: np.ndarray, k: int, channels: bool) -> np.ndarray:
-    """Keep the k entries of largest |v| (or the k rows of largest L2 norm, computed entry by entry)."""
+def reference_projection(v: np.ndarray, k: int, channels: bool | str) -> np.ndarray:
+    """Keep the k entries of largest |v| (or the k rows of largest L2 norm, computed entry by entry; ``"input"``:
+    the k input columns, the classifier's units in channel mode)."""
+    if channels == "input":
+        return np.swapaxes(reference_projection(np.ascontiguousarray(np.swapaxes(v, 0, 1)), k, True), 0, 1)
     out = np.zeros_like(v)
     if not channels:
         flat, keep = v.ravel(), np.argsort(-np.abs(v.ravel()), kind="stable")[:k]
@@ -25,6 +28,17 @@ def reference_projection(v: np.ndarray, k: int, channels: bool) -> np.ndarray:
     for i in sorted(range(len(v)), key=lambda i: -norms[i])[:k]:
         out[i] = v[i]
     return out
+
+
+def unit(granularity: str, name: str, names: list[str]) -> bool | str:
+    """The reference's mode for a layer: the classifier (the last layer) is pruned by inputs in channel mode."""
+    if granularity == "weight":
+        return False
+    return "input" if name == names[-1] else True
+
+
+def units(w: np.ndarray | torch.Tensor, mode: bool | str) -> int:
+    return w.shape[1] if mode == "input" else len(w)
 
 
 def tiny_model() -> nn.Module:
@@ -54,8 +68,9 @@ def test_dual_update_and_rho_schedule_follow_the_public_order(granularity: str) 
     # at the start: Z = proj(W), U = 0, and the network is dense
     for n in names:
         w = weights[n].detach().numpy()
-        k = round(0.25 * (w.size if granularity == "weight" else len(w)))
-        np.testing.assert_array_equal(pruner.Z[n].numpy(), reference_projection(w, k, granularity == "channel"))
+        mode = unit(granularity, n, names)
+        k = round(0.25 * (w.size if granularity == "weight" else units(w, mode)))
+        np.testing.assert_array_equal(pruner.Z[n].numpy(), reference_projection(w, k, mode))
         assert not pruner.U[n].any()
     assert all(bool(m.all()) for m in current_masks(model).values())
     expected_rho, u = 0.01, {n: torch.zeros_like(weights[n]) for n in names}
@@ -68,8 +83,9 @@ def test_dual_update_and_rho_schedule_follow_the_public_order(granularity: str) 
             expected_rho *= 1.3
             for n in names:
                 w = weights[n].detach()
-                k = round(0.25 * (w.numel() if granularity == "weight" else len(w)))
-                z = reference_projection((w + u[n]).numpy(), k, granularity == "channel")
+                mode = unit(granularity, n, names)
+                k = round(0.25 * (w.numel() if granularity == "weight" else units(w, mode)))
+                z = reference_projection((w + u[n]).numpy(), k, mode)
                 np.testing.assert_allclose(pruner.Z[n].numpy(), z, rtol=0, atol=0)
                 u[n] = u[n] + w - torch.from_numpy(z)
         for n in names:
@@ -117,10 +133,12 @@ def test_hard_prune_is_per_layer_magnitude(granularity: str) -> None:
     pruner = get_pruner("radmm")(0.75, granularity=granularity)
     pruner.attach(model)
     pruner.freeze()
+    names = list(pruner.layers)
     for name, mask in pruner.masks().items():
         w = raw_weight(model.get_submodule(name)).detach().numpy()
-        k = round(0.25 * (w.size if granularity == "weight" else len(w)))
-        np.testing.assert_array_equal(mask.numpy() * w, reference_projection(w, k, granularity == "channel"))
+        mode = unit(granularity, name, names)
+        k = round(0.25 * (w.size if granularity == "weight" else units(w, mode)))
+        np.testing.assert_array_equal(mask.numpy() * w, reference_projection(w, k, mode))
 
 
 def test_state_round_trip_and_options() -> None:

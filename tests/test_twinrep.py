@@ -86,12 +86,13 @@ def test_the_mask_stays_fixed_while_training_continues() -> None:
 
 
 def test_channel_prune_ranks_filters_by_the_l2_norm_of_w_times_a() -> None:
-    """Greedy over the filters in order of ||w * a||_2 (each layer's best first), taken while the weights
-    fit the budget round(k * N): the kept filters are exactly those."""
+    """Greedy over the filters (the classifier's input columns) in order of ||w * a||_2 (each layer's best
+    first), taken while the weights fit the budget round(k * N): the kept units are exactly those."""
     pruner, model = attached(0.75, "digits_cnn", granularity="channel", prune_epoch=1)
-    prods = products(pruner, model)
+    classifier = list(pruner.layers)[-1]
+    prods = {n: p if n != classifier else p.t() for n, p in products(pruner, model).items()}  # units as rows
     pruner.end_training_epoch(0, {})
-    masks = current_masks(model)
+    masks = {n: m if n != classifier else m.t() for n, m in current_masks(model).items()}
     norms = {n: p.flatten(1).norm(dim=1) for n, p in prods.items()}
     budget = round(0.25 * sum(p.numel() for p in prods.values()))
     entries = [(float("inf") if c == int(v.argmax()) else float(v[c]), n, c)

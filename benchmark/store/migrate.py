@@ -7,7 +7,8 @@ its ``.pt`` masks are read with ``weights_only=True``, written again as safetens
 ``mask_file``), and the result is re-checksummed; the old ``.pt`` files are removed last. Nothing else of the
 result changes: its config hash and every figure stay as they were. A result whose checksum does not match is
 left alone (one line). Run it from a clean git tree, so that ``git diff`` shows exactly what changed and
-``git checkout`` undoes it.
+``git checkout`` undoes it. The command's second step, the effective sparsity of older results, needs the models
+and the data shapes, so it lives above this room (:mod:`benchmark.run.effective`).
 """
 
 from __future__ import annotations

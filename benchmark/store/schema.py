@@ -24,7 +24,7 @@ import json
 import math
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -203,11 +203,12 @@ class EffectiveRecord(BaseModel):
     effective_kept: Count
     effective_sparsity: Fraction
     per_layer: dict[str, Count]
+    derived_from: Literal["model_file"] | None = None  # added afterwards from the stored model (s2ap-bench migrate)
 
 
 class SparsityRecord(BaseModel):
     """The target, the achieved global sparsity (counted from the exported weights), and per layer; since
-    2026-12-02 also the effective sparsity (results written before have none)."""
+    2026-12-02 also the effective sparsity (results written before get it from `s2ap-bench migrate`)."""
 
     model_config = RECORD
     target: Fraction | None = None

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines import Pruner, register_pruner
-from baselines.masking import prunable_layers
+from baselines.masking import prunable_layers, unit_rows
 
 
 @register_pruner("my-pruner")
@@ -18,7 +18,7 @@ class MyPruner(Pruner):
     """Scores start at the SNIP saliency |w * dL/dw| of each weight on one training batch (normalised per
     layer) and are learnt on the robust loss plus ``l1 * sum |s|``."""
 
-    granularities = ("weight", "channel")  # unstructured and structured (one score per output channel)
+    granularities = ("weight", "channel")  # unstructured and structured (one score per unit)
 
     def __init__(self, sparsity: float, *, l1: float = 1e-5, **kwargs) -> None:
         if isinstance(l1, bool) or not isinstance(l1, (int, float)) or l1 < 0:
@@ -39,8 +39,8 @@ class MyPruner(Pruner):
     def init_scores(self, model: nn.Module) -> None:
         for name, sm in self.layers.items():  # one ScoreMask per Conv/Linear layer
             s = self.saliency[name]
-            if self.granularity == "channel":
-                s = s.flatten(1).sum(1)
+            if sm.granularity != "weight":  # structured: a filter, or an input column of the classifier
+                s = unit_rows(s, sm.granularity).sum(1)
             sm.scores.copy_(s / s.max().clamp_min(1e-12))
 
     def extra_loss(self) -> Tensor | None:
