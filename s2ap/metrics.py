@@ -35,7 +35,8 @@ def mask_distance(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, float
 def live_channel_selectors(pruner: Pruner) -> tuple[dict[int, Tensor], int]:
     """For each score tensor (by ``id``), 1 where the entry belongs to an output channel that keeps at least one
     weight under the current mask, 0 where the whole channel is pruned (a dead channel); and the number of
-    dead channels."""
+    dead channels. The scores of a classifier pruned by input columns (channel mode) are all live: its rows,
+    the classes, always keep weights."""
     selectors: dict[int, Tensor] = {}
     dead = 0
     if pruner.model is None:
@@ -44,6 +45,9 @@ def live_channel_selectors(pruner: Pruner) -> tuple[dict[int, Tensor], int]:
         for _, sm in iter_score_masks(pruner.model):
             live = sm.mask().expand(sm.weight_shape).flatten(1).amax(1) > 0
             dead += int((~live).sum())
+            if sm.granularity == "input":
+                selectors[id(sm.scores)] = torch.ones_like(sm.scores)
+                continue
             shape = (-1, *([1] * (sm.scores.dim() - 1)))
             selectors[id(sm.scores)] = live.view(shape).expand_as(sm.scores).to(sm.scores.dtype)
     return selectors, dead

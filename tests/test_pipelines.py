@@ -5,11 +5,14 @@ training phase from scratch)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from baselines import get_pruner
 from baselines.masking import raw_weight
 from benchmark.config import SuiteConfig, build
 from benchmark.config.budget import pipeline_phases
@@ -17,10 +20,11 @@ from benchmark.report.stats import budget_text, method_order
 from benchmark.run.cells import finetune_parameters, load_data, run_cell
 from benchmark.run.cost import cell_cost, pretrain_cost
 from benchmark.run.dense import DenseCache
+from benchmark.run.suite import run_suite
 from benchmark.store.paths import result_path
 from benchmark.store.results import write_result
-from s2ap import build_pruner
-from tests.conftest import tiny_suite_dict, with_files
+from s2ap import build_pruner, list_methods
+from tests.conftest import S2AP_ARM, cell_files, tiny_suite_dict, with_files
 
 METHODS = ["hydra", "rst", {"method": "flyingbird+", "options": {"start": 0.0}}, "twinrep"]
 
@@ -221,3 +225,25 @@ def test_an_interrupted_sparse_training_resumes_exactly(method: str, tmp_path: P
     for (name, a), b in zip(whole_model.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), name
     assert whole.extra_state().keys() == resumed.extra_state().keys()
+
+
+def test_a_channel_suite_runs_every_structured_method_and_keeps_every_class(tmp_path: Path) -> None:
+    """A whole channel-mode cell (search, finetune, evaluation with the live-channel sharpness) for every
+    registered method that offers channel pruning: the stored classifier mask keeps every class row."""
+    methods = [m for m in list_methods() if "channel" in get_pruner(m.split("+")[0]).granularities]
+    assert {"hydra", "harp", "radmm", "twinrep", "rst", "hydra+s2ap"} <= set(methods)
+    methods = [{**S2AP_ARM, "method": m} if m.endswith("+s2ap") else m for m in methods]
+    suite = build(SuiteConfig, tiny_suite_dict(structure="channel", sparsities=[0.75], methods=methods,
+                                               pretrain={"epochs": 0}, search={"epochs": 2, "batch_size": 256},
+                                               finetune={"epochs": 1, "batch_size": 256},
+                                               evaluation={"n_examples": 8, "autoattack": "none", "pgd_steps": 1,
+                                                           "sharpness_examples": 8, "sharpness_iterations": 2}))
+    run_suite(suite, results_dir=tmp_path, progress=False, log=lambda s: None)
+    files = cell_files(tmp_path / "tiny")
+    assert len(files) == len(methods)
+    for path in files:
+        result = json.loads(path.read_text())
+        masks = load_file(tmp_path / "tiny" / result["mask_file"]["path"])
+        head = masks[list(masks)[-1]]
+        assert head.shape[0] == 10 and bool(head.any(1).all()), path.name  # every class keeps inputs
+        assert result["config"]["classifier_unit"] == "input"
