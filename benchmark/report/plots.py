@@ -250,6 +250,8 @@ def security_curves(group: tuple[str, str, str], results: list[dict]) -> Figure 
     grid, norm = radii(rs), min_norm_settings(rs[0])["norm"]
     cells, order, styles = by_cell(rs), method_order(results), method_styles(results)
     sps = [sp for sp in sparsities(rs) if any(cells.get((lab, sp)) for lab in order)]
+    if not sps:  # only the dense references carry distances: no curve to compare them with
+        return None
     fig, axes = _panels(len(sps))
     dense = method_curve(dense_results(rs), grid)
     eps = float(rs[0]["evaluation"]["eps_float"])
