@@ -132,6 +132,29 @@ def row(table, label: str) -> list[str]:
     return ["".join(p.text for p in c) for c in found.cells]
 
 
+def test_a_dense_figure_on_fewer_seeds_than_the_row_shows_its_n() -> None:
+    """A dense reference recomputed with a newer evaluation carries a figure its siblings lack: the dense row
+    says over how many seeds its mean is, as a method row does."""
+    dense = [make_result("dense", seed=s, clean=0.99, aa=0.8) for s in range(3)]
+    hydra = [make_result("hydra", seed=s) for s in range(3)]
+    for r in [dense[0], *hydra]:
+        r["evaluation"]["min_norm"] = {"median": 0.16}
+    table = accuracy_table(DIGITS, dense + hydra)
+    assert table.headers[2] == "90% median distance"
+    assert row(table, "dense (unpruned)")[1:4] == ["99.00 ± 0.00 / 80.00 ± 0.00", "0.1600 (n=1)", "3"]
+    assert row(table, "hydra")[2] == "0.1600 ± 0.0000"
+
+
+def test_no_security_curves_when_only_the_dense_references_hold_distances() -> None:
+    """fmnist-search-only: its dense references carry minimum-norm distances, its cells none; there is no
+    method curve to draw (the report used to fail on an empty panel grid)."""
+    from benchmark.report.plots import security_curves
+
+    dense = make_result("dense", clean=0.99, aa=0.8)
+    dense["evaluation"]["min_norm"] = {"norm": "Linf", "median": 0.16}
+    assert security_curves(DIGITS, [dense, make_result("hydra")]) is None
+
+
 def test_accuracy_cells_are_mean_and_sample_std_over_seeds() -> None:
     table = accuracy_table(DIGITS, digits())
     assert table.headers == ["method", "90% clean / AA", "99% clean / AA", "seeds", "AA flags", "robust > clean",

@@ -116,8 +116,8 @@ def accuracy_table(group: tuple[str, str, str], results: list[dict]) -> Table:
     dense = dense_results(results)
     if dense:
         c, a = summarize(dense, clean), summarize(dense, aa)
-        text = (Part(summary_text(c, clean)), Part(" / "), Part(summary_text(a, aa)))
-        dist = cell(summary_text(summarize(dense, distance), distance))
+        text = (Part(summary_text(c, clean, len(dense))), Part(" / "), Part(summary_text(a, aa, len(dense))))
+        dist = cell(summary_text(summarize(dense, distance), distance, len(dense)))
         rows.append(Row([cell("dense (unpruned)"), *[cell("")] * len(extra), *[text] * len(sps),
                          *[dist] * len(with_distance), cell(str(len(dense))),
                          cell(str(_n_aa_flagged(dense))), cell(str(_n_above(dense))),
