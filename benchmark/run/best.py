@@ -67,7 +67,7 @@ class BestEpoch:
         record: dict = {"rule": "best-val-robust", "attack": f"pgd-{self.suite.evaluation.pgd_steps}",
                         "val_points": len(self.y)}
         if self.model_state is None:
-            record.update(epoch=None, chosen="last epoch: no epoch was eligible (the pruner's target was never met)")
+            record.update(epoch=None, chosen="last epoch: no epoch was eligible (the pruner never met its target)")
             return record
         self.model.load_state_dict(self.model_state)
         if self.pruner_state is not None:
