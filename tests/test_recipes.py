@@ -4,6 +4,7 @@ checkpoint on the validation split and its exact-target switch."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import glob
 import json
 import math
@@ -240,6 +241,17 @@ def test_the_packaged_protocol_suite_loads() -> None:
     sweep = sweep_of(s)
     assert sweep.key == "s2ap.gamma" and {0.005, 0.01, 0.02, 0.05, 0.1} <= set(sweep.values)
     assert math.isclose(min(sweep.values), 0.005)
+    assert sweep.methods == ("hydra+s2ap", "harp+s2ap")  # every other +s2ap arm takes its arm's selected gamma
+    for pruner in ("hydra", "harp"):
+        assert cells[f"{pruner}+sam"].finetune.sam and not cells[f"{pruner}+sam"].finetune.awp
+        arm = cells[f"{pruner}+s2ap"].method
+        for control, switch in (("random", {"direction": "random"}), ("regen", {"regenerate_adversarial": True}),
+                                ("bnperturbed", {"batchnorm": "perturbed"}),
+                                ("previous", {"ascent": "previous", "batchnorm": "perturbed"})):
+            m = cells[f"{pruner}+s2ap-{control}"].method
+            assert m.sparsities == (0.9,) and dict(sweep.follow)[m.label] == arm.label
+            assert m.s2ap == dataclasses.replace(arm.s2ap, **switch)  # one switch away from its arm
+            assert s.phases_for(m) == s.phases_for(arm)
 
 
 def test_the_best_epoch_rule_reads_the_base_pruners_target_under_s2ap() -> None:

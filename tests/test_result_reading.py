@@ -143,3 +143,23 @@ def test_packed_per_point_records_are_bounded_by_size_not_by_the_text_limit() ->
         walk({"note": packed})
     with pytest.raises(Problem, match="characters long"):
         walk({"evaluation": {"min_norm": {"distances": packed + " "}}})
+
+
+@pytest.mark.parametrize("char", sorted(UNSAFE))
+def test_a_record_is_checked_where_it_is_built(char: str) -> None:
+    """Every producer builds its record with ``result_record``, which runs the gate's field walk: a text the gate
+    would refuse at write time (as a fallback note with an apostrophe once did, after a whole cell's training)
+    fails in any test that reaches the branch writing it, as one line naming the field."""
+    import torch
+
+    from benchmark.errors import StoreError
+    from benchmark.store.results import result_record
+
+    fields = dict(suite="s", cell={"method": "hydra"}, config={}, config_hash="0" * 16,
+                  report={"global": 0.9, "n_weights": 10, "n_zero": 9, "per_layer": {}}, target=0.9, evaluation={},
+                  device=torch.device("cpu"))
+    result_record(**fields, phases={"search": {"checkpoint": {"rule": "the last epoch"}}})
+    with pytest.raises(StoreError) as refused:
+        result_record(**fields, phases={"search": {"checkpoint": {"rule": f"the last epoch{char}s"}}})
+    line = str(refused.value)
+    assert "\n" not in line and "'phases.search.checkpoint.rule'" in line and "bug" in line

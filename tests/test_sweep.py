@@ -165,3 +165,32 @@ def test_a_follower_takes_the_value_selected_for_its_leader() -> None:
     with pytest.raises(ConfigError, match="sweep.follow"):
         build(SuiteConfig, {**tiny_suite_dict(methods=[S2AP_ARM]),
                             "sweep": {"grid": {"s2ap.gamma": GRID}, "follow": {"hydra+s2ap": "hydra"}}})
+
+
+def test_a_control_at_one_sparsity_runs_only_there_and_follows_its_arm() -> None:
+    """A method entry's ``sparsities`` (a control arm at one sparsity): its cells are only there, its hash is
+    that of the same entry without the field, the test stage of another sparsity leaves it out, and a follower
+    must run where its leader was swept."""
+    control = {**S2AP_ARM, "label": "hydra+s2ap-random", "sparsities": [0.9],
+               "s2ap": {**S2AP_ARM.get("s2ap", {}), "direction": "random"}}
+    d = tiny_suite_dict(methods=["hydra", S2AP_ARM, control], sparsities=[0.9, 0.95],
+                        sweep={"grid": {"s2ap.gamma": GRID}, "follow": {"hydra+s2ap-random": "hydra+s2ap"}})
+    s = build(SuiteConfig, d)
+    keys = [c.key for c in s.cells() if c.method.label == "hydra+s2ap-random"]
+    assert keys and all("-s0.9-" in k for k in keys) and len(s.cells()) == 5 * len(s.seeds)
+    everywhere = build(SuiteConfig, {**d, "methods": ["hydra", S2AP_ARM, {k: v for k, v in control.items()
+                                                                           if k != "sparsities"}]})
+    hashes = {c.key: c.config_hash() for c in everywhere.cells()}
+    assert all(hashes[c.key] == c.config_hash() for c in s.cells())  # where it runs, the hash is the same
+    parts = final_suites(s, sweep_of(s), {("hydra+s2ap", 0.9): 0.5, ("hydra+s2ap", 0.95): 0.01})
+    assert [[m.label for m in p.methods] for p in parts] == [["hydra", "hydra+s2ap", "hydra+s2ap-random"],
+                                                             ["hydra", "hydra+s2ap"]]
+    assert parts[0].methods[2].s2ap.gamma == 0.5 and parts[0].methods[2].s2ap.direction == "random"
+    for methods, sweep, field in (
+            (["hydra", {**control, "sparsities": [0.5]}], {}, "methods[1].sparsities"),
+            (["hydra", {**control, "sparsities": [0.9, 0.9]}], {}, "sparsities"),
+            ([{**S2AP_ARM, "sparsities": [0.9]}, {**control, "sparsities": [0.95]}],
+             {"grid": {"s2ap.gamma": GRID}, "follow": {"hydra+s2ap-random": "hydra+s2ap"}}, "sweep.follow")):
+        with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace(".", r"\.")) as refused:
+            build(SuiteConfig, {**d, "methods": methods, "sweep": sweep})
+        assert "\n" not in str(refused.value)

@@ -270,6 +270,9 @@ class MethodConfig:
     # true}}`` for an AWP arm, R-ADMM's search at a weight learning rate, MAD's MART finetune); recorded in the
     # method's identity as what it runs differently from the suite's phases (the table's protocol)
     phases: Mapping = field(default_factory=dict)
+    # the suite's sparsities this entry runs at (default: all of them), e.g. a control arm at one sparsity; not in
+    # the method's identity: which other sparsities an entry runs never changes a cell's result
+    sparsities: Floats | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> MethodConfig:
@@ -285,11 +288,18 @@ class MethodConfig:
             check_method(self.method)
         except ValueError as e:
             raise FieldError("method", self.method, str(e)) from None
+        if self.sparsities is not None and (not self.sparsities or len(set(self.sparsities)) != len(self.sparsities)):
+            raise FieldError("sparsities", list(self.sparsities), "must list distinct sparsities of the suite (or be "
+                             "left out: every sparsity)")
         if self.label is None:
             object.__setattr__(self, "label", self.method)
         if name_problem(self.label):
             raise FieldError("label", self.label, name_problem(self.label))
         return self
+
+    def runs_at(self, sparsity: float) -> bool:
+        """Whether this entry has cells at ``sparsity`` (one of its suite's)."""
+        return self.sparsities is None or sparsity in self.sparsities
 
     @property
     def uses_s2ap(self) -> bool:
@@ -396,6 +406,10 @@ class SuiteConfig:
             values = list(getattr(self, name))
             if len(set(values)) != len(values):
                 raise FieldError(name, values, "must not list a value twice (each cell has one result file)")
+        for i, m in enumerate(self.methods):
+            if m.sparsities is not None and not set(m.sparsities) <= set(self.sparsities):
+                raise FieldError(f"methods[{i}].sparsities", list(m.sparsities), f"must be some of the suite's "
+                                 f"sparsities {list(self.sparsities)} (or be left out: every sparsity)")
         object.__setattr__(self, "recipes", resolve_recipes(self.recipes))
         object.__setattr__(self, "methods", tuple(self._with_recipe_options(m) for m in self.methods))
         for m in self.methods:
@@ -465,7 +479,7 @@ class SuiteConfig:
         reused)."""
         searches: tuple[int | None, ...] = self.search_seeds or (None,)
         return [Cell(self, m, sp, seed, t) for seed in self.seeds for t in searches for sp in self.sparsities
-                for m in self.methods]
+                for m in self.methods if m.runs_at(sp)]
 
     def dense_identity(self, seed: int, pretrain: PhaseConfig | None = None) -> dict:
         """What defines the dense robust model of a seed pretrained with ``pretrain`` (default: the suite's); its

@@ -96,5 +96,12 @@ def sweep_of(suite: SuiteConfig) -> Sweep:
     if any(v not in methods for v in follow.values()):
         raise ConfigError(f"config field 'sweep.follow': got {str(follow)[:80]}, each must follow a swept method "
                           f"({', '.join(methods)})")
+    entries = {m.label: m for m in suite.methods}
+    for follower, leader in follow.items():
+        mine, theirs = entries[follower].sparsities, entries[leader].sparsities
+        if theirs is not None and (mine is None or not set(mine) <= set(theirs)):
+            raise ConfigError(f"config field 'sweep.follow.{follower}': it runs at sparsities "
+                              f"{list(mine or suite.sparsities)} and {leader} is swept only at {list(theirs)}; "
+                              f"give {follower} some of those sparsities")
     return Sweep(name, tuple(values), tuple(seeds), tuple(methods),  # type: ignore[arg-type]
                  tuple(sorted(follow.items())))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.report.claims import NO_CLAIMS, claims_markdown
 from benchmark.report.comparable import load_baselines, matching_baselines, set_aside
 from benchmark.report.reference import comparison_table, published_table
 from benchmark.report.security import min_norm_markdown
@@ -23,7 +24,7 @@ from benchmark.store import gate
 from benchmark.store.results import load_results
 
 TABLE_FILES = ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "details.md", "details.tex", "reference.md",
-               "reference.tex", "reference.csv")
+               "reference.tex", "reference.csv", "claims.md")
 
 
 def reference_markdown(results: list[dict]) -> str:
@@ -63,6 +64,7 @@ def table_texts(results: list[dict]) -> dict[str, str]:
         "reference.md": reference_markdown(results),
         "reference.tex": reference_latex(results),
         "reference.csv": reference_csv(results),
+        "claims.md": claims_markdown(results) or NO_CLAIMS,
     }
 
 

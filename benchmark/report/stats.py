@@ -200,8 +200,9 @@ def is_variant(r: dict) -> bool:
 
 
 def s2ap_pairs(results: list[dict]) -> dict[str, str]:
-    """Map each +S2AP label to its base label: the label without ``+s2ap`` if present, else the one plain
-    label with the same pruner. Variants without a base are left out."""
+    """Map each +S2AP label to its base label: the label without ``+s2ap`` (at its end, or before another
+    ``+`` part: ``hydra+s2ap+awp`` -> ``hydra+awp``) if present, else the one plain label with the same pruner.
+    Variants without a base are left out."""
     labels: dict[str, dict] = {}
     for r in results:
         if not is_dense(r):
@@ -211,7 +212,9 @@ def s2ap_pairs(results: list[dict]) -> dict[str, str]:
     for lab, r in sorted(labels.items()):
         if lab in plain:
             continue
-        stripped = lab[: -len(S2AP_SUFFIX)] if lab.endswith(S2AP_SUFFIX) else None
+        # hydra+s2ap -> hydra, hydra+s2ap+awp -> hydra+awp (an arm beside its base, each with the same phases)
+        stripped = lab.replace(S2AP_SUFFIX + "+", "+", 1) if S2AP_SUFFIX + "+" in lab else (
+            lab[: -len(S2AP_SUFFIX)] if lab.endswith(S2AP_SUFFIX) else None)
         if stripped in plain:
             pairs[lab] = stripped
             continue

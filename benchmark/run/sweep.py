@@ -145,14 +145,16 @@ def select(points: list[Point]) -> Point:
 
 
 def final_suites(suite: SuiteConfig, sweep: Sweep, chosen: dict[tuple[str, float], Any]) -> list[SuiteConfig]:
-    """The test stage: one suite per sparsity, each swept method (and each follower) at its selected value."""
+    """The test stage: one suite per sparsity, each swept method (and each follower) at its selected value, the
+    methods that do not run at that sparsity left out."""
     leader = {**{m: m for m in sweep.methods}, **dict(sweep.follow)}
     out = []
     for sparsity in suite.sparsities:
         methods = tuple(dataclasses.replace(m, s2ap=dataclasses.replace(
             m.s2ap, **{sweep.field: chosen[(leader[m.label], sparsity)]}))  # type: ignore[index]
-                        if m.label in leader else m for m in suite.methods)
-        out.append(dataclasses.replace(suite, sparsities=(sparsity,), methods=methods))
+                        if m.label in leader else m for m in suite.methods if m.runs_at(sparsity))
+        # the part sweeps nothing: its values are set, and a follower left out here must not stay in a follow
+        out.append(dataclasses.replace(suite, sparsities=(sparsity,), methods=methods, sweep={}))
     return out
 
 

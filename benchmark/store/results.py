@@ -45,7 +45,8 @@ from benchmark.measure import environment
 from benchmark.store import gate
 from benchmark.store.checkpoints import verify_file
 from benchmark.store.paths import SWEEP_FOLDER
-from benchmark.store.schema import CHECKSUM_KEY, FILE_KEYS, SCHEMA_VERSION, check_result, checksum
+from benchmark.store.record_errors import Problem
+from benchmark.store.schema import CHECKSUM_KEY, FILE_KEYS, SCHEMA_VERSION, check_result, checksum, walk
 
 __all__ = ["CHECKSUM_KEY", "SCHEMA_VERSION", "result_record", "write_result",
            "validate_result", "read_result", "result_files", "load_results", "existing_hash"]
@@ -67,8 +68,10 @@ def result_record(*, suite: str, cell: dict, config: dict, config_hash: str, rep
     ``report`` is what :func:`baselines.sparsity_report` counted from the evaluated weights and ``target`` the
     sparsity the result is listed under; ``entries`` (``pruner_options``, ``training``, ``external``) follow
     ``config_hash``. The environment (packages, git state, device) and the creation time are filled in here.
+    The record passes the gate's field walk (:func:`benchmark.store.schema.walk`) here, where it is built, so
+    every test that makes a record checks its texts and numbers, whatever branch wrote them.
     """
-    return {
+    record = {
         "schema_version": SCHEMA_VERSION,
         "suite": suite,
         "cell": cell,
@@ -83,6 +86,13 @@ def result_record(*, suite: str, cell: dict, config: dict, config_hash: str, rep
         "environment": environment(device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    try:
+        walk(record)
+    except Problem as problem:
+        field = f"field '{problem.at}' " if problem.at else ""
+        raise StoreError(f"the result record of suite {suite}: {field}{problem.text}; this is a bug in "
+                         "the code that wrote the field, please report it") from None
+    return record
 
 
 def result_root(path: Path) -> Path:
