@@ -47,7 +47,7 @@ def test_each_claim_is_a_seed_level_test_with_holm_and_bonferroni_over_the_page(
         assert tests[key].holm_p == pytest.approx(running, rel=1e-9)
         assert tests[key].bonferroni_p == pytest.approx(min(1.0, 3 * ps[key]), rel=1e-9)
     text = claims_markdown(_pair())
-    assert "3 seed-level tests on this page" in text and "## Mask stability" in text and "## Controls" not in text
+    assert "3 seed-level tests on the claims page" in text and "## Mask stability" in text and "## Controls" not in text
     # +3 points with interval [+0.5, +5.5]: the claimed +1 to +2 lie inside it
     assert "| +3.0 " in text and "[+0.5, +5.5]" in text and "inside the interval" in text
     assert "3 of 3 +S2AP - base differences point that way" not in text  # one claim per paragraph
@@ -129,6 +129,19 @@ def test_the_committed_claims_pages_are_the_generated_ones(suite: str) -> None:
         raw, total = re.search(r"(\d+) have p < 0.05 before", line).group(1), re.search(r"^\D*(\d+)", line).group(1)
         page = (ROOT / "docs" / "suites" / "fmnist.md").read_text()
         assert f"{raw} of the {total} have p < 0.05 before" in " ".join(page.split())
+
+
+def test_the_readme_claims_section_is_the_committed_claims_page() -> None:
+    """The README's claims section quotes, to the byte, the paragraphs (each claim and the family line) of the
+    claims page it names, which the test above holds to the committed results: no figure is typed by hand."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The S2AP paper's claims\n", 1)[1].split("\n## ", 1)[0]
+    source = re.search(r"\(results/([\w-]+)/claims\.md\)", section).group(1)
+    page = (ROOT / "results" / source / "claims.md").read_text()
+    quoted = [x.strip() for x in section.split("\n\n") if x.startswith("**")]
+    generated = [x for x in page.splitlines() if x.startswith("**")]
+    assert sorted(quoted) == sorted(generated), f"copy the paragraphs of results/{source}/claims.md into the README"
+    assert {x.split(".**")[0] for x in quoted} == {"**" + c.title for c in CLAIMS} | {"**Multiple comparisons"}
 
 
 def test_the_protocol_suites_controls_pair_with_their_arms() -> None:

@@ -243,9 +243,9 @@ def family_line(tests: list[ClaimTest]) -> str:
     raw = sum(x.t.p < ALPHA for x in tested)  # type: ignore[union-attr]
     held = sum(x.significant for x in tested)
     bonf = sum(x.bonferroni_p is not None and x.bonferroni_p < ALPHA for x in tested)
-    return (f"{len(tested)} seed-level tests on this page (paired t over seeds, two-sided); {raw} have p < 0.05 "
-            f"before correction, {held} after Holm's step-down correction over all {len(tested)}, {bonf} after "
-            f"Bonferroni's (p times {len(tested)}).")
+    return (f"{len(tested)} seed-level tests on the claims page (paired t over seeds, two-sided); {raw} have "
+            f"p < 0.05 before correction, {held} after Holm's step-down correction over all {len(tested)}, {bonf} "
+            f"after Bonferroni's (p times {len(tested)}).")
 
 
 def claim_paragraph(claim: Claim, tests: list[ClaimTest]) -> str:
@@ -267,7 +267,7 @@ def claim_paragraph(claim: Claim, tests: list[ClaimTest]) -> str:
             f"direction and {len(against)} against it.")
     sizes = [x.detectable for x in mine if x.detectable is not None]
     if sizes:
-        text += (f" The smallest true difference these seeds detect (80 % power, 5 %, one test) is "
+        text += (f" These seeds detect (80 % power, 5 %, one test) a true difference of "
                  f"{_num(min(sizes), mine[0].metric, False)} to {_num(max(sizes), mine[0].metric, False)}{unit}.")
     if claim.key == "robust":
         inside = sum(_claimed_range(x) == "inside the interval" for x in mine)
