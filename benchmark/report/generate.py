@@ -69,8 +69,15 @@ def table_texts(results: list[dict]) -> dict[str, str]:
 
 
 def _write_tables(results: list[dict], root: Path) -> list[Path]:
+    """The tables of :func:`table_texts`, then ``selection.md`` where the folder holds sweep records."""
+    from benchmark.report.selection import SELECTION_FILE, selection_markdown, sweep_records
+
     written = []
-    for name, text in table_texts(results).items():
+    texts = table_texts(results)
+    selection = selection_markdown([record for _, record in sweep_records(root)])
+    if selection:
+        texts[SELECTION_FILE] = selection
+    for name, text in texts.items():
         gate.write_text(root, root / name, text)
         written.append(root / name)
     return written

@@ -17,7 +17,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from benchmark.errors import BenchmarkError
 from benchmark.report.security import method_curve, min_norm_settings, radii, with_distances
 from benchmark.report.stats import (
     METRICS,
@@ -33,8 +32,6 @@ from benchmark.report.stats import (
 )
 from benchmark.report.tables import slug
 from benchmark.store import gate
-
-SWEEP_RECORD_BYTES = 16 << 20
 
 FORMATS = ("png", "svg")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -339,20 +336,16 @@ def sweep_curves(record: dict) -> Figure | None:
 
 
 def sweep_plots(root: Path) -> list[tuple[tuple[str, str, str], str, str, dict[str, bytes]]]:
-    """The sweep-curve plot of every sweep record under ``<root>/sweep/`` (a record that does not read is
-    skipped; the sweep command rewrites it)."""
-    import json
-
-    from benchmark.store.paths import SWEEP_FOLDER
+    """The sweep-curve plot of every sweep record under ``<root>/sweep/`` (one that does not draw is skipped)."""
+    from benchmark.report.selection import sweep_records
 
     out = []
-    for path in gate.list_files(root, Path(root) / SWEEP_FOLDER, suffixes=(".json",)):
+    for path, record in sweep_records(root):
         try:
-            record = json.loads(gate.read_bytes(root, path, limit=SWEEP_RECORD_BYTES))
             group = tuple(record["group"])
             with matplotlib.rc_context(STYLE):
                 fig = sweep_curves(record)
-        except (BenchmarkError, OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, ValueError, StopIteration):
             continue
         if fig is None:
             continue
