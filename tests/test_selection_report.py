@@ -79,3 +79,20 @@ def test_report_writes_selection_md_only_beside_a_sweep_record(tmp_path: Path) -
     assert [r for _, r in sweep_records(swept)] == [RECORD]
     assert (swept / SELECTION_FILE).read_text() == selection_markdown([RECORD])
     assert any("sweep" in p.name for p in written if p.suffix == ".svg")  # the curve plot beside it
+
+
+def test_a_selection_stage_table_names_the_validation_points(tmp_path: Path) -> None:
+    """A selection-stage cell is scored on the validation split: its table and plots say so, never "test
+    points"; a suite's own cells keep "test points"."""
+    val = [make_result("hydra+s2ap", 0.9, s, aa=None) for s in range(2)]
+    for r in val:
+        r["config"] = {"evaluation": {"split": "val"}}
+    write_suite(tmp_path / "stage", val)
+    write_report(tmp_path / "stage")
+    board = (tmp_path / "stage" / "leaderboard.md").read_text()
+    assert "first 50 validation points" in board and "test points;" not in board
+    svg = (tmp_path / "stage" / "plots" / "digits-digits-cnn-unstructured-robust-vs-sparsity.svg").read_text()
+    assert "50 validation points" in svg
+    write_suite(tmp_path / "suite", [make_result("hydra", 0.9, s) for s in range(2)])
+    write_report(tmp_path / "suite")
+    assert "first 50 test points" in (tmp_path / "suite" / "leaderboard.md").read_text()

@@ -26,6 +26,7 @@ from benchmark.report.stats import (
     group_results,
     is_variant,
     method_order,
+    points_text,
     seed,
     sparsities,
     summarize,
@@ -59,7 +60,7 @@ def _subtitle(results: list[dict]) -> str:
     seeds = sorted({seed(r) for r in results})
     ev = results[0]["evaluation"]
     spread = "one seed (no spread over seeds)" if len(seeds) == 1 else f"mean ± std over {len(seeds)} seeds"
-    return f"{spread}; eps {ev['eps']}, {ev['n_examples']} test points"
+    return f"{spread}; eps {ev['eps']}, {points_text(results[0]).removeprefix('first ')}"
 
 
 def robust_vs_sparsity(group: tuple[str, str, str], results: list[dict]) -> Figure | None:
