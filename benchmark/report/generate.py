@@ -68,13 +68,14 @@ def table_texts(results: list[dict]) -> dict[str, str]:
     }
 
 
-def _write_tables(results: list[dict], root: Path) -> list[Path]:
-    """The tables of :func:`table_texts`, then ``selection.md`` where the folder holds sweep records."""
-    from benchmark.report.selection import SELECTION_FILE, selection_markdown, sweep_records
+def _write_tables(results: list[dict], root: Path, records: list[tuple[Path, dict]]) -> list[Path]:
+    """The tables of :func:`table_texts`, then ``selection.md`` where the folder holds sweep ``records``
+    (:func:`benchmark.report.selection.sweep_records`)."""
+    from benchmark.report.selection import SELECTION_FILE, selection_markdown
 
     written = []
     texts = table_texts(results)
-    selection = selection_markdown([record for _, record in sweep_records(root)])
+    selection = selection_markdown([record for _, record in records])
     if selection:
         texts[SELECTION_FILE] = selection
     for name, text in texts.items():
@@ -101,9 +102,11 @@ def write_tables(results_dir: Path | str, baselines: list[Path] | tuple = ()) ->
     """Regenerate the tables of a results folder (leaderboard.md first), with the matching cells of the
     ``baselines`` folders beside its own; returns the files written and one line per result file that was
     skipped or set aside. Only ``results_dir`` is written."""
+    from benchmark.report.selection import sweep_records
+
     root = Path(results_dir)
     results, problems = comparable_results(root, baselines)
-    return _write_tables(results, root), problems
+    return _write_tables(results, root, sweep_records(root)), problems
 
 
 def write_report(results_dir: Path | str, baselines: list[Path] | tuple = ()) -> tuple[list[Path], list[str]]:
@@ -111,11 +114,13 @@ def write_report(results_dir: Path | str, baselines: list[Path] | tuple = ()) ->
     the ``baselines`` folders); returns the files written and the skipped corrupt result files."""
     from benchmark.report.html import page
     from benchmark.report.plots import make_plots, sweep_plots, write_plots
+    from benchmark.report.selection import sweep_records
 
     root = Path(results_dir)
     results, problems = comparable_results(root, baselines)
-    written = _write_tables(results, root)
-    plots = make_plots(results) + sweep_plots(root)
+    records = sweep_records(root)  # read once: selection.md and the sweep plots
+    written = _write_tables(results, root, records)
+    plots = make_plots(results) + sweep_plots(records)
     written += write_plots(plots, root, root / "plots")
     gate.write_text(root, root / "index.html", page(results, plots, problems))
     written.append(root / "index.html")

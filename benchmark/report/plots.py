@@ -60,7 +60,7 @@ def _subtitle(results: list[dict]) -> str:
     seeds = sorted({seed(r) for r in results})
     ev = results[0]["evaluation"]
     spread = "one seed (no spread over seeds)" if len(seeds) == 1 else f"mean ± std over {len(seeds)} seeds"
-    return f"{spread}; eps {ev['eps']}, {points_text(results[0]).removeprefix('first ')}"
+    return f"{spread}; eps {ev['eps']}, {points_text(results[0])}"
 
 
 def robust_vs_sparsity(group: tuple[str, str, str], results: list[dict]) -> Figure | None:
@@ -336,12 +336,11 @@ def sweep_curves(record: dict) -> Figure | None:
     return fig
 
 
-def sweep_plots(root: Path) -> list[tuple[tuple[str, str, str], str, str, dict[str, bytes]]]:
-    """The sweep-curve plot of every sweep record under ``<root>/sweep/`` (one that does not draw is skipped)."""
-    from benchmark.report.selection import sweep_records
-
+def sweep_plots(records: list[tuple[Path, dict]]) -> list[tuple[tuple[str, str, str], str, str, dict[str, bytes]]]:
+    """The sweep-curve plot of each (path, sweep record) of
+    :func:`benchmark.report.selection.sweep_records` (one that does not draw is skipped)."""
     out = []
-    for path, record in sweep_records(root):
+    for path, record in records:
         try:
             group = tuple(record["group"])
             with matplotlib.rc_context(STYLE):

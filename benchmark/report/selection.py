@@ -40,10 +40,7 @@ def lead_over_runner_up(entry: dict) -> tuple[object, list[float]] | None:
     others = [p for p in curve if p is not chosen]
     if not others:
         return None
-    runner = others[0]
-    for p in others[1:]:
-        if p["mean"] > runner["mean"]:
-            runner = p
+    runner = max(others, key=lambda p: p["mean"])  # max keeps the first of equals: grid order
     seeds = sorted(set(chosen["per_seed"]) & set(runner["per_seed"]), key=int)
     return runner["value"], [100 * (chosen["per_seed"][s] - runner["per_seed"][s]) for s in seeds]
 

@@ -376,10 +376,10 @@ def attack_text(r: dict) -> str:
 
 
 def points_text(r: dict) -> str:
-    """Which points a result's accuracies are on: ``first 500 test points``, or ``first 500 validation points``
-    for a sweep's selection-stage cell (``evaluation.split: val``)."""
+    """Which points a result's accuracies are on: ``500 test points``, or ``500 validation points`` for a
+    sweep's selection-stage cell (``evaluation.split: val``)."""
     split = ((r.get("config") or {}).get("evaluation") or {}).get("split")
-    return f"first {r['evaluation']['n_examples']} {'validation' if split == 'val' else 'test'} points"
+    return f"{r['evaluation']['n_examples']} {'validation' if split == 'val' else 'test'} points"
 
 
 def protocols(results: list[dict]) -> list[str]:
@@ -387,7 +387,7 @@ def protocols(results: list[dict]) -> list[str]:
     found: dict[str, dict[str, set]] = defaultdict(lambda: {"seeds": set(), "groups": set(), "suites": set()})
     for r in results:
         ev = r["evaluation"]
-        key = f"{attack_text(r)}; threat model {ev.get('norm', 'Linf')} eps = {ev['eps']}; {points_text(r)}"
+        key = f"{attack_text(r)}; threat model {ev.get('norm', 'Linf')} eps = {ev['eps']}; first {points_text(r)}"
         found[key]["seeds"].add(seed(r))
         found[key]["groups"].add(" / ".join(group_key(r)))
         found[key]["suites"].add(r["suite"])

@@ -137,11 +137,7 @@ def select(points: list[Point]) -> Point:
     """The point of highest mean validation robust accuracy; the first in grid order among equals."""
     if not points:
         raise BenchmarkError("nothing to select: the sweep has no finished cell")
-    best = points[0]
-    for p in points[1:]:
-        if p.mean > best.mean:
-            best = p
-    return best
+    return max(points, key=lambda p: p.mean)  # max keeps the first of equals: grid order
 
 
 def final_suites(suite: SuiteConfig, sweep: Sweep, chosen: dict[tuple[str, float], Any]) -> list[SuiteConfig]:
