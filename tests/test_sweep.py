@@ -16,7 +16,7 @@ from benchmark.cli import main
 from benchmark.config import ConfigError, SuiteConfig, build
 from benchmark.config.sweeps import parse_grid, sweep_of
 from benchmark.run.cells import load_data
-from benchmark.run.sweep import Point, final_suites, record_path, run_sweep, select, t975
+from benchmark.run.sweep import Point, final_suites, plan_lines, record_path, run_sweep, select, t975
 from benchmark.store.paths import result_path, suite_dir
 from benchmark.store.results import load_results, read_result
 from tests.conftest import S2AP_ARM, tiny_suite_dict
@@ -115,6 +115,15 @@ def test_the_test_points_never_enter_the_selection(tmp_path: Path, monkeypatch: 
     assert tested["config"]["method"]["s2ap"]["gamma"] == entry["selected"]
     assert "split" not in tested["config"]["evaluation"]  # the suite's own test evaluation
     assert json.loads(record_path(s, suite_dir(s, tmp_path), sweep_of(s)).read_text()) == record
+    # the dry run lists the test stage at the recorded values, so its computed cells read "done"; a record made
+    # from another selection stage (here another grid) is not used
+    chosen_cell = final_suites(s, sweep_of(s), {("hydra+s2ap", 0.9): entry["selected"]})[0].cells()[1]
+    plan = "\n".join(plan_lines(s, results_dir=tmp_path))
+    assert "the swept methods at the values the sweep record selected" in plan
+    assert f"{chosen_cell.key}  [{chosen_cell.config_hash()}]  done" in plan and "2 of 2 cells done" in plan
+    regrid = dataclasses.replace(s, sweep={"grid": {"s2ap.gamma": [*GRID, 0.2]}, "seeds": [0]})
+    stale = "\n".join(plan_lines(regrid, results_dir=tmp_path))
+    assert "at their suite values until the selection stage has run" in stale and "1 of 2 cells done" in stale
 
     # 2. poisoned test points: the selection stage, recomputed, records the same curve and choice
     splits["test_replace"] = Noise(real.test)

@@ -12,10 +12,9 @@ from benchmark.errors import BenchmarkError
 from benchmark.report.significance import EQUAL_SEEDS, paired_t
 from benchmark.report.stats import fmt_sparsity
 from benchmark.store import gate
-from benchmark.store.paths import SWEEP_FOLDER
+from benchmark.store.paths import SWEEP_FOLDER, SWEEP_RECORD_BYTES
 
 SELECTION_FILE = "selection.md"
-SWEEP_RECORD_BYTES = 16 << 20  # a sweep record read for the report
 
 
 def sweep_records(root: Path) -> list[tuple[Path, dict]]:

@@ -294,20 +294,21 @@ def _recorded_seconds(path: Path) -> float | None:
 
 
 def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | None = None,
-             reused: set[str] | None = None) -> list[str]:
-    """Dry-run lines: each cell with its hash and either "done" (its result under ``root`` is up to date),
-    "reused" (a baseline result has its comparison key, ``reused``) or its cost, each seed's dense model and
-    reference, and the total of what is left to run."""
+             reused: set[str] | None = None, cells: list[Cell] | None = None) -> list[str]:
+    """Dry-run lines: each cell (``cells``, default the suite's) with its hash and either "done" (its result under
+    ``root`` is up to date), "reused" (a baseline result has its comparison key, ``reused``) or its cost, each
+    seed's dense model and reference, and the total of what is left to run."""
     from benchmark.config import config_hash
     from benchmark.run.dense_reference import dense_identity, dense_result_path
     from benchmark.run.evaluation_only import derivable
     from benchmark.store.paths import result_path
     from benchmark.store.results import existing_hash
 
+    cells = suite.cells() if cells is None else cells
     lines = []
     total: float | None = 0.0
     done = n_reused = 0
-    for cell in suite.cells():
+    for cell in cells:
         path = result_path(cell, root) if root is not None else None
         if path is not None and existing_hash(path) == cell.config_hash():
             done += 1
@@ -335,7 +336,7 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
                          f"{_fmt(c.finetune)}, evaluation <= {_fmt(c.evaluation)} of which AutoAttack "
                          f"{c.autoattack:.3g})")
         total = None if total is None or cost is None else total + cost
-    to_run = {c.seed for c in suite.cells() if c.comparison_key() not in (reused or set())
+    to_run = {c.seed for c in cells if c.comparison_key() not in (reused or set())
               and (root is None or existing_hash(result_path(c, root)) != c.config_hash())}  # type: ignore[arg-type]
     pending_refs = [seed for seed in suite.seeds if (root is None or existing_hash(dense_result_path(suite, root, seed))
                     != config_hash(dense_identity(suite, seed))) and (not reused or seed in to_run)]
@@ -353,7 +354,7 @@ def describe(suite: SuiteConfig, times: StepTimes | None = None, root: Path | No
         else:
             lines.append(f"dense model loaded from {suite.dense.source} (no pretraining)")
     total = None if total is None or dense_total is None else total + dense_total
-    lines.append(f"{done} of {len(suite.cells())} cells done" + (f" under {root}" if root is not None else "")
+    lines.append(f"{done} of {len(cells)} cells done" + (f" under {root}" if root is not None else "")
                  + (f", {n_reused} reused from the baselines" if n_reused else ""))
     if times is not None:
         lines.append(f"total left ~{_hours(total)} on {times.device} with {times.threads} thread(s) (AutoAttack "

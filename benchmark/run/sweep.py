@@ -25,7 +25,7 @@ from benchmark.config import MethodConfig, SuiteConfig
 from benchmark.config.sweeps import Sweep, sweep_of
 from benchmark.errors import BenchmarkError
 from benchmark.store import gate
-from benchmark.store.paths import name_problem, result_path, suite_dir, sweep_record_path
+from benchmark.store.paths import SWEEP_RECORD_BYTES, name_problem, result_path, suite_dir, sweep_record_path
 from benchmark.store.results import existing_hash, read_result
 
 STAGE_SUFFIX = "-sweep"
@@ -213,9 +213,30 @@ def run_sweep(suite: SuiteConfig, *, results_dir: str | Path | None = None, forc
     return record
 
 
+def recorded_selection(suite: SuiteConfig, stage: SuiteConfig, sweep: Sweep,
+                       results_dir: str | Path | None = None) -> dict[tuple[str, float], Any] | None:
+    """The values the sweep record under the suite's results folder selected, if that record was made from the
+    selection stage as it is now configured (the same cells and config hashes); else None."""
+    root = suite_dir(suite, results_dir)
+    path = record_path(suite, root, sweep)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(gate.read_bytes(root, path, limit=SWEEP_RECORD_BYTES))
+        chosen = chosen_values(record)
+    except (BenchmarkError, OSError, ValueError, KeyError, TypeError):
+        return None
+    current = {c.key: c.config_hash() for c in stage.cells()}
+    wanted = {(m, s) for m in sweep.methods for s in suite.sparsities}
+    if record.get("stage_cells") != current or not wanted <= set(chosen):
+        return None
+    return chosen
+
+
 def plan_lines(suite: SuiteConfig, times: Any = None, results_dir: str | Path | None = None) -> list[str]:
     """Dry-run lines of both stages (``s2ap-bench sweep SUITE --dry-run``): each stage's cells and cost, with the
-    test stage's swept methods at their suite values (their cost does not depend on the value)."""
+    test stage's swept methods at the values of an up-to-date sweep record, else at their suite values (the cost
+    does not depend on the value; "done" does)."""
     from benchmark.run.cost import describe
 
     sweep = sweep_of(suite)
@@ -231,6 +252,12 @@ def plan_lines(suite: SuiteConfig, times: Any = None, results_dir: str | Path | 
     lines += ["  " + line for line in describe(stage, times, suite_dir(stage, results_dir))]
     lines.append("  (an upper bound: the stage evaluates no dense reference, and its dense models are those of the "
                  "test stage for the seeds both have, counted in both totals)")
-    lines.append(f"test stage {suite.name}: {len(suite.cells())} cells, the swept methods at their selected values")
-    lines += ["  " + line for line in describe(suite, times, suite_dir(suite, results_dir))]
+    chosen = recorded_selection(suite, stage, sweep, results_dir)
+    if chosen is None:
+        cells, values = suite.cells(), "at their suite values until the selection stage has run"
+    else:
+        cells = [c for part in final_suites(suite, sweep, chosen) for c in part.cells()]
+        values = "at the values the sweep record selected"
+    lines.append(f"test stage {suite.name}: {len(cells)} cells, the swept methods {values}")
+    lines += ["  " + line for line in describe(suite, times, suite_dir(suite, results_dir), cells=cells)]
     return lines

@@ -63,6 +63,7 @@ def suite_dir(suite: SuiteConfig, results_dir: str | Path | None = None) -> Path
 
 
 SWEEP_FOLDER = "sweep"  # a suite folder's sweep records (not result files)
+SWEEP_RECORD_BYTES = 16 << 20  # the most a sweep record read back may hold
 
 
 def sweep_record_path(root: Path, suite_name: str, field: str) -> Path:
