@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmark.report.claims import CLAIMS, NO_CLAIMS, claim_tests, claims_markdown, control_pairs
+from benchmark.report.claims import (
+    CLAIMS,
+    NO_CLAIMS,
+    claim_tests,
+    claims_markdown,
+    control_pairs,
+    weight_space_pairs,
+)
 from benchmark.report.generate import table_texts
 from benchmark.report.significance import comparison_rows
 from tests.test_report import BASE_90, S2AP_90, make_result
@@ -105,6 +112,43 @@ def test_a_control_is_tested_against_the_arm_one_setting_away() -> None:
     assert "## Controls" in claims_markdown(rs)
 
 
+def _finetuned(method: str, label: str, seed: int, aa: float, finetune: dict) -> dict:
+    r = make_result(method, 0.9, seed, 0.9, aa)
+    r["cell"]["label"] = label
+    r["config"] = {"method": {"method": method, "options": {}, "search": {"objective": "trades"},
+                              "finetune": {"objective": "trades", **finetune}}}
+    return r
+
+
+def test_weight_space_sharpness_is_tested_head_to_head_on_robust_accuracy() -> None:
+    """AWP and SAM arms (the base's search, finetuning on perturbed weights) against their base, and the +S2AP arm
+    against them, per seed on AutoAttack; the tests join the page's Holm family."""
+    aa = {"hydra": (0.50, 0.52, 0.54), "hydra+awp": (0.51, 0.52, 0.56), "hydra+sam": (0.49, 0.50, 0.55),
+          "hydra+s2ap": (0.53, 0.53, 0.55), "hydra+s2ap+awp": (0.53, 0.54, 0.57)}
+    finetune = {"hydra": {}, "hydra+awp": {"awp": True}, "hydra+sam": {"sam": True}, "hydra+s2ap": {},
+                "hydra+s2ap+awp": {"awp": True}}
+    rs = [_finetuned("hydra+s2ap" if "s2ap" in label else "hydra", label, s, v, finetune[label])
+          for label, values in aa.items() for s, v in enumerate(values)]
+    assert weight_space_pairs(rs) == [("AWP - base", "hydra+awp", "hydra"), ("SAM - base", "hydra+sam", "hydra"),
+                                      ("S2AP - AWP", "hydra+s2ap", "hydra+awp"),
+                                      ("S2AP - SAM", "hydra+s2ap", "hydra+sam")]
+    tests = claim_tests(rs)
+    head = {(x.kind, x.a, x.b): x for x in tests if x.kind not in ("S2AP - base", "control - arm")}
+    assert {x.claim.key for x in head.values()} == {"robust"}  # the arms share their search: nothing else differs
+    assert set(head) == set(weight_space_pairs(rs))
+    for (_, a, b), x in head.items():
+        diffs = [100 * (u - v) for u, v in zip(aa[a], aa[b])]
+        assert x.per_seed == pytest.approx(diffs, abs=1e-9)
+        if len(set(round(d, 9) for d in diffs)) > 1:
+            assert x.t.p == pytest.approx(scipy_stats.ttest_1samp(diffs, 0.0).pvalue, rel=1e-9)
+    tested = [x for x in tests if x.t is not None]
+    assert len(tested) == len(tests) == 2 * 3 + 4  # two S2AP - base pairs on three claims, four head-to-head
+    assert all(x.bonferroni_p == pytest.approx(min(1.0, len(tested) * x.t.p)) for x in tested)
+    text = claims_markdown(rs)
+    assert "## Weight-space sharpness, head to head" in text and f"{len(tested)} seed-level tests" in text
+    assert "| S2AP - SAM   | hydra+s2ap" in text
+
+
 def test_results_without_a_pair_get_a_page_that_says_so() -> None:
     text = table_texts([make_result("hydra", 0.9, s) for s in range(2)])["claims.md"]
     assert "no +S2AP arm beside its base" in text and "|" not in text
@@ -159,3 +203,6 @@ def test_the_protocol_suites_controls_pair_with_their_arms() -> None:
             f"{p}+s2ap-random": f"{p}+s2ap", f"{p}+s2ap-regen": f"{p}+s2ap", f"{p}+s2ap-bnperturbed": f"{p}+s2ap",
             f"{p}+s2ap-previous": f"{p}+s2ap-bnperturbed"}
         assert s2ap_pairs(rs)[f"{p}+s2ap"] == p and s2ap_pairs(rs)[f"{p}+s2ap+awp"] == f"{p}+awp"
+        assert [x for x in weight_space_pairs(rs) if x[1].startswith(p + "+")] == [
+            ("AWP - base", f"{p}+awp", p), ("SAM - base", f"{p}+sam", p), ("S2AP - AWP", f"{p}+s2ap", f"{p}+awp"),
+            ("S2AP - SAM", f"{p}+s2ap", f"{p}+sam")]

@@ -5,9 +5,11 @@ less between the last mask-search epochs); the searched masks sit at a flatter p
 space (a lower top Hessian eigenvalue). Each is tested per ``+S2AP`` arm and its base (every pair of
 :func:`benchmark.report.stats.s2ap_pairs`, AWP-finetuned pairs included) and sparsity, with the seed as the unit
 (a seed's two arms share its dense model). The controls (a ``+s2ap`` arm one S2AP setting away from another, such
-as a random direction or the one-pass ascent) are tested against that arm on the same three figures. Holm's
-and Bonferroni's corrections run over every test of the page (``claims.md`` of ``s2ap-bench report``); the
-robust-accuracy differences are those of the leaderboard's paired-differences table.
+as a random direction or the one-pass ascent) are tested against that arm on the same three figures; the arms
+finetuned with AWP or SAM on the weights against their base, and the +S2AP arm against them, on robust accuracy
+(the head-to-head with weight-space sharpness). Holm's and Bonferroni's corrections run over every test of the
+page (``claims.md`` of ``s2ap-bench report``); the robust-accuracy differences are those of the leaderboard's
+paired-differences table.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class ClaimTest:
     """One paired test ``a - b`` (display units: points for accuracies) over the seeds both arms have."""
 
     claim: Claim
-    kind: str  # "S2AP - base" or "control - arm"
+    kind: str  # "S2AP - base", "control - arm", or a weight-space head-to-head ("AWP - base", "S2AP - SAM", ...)
     group: tuple[str, ...]
     a: str
     b: str
@@ -183,6 +185,48 @@ def control_pairs(results: list[dict]) -> dict[str, str]:
     return out
 
 
+WEIGHT_SPACE = {"awp": "AWP", "sam": "SAM"}  # finetuning options that perturb the weights (weight-space sharpness)
+
+
+def _finetune_flattener(r: dict) -> str | None:
+    """Which weight-space method (``awp`` or ``sam``) the result's finetuning ran, if one."""
+    finetune = (r.get("config", {}).get("method") or {}).get("finetune") or {}
+    on = [k for k in WEIGHT_SPACE if finetune.get(k)]
+    return on[0] if len(on) == 1 else None
+
+
+def _without_flattener(r: dict) -> dict:
+    method = dict(r.get("config", {}).get("method") or {})
+    method["finetune"] = {k: v for k, v in (method.get("finetune") or {}).items() if k not in WEIGHT_SPACE}
+    return method
+
+
+def weight_space_pairs(results: list[dict]) -> list[tuple[str, str, str]]:
+    """The head-to-head with weight-space sharpness, as ``(kind, a, b)``: each plain arm finetuned with AWP or SAM
+    against the plain arm it differs from only there ("AWP - base"), and each plain-finetuned +S2AP arm against
+    those arms of its base ("S2AP - AWP"): score-space sharpness in the search against weight-space sharpness in
+    the finetuning, from the same dense model."""
+    first: dict[str, dict] = {}
+    for r in results:
+        if not is_dense(r):
+            first.setdefault(r["cell"]["label"], r)
+    plain = {lab: r for lab, r in first.items() if not is_variant(r)}
+    flat: list[tuple[str, str, str]] = []  # (weight-space arm, its base, AWP or SAM)
+    for lab, r in sorted(plain.items()):
+        flattener = _finetune_flattener(r)
+        if flattener is None:
+            continue
+        bases = [b for b, o in sorted(plain.items())
+                 if _finetune_flattener(o) is None and _without_flattener(o) == _without_flattener(r)]
+        if len(bases) == 1:
+            flat.append((lab, bases[0], WEIGHT_SPACE[flattener]))
+    out = [(f"{name} - base", lab, base) for lab, base, name in flat]
+    for arm, base in sorted(s2ap_pairs(results).items()):
+        if _finetune_flattener(first[arm]) is None:
+            out += [(f"S2AP - {name}", arm, lab) for lab, b, name in flat if b == base]
+    return out
+
+
 def claim_tests(results: list[dict]) -> list[ClaimTest]:
     """Every test of the claims page, in group, claim, pair and sparsity order, with its Holm- and
     Bonferroni-adjusted p over all of them (those with a t-test: two seeds or more)."""
@@ -198,6 +242,11 @@ def claim_tests(results: list[dict]) -> list[ClaimTest]:
                     test = _test(claim, kind, group, a, b, sp, cells)
                     if test is not None:
                         found.append(test)
+        for kind, a, b in weight_space_pairs(pruned):  # robust accuracy only: the arms share their mask search
+            for sp in sparsities(pruned):
+                test = _test(CLAIMS[0], kind, group, a, b, sp, cells)
+                if test is not None:
+                    found.append(test)
     tested = [i for i, x in enumerate(found) if x.t is not None]
     adjusted = dict(zip(tested, holm([found[i].t.p for i in tested])))  # type: ignore[union-attr]
     m = len(tested)
@@ -277,12 +326,14 @@ def claim_paragraph(claim: Claim, tests: list[ClaimTest]) -> str:
     return text
 
 
-def _table(tests: list[ClaimTest]) -> str:
+def _table(tests: list[ClaimTest], direction: str = "paper's direction", claimed: bool = True) -> str:
+    """The tests as a table; ``direction`` names the column that says whether A - B has the claimed sign, and
+    ``claimed`` adds where the paper's +1 to +2 points lie (for robust accuracy)."""
     from tabulate import tabulate
 
-    claimed = any(x.claim.key == "robust" for x in tests)
+    claimed = claimed and any(x.claim.key == "robust" for x in tests)
     headers = ["comparison", "A", "B", "sparsity", "figure", "per-seed A - B", "mean A - B", "95 % interval (t)",
-               "paper's direction", "t-test p", "sign-flip p", "Holm p", "Bonferroni p", "detectable at 80 %"]
+               direction, "t-test p", "sign-flip p", "Holm p", "Bonferroni p", "detectable at 80 %"]
     rows = [[x.kind, x.a, x.b, fmt_sparsity(x.sparsity), x.metric.title + x.metric.arrow,
              ", ".join(_num(d, x.metric) for d in x.per_seed), _num(x.mean, x.metric), _interval(x),
              "yes" if x.as_claimed else "no", _p(x.t.p if x.t else None), _p(x.flip_p), _p(x.holm_p),
@@ -317,6 +368,13 @@ def claims_markdown(results: list[dict]) -> str:
         parts += [f"## {claim.title}\n", claim_paragraph(claim, tests) + "\n"]
         if mine:
             parts.append(_table(mine) + "\n")
+    head = [x for x in tests if x.kind not in ("S2AP - base", "control - arm")]
+    if head:
+        parts += ["## Weight-space sharpness, head to head\n",
+                  "Robust accuracy of the arms finetuned with AWP or SAM on the weights (the base's mask search) "
+                  "minus their base, and of the +S2AP arm (sharpness-aware in score space during the search, plain "
+                  "finetuning) minus those arms. The paper makes no claim here.\n",
+                  _table(head, direction="A higher", claimed=False) + "\n"]
     controls = [x for x in tests if x.kind == "control - arm"]
     if controls:
         parts += ["## Controls\n", "Each control minus the +s2ap arm it is one setting away from, on the three "
