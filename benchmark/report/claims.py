@@ -34,6 +34,7 @@ from benchmark.report.stats import (
     METRICS,
     Metric,
     by_cell,
+    first_by_label,
     fmt_sparsity,
     group_results,
     is_dense,
@@ -162,10 +163,7 @@ def control_pairs(results: list[dict]) -> dict[str, str]:
     from the control's in the fewest fields; among equals the main arm (one of ``s2ap_pairs``); a tie beyond
     that leaves the control out. The main arms themselves are no controls."""
     pairs = s2ap_pairs(results)
-    first: dict[str, dict] = {}
-    for r in results:
-        if not is_dense(r) and is_variant(r):
-            first.setdefault(r["cell"]["label"], r)
+    first = {label: r for label, r in first_by_label(results).items() if is_variant(r)}
     out = {}
     for label, r in sorted(first.items()):
         if label in pairs:
@@ -206,23 +204,20 @@ def weight_space_pairs(results: list[dict]) -> list[tuple[str, str, str]]:
     against the plain arm it differs from only there ("AWP - base"), and each plain-finetuned +S2AP arm against
     those arms of its base ("S2AP - AWP"): score-space sharpness in the search against weight-space sharpness in
     the finetuning, from the same dense model."""
-    first: dict[str, dict] = {}
-    for r in results:
-        if not is_dense(r):
-            first.setdefault(r["cell"]["label"], r)
-    plain = {lab: r for lab, r in first.items() if not is_variant(r)}
+    first = first_by_label(results)
+    flattener = {lab: _finetune_flattener(r) for lab, r in first.items()}
+    plain = sorted(lab for lab, r in first.items() if not is_variant(r))
     flat: list[tuple[str, str, str]] = []  # (weight-space arm, its base, AWP or SAM)
-    for lab, r in sorted(plain.items()):
-        flattener = _finetune_flattener(r)
-        if flattener is None:
+    for lab in plain:
+        if flattener[lab] is None:
             continue
-        bases = [b for b, o in sorted(plain.items())
-                 if _finetune_flattener(o) is None and _without_flattener(o) == _without_flattener(r)]
+        rest = _without_flattener(first[lab])
+        bases = [b for b in plain if flattener[b] is None and _without_flattener(first[b]) == rest]
         if len(bases) == 1:
-            flat.append((lab, bases[0], WEIGHT_SPACE[flattener]))
+            flat.append((lab, bases[0], WEIGHT_SPACE[flattener[lab]]))  # type: ignore[index]
     out = [(f"{name} - base", lab, base) for lab, base, name in flat]
     for arm, base in sorted(s2ap_pairs(results).items()):
-        if _finetune_flattener(first[arm]) is None:
+        if flattener[arm] is None:
             out += [(f"S2AP - {name}", arm, lab) for lab, b, name in flat if b == base]
     return out
 

@@ -5,14 +5,13 @@ validation split separates the values and where the selection is the highest mea
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from benchmark.errors import BenchmarkError
 from benchmark.report.significance import EQUAL_SEEDS, paired_t
 from benchmark.report.stats import fmt_sparsity
 from benchmark.store import gate
-from benchmark.store.paths import SWEEP_FOLDER, SWEEP_RECORD_BYTES
+from benchmark.store.paths import SWEEP_FOLDER
+from benchmark.store.results import read_sweep_record
 
 SELECTION_FILE = "selection.md"
 
@@ -22,11 +21,8 @@ def sweep_records(root: Path) -> list[tuple[Path, dict]]:
     (one that does not read is skipped: the sweep command rewrites it)."""
     out: list[tuple[Path, dict]] = []
     for path in gate.list_files(root, Path(root) / SWEEP_FOLDER, suffixes=(".json",)):
-        try:
-            record = json.loads(gate.read_bytes(root, path, limit=SWEEP_RECORD_BYTES))
-        except (BenchmarkError, OSError, ValueError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("selections"), list):
+        record = read_sweep_record(root, path)
+        if record is not None:
             out.append((path, record))
     return out
 

@@ -199,14 +199,20 @@ def is_variant(r: dict) -> bool:
     return r["cell"].get("plugin") == "s2ap" or r["cell"]["label"].endswith(S2AP_SUFFIX)
 
 
-def s2ap_pairs(results: list[dict]) -> dict[str, str]:
-    """Map each +S2AP label to its base label: the label without ``+s2ap`` (at its end, or before another
-    ``+`` part: ``hydra+s2ap+awp`` -> ``hydra+awp``) if present, else the one plain label with the same pruner.
-    Variants without a base are left out."""
+def first_by_label(results: list[dict]) -> dict[str, dict]:
+    """The first pruned (not dense) result of each method label, in the order of ``results``."""
     labels: dict[str, dict] = {}
     for r in results:
         if not is_dense(r):
             labels.setdefault(r["cell"]["label"], r)
+    return labels
+
+
+def s2ap_pairs(results: list[dict]) -> dict[str, str]:
+    """Map each +S2AP label to its base label: the label without ``+s2ap`` (at its end, or before another
+    ``+`` part: ``hydra+s2ap+awp`` -> ``hydra+awp``) if present, else the one plain label with the same pruner.
+    Variants without a base are left out."""
+    labels = first_by_label(results)
     plain = {lab for lab, r in labels.items() if not is_variant(r)}
     pairs = {}
     for lab, r in sorted(labels.items()):

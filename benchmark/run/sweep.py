@@ -25,8 +25,8 @@ from benchmark.config import MethodConfig, SuiteConfig
 from benchmark.config.sweeps import Sweep, sweep_of
 from benchmark.errors import BenchmarkError
 from benchmark.store import gate
-from benchmark.store.paths import SWEEP_RECORD_BYTES, name_problem, result_path, suite_dir, sweep_record_path
-from benchmark.store.results import existing_hash, read_result
+from benchmark.store.paths import name_problem, result_path, suite_dir, sweep_record_path
+from benchmark.store.results import existing_hash, read_result, read_sweep_record
 
 STAGE_SUFFIX = "-sweep"
 RECORD_VERSION = 1
@@ -159,6 +159,11 @@ def record_path(suite: SuiteConfig, root: Path, sweep: Sweep) -> Path:
     return sweep_record_path(root, suite.name, sweep.field)
 
 
+def stage_cell_hashes(stage: SuiteConfig) -> dict[str, str]:
+    """Each selection-stage cell's key and config hash: what a sweep record was made from."""
+    return {c.key: c.config_hash() for c in stage.cells()}
+
+
 def sweep_record(suite: SuiteConfig, stage: SuiteConfig, sweep: Sweep,
                  found: dict[tuple[str, float], list[Point]]) -> dict:
     """The selection and the whole curve per (method, sparsity), with what the scores were computed on."""
@@ -174,7 +179,7 @@ def sweep_record(suite: SuiteConfig, stage: SuiteConfig, sweep: Sweep,
             "score": f"PGD-{stage.evaluation.pgd_steps} robust accuracy on the first (up to) "
                      f"{stage.evaluation.n_examples} points of the validation split, mean over seeds; the test points "
                      "are never read",
-            "stage_cells": {c.key: c.config_hash() for c in stage.cells()},
+            "stage_cells": stage_cell_hashes(stage),
             "selections": entries}
 
 
@@ -218,17 +223,15 @@ def recorded_selection(suite: SuiteConfig, stage: SuiteConfig, sweep: Sweep,
     """The values the sweep record under the suite's results folder selected, if that record was made from the
     selection stage as it is now configured (the same cells and config hashes); else None."""
     root = suite_dir(suite, results_dir)
-    path = record_path(suite, root, sweep)
-    if not path.exists():
+    record = read_sweep_record(root, record_path(suite, root, sweep))
+    if record is None:
         return None
     try:
-        record = json.loads(gate.read_bytes(root, path, limit=SWEEP_RECORD_BYTES))
         chosen = chosen_values(record)
-    except (BenchmarkError, OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):  # an entry without its method, sparsity or value
         return None
-    current = {c.key: c.config_hash() for c in stage.cells()}
     wanted = {(m, s) for m in sweep.methods for s in suite.sparsities}
-    if record.get("stage_cells") != current or not wanted <= set(chosen):
+    if record.get("stage_cells") != stage_cell_hashes(stage) or not wanted <= set(chosen):
         return None
     return chosen
 

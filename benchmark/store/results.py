@@ -40,11 +40,11 @@ from typing import Any
 
 import torch
 
-from benchmark.errors import CheckpointError, ResultFileError, StoreError
+from benchmark.errors import BenchmarkError, CheckpointError, ResultFileError, StoreError
 from benchmark.measure import environment
 from benchmark.store import gate
 from benchmark.store.checkpoints import verify_file
-from benchmark.store.paths import SWEEP_FOLDER
+from benchmark.store.paths import SWEEP_FOLDER, SWEEP_RECORD_BYTES
 from benchmark.store.record_errors import Problem
 from benchmark.store.schema import CHECKSUM_KEY, FILE_KEYS, SCHEMA_VERSION, check_result, checksum, walk
 
@@ -178,6 +178,18 @@ def load_results(root: Path) -> tuple[list[dict], list[str]]:
         r["_path"] = str(p.relative_to(root))
         good.append(r)
     return good, problems
+
+
+def read_sweep_record(root: Path, path: Path) -> dict | None:
+    """The sweep record at ``path`` in the suite folder ``root``, read through the gate; None when it is missing,
+    does not read (a link, too large, not JSON) or is no record (a dict with a ``selections`` list)."""
+    if not gate.is_file(root, path):
+        return None
+    try:
+        record = json.loads(gate.read_bytes(root, path, limit=SWEEP_RECORD_BYTES))
+    except (BenchmarkError, OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("selections"), list) else None
 
 
 def existing_hash(path: Path, root: Path | None = None) -> str | None:
