@@ -212,6 +212,21 @@ def test_a_second_result_of_one_cell_is_set_aside_with_the_reason() -> None:
     assert kept == [mine] and "stands for another method configuration" in lines[0]
 
 
+def test_a_label_may_hold_another_selected_gamma_at_each_sparsity() -> None:
+    """A sweep selects gamma per (pruner, sparsity): the +s2ap row keeps each sparsity's selected setting, and
+    two settings at one sparsity are still set aside."""
+    def arm(sparsity: float, gamma: float, path: str) -> dict:
+        r = make_result("hydra+s2ap", sparsity, 0)
+        return {**r, "_path": path, "config": {"method": {"method": "hydra+s2ap", "s2ap": {"gamma": gamma}}}}
+
+    at_90, at_99 = arm(0.9, 0.005, "s0.9.json"), arm(0.99, 0.01, "s0.99.json")
+    kept, lines = set_aside([at_90, at_99])
+    assert kept == [at_90, at_99] and lines == []
+    other_seed = {**arm(0.9, 0.05, "other.json"), "cell": {**at_90["cell"], "seed": 1}}
+    kept, lines = set_aside([at_90, at_99, other_seed])
+    assert len(kept) == 2 and len(lines) == 1 and "under the same protocol and sparsity" in lines[0]
+
+
 def test_the_cli_says_which_files_were_set_aside(tmp_path: Path, capsys) -> None:
     for folder, created in (("a", "2026-01-01T00:00:00+00:00"), ("b", "2026-01-02T00:00:00+00:00")):
         p = tmp_path / "digits" / "digits_cnn" / folder / "x.json"

@@ -1,9 +1,10 @@
 """Which results may share a table: the same protocol (everything in a cell's configuration but the method, the
 sparsity and the seed; not the suite's name, which changes no number). Tables are grouped by protocol, never
 averaged or paired across one; within a protocol a (method label, sparsity, seed, search seed) has one result
-and a label one method configuration, and the other files are set aside with the reason. Dense references and
-external checkpoints (``s2ap-bench evaluate``) have no mask search or finetuning: they join every table whose
-protocol agrees on the settings they have.
+and a label one method configuration at each sparsity (a sweep selects its setting per pruner and sparsity, so
+a ``+s2ap`` row may hold another gamma in each sparsity's column), and the other files are set aside with the
+reason. Dense references and external checkpoints (``s2ap-bench evaluate``) have no mask search or finetuning:
+they join every table whose protocol agrees on the settings they have.
 
 Baselines (``--baselines DIR``): the results of another folder (e.g. the committed ``results/digits-smoke``) that
 share a protocol, a sparsity and a run with a result of this folder are shown beside it and paired with it.
@@ -78,7 +79,7 @@ def _method_config(r: dict) -> str:
 
 def set_aside(results: list[dict]) -> tuple[list[dict], list[str]]:
     """(results kept, one line per result set aside and why). The newest result (``created``, then path) of a
-    duplicated cell is kept; a label's method configuration is the one of its newest result."""
+    duplicated cell is kept; a label's method configuration at a sparsity is the one of its newest result there."""
     newest_first = sorted(results, key=lambda r: (str(r.get("created") or ""), r.get("_path", "")), reverse=True)
     cells: dict[tuple, dict] = {}
     methods: dict[tuple, dict] = {}
@@ -86,12 +87,13 @@ def set_aside(results: list[dict]) -> tuple[list[dict], list[str]]:
     for r in newest_first:
         c, pid = r["cell"], protocol_id(r)
         where = r.get("_path", c["label"])
-        first = methods.setdefault((pid, c["label"]), r)
+        first = methods.setdefault((pid, c["label"], c["sparsity"]), r)
         key = (pid, c["label"], c["sparsity"], c["seed"], c.get("search_seed", c["seed"]))
         other = cells.get(key)
         if _method_config(first) != _method_config(r):
             lines.append(f"{where}: set aside: label {c['label']!r} stands for another method configuration in "
-                         f"{first.get('_path', '?')} under the same protocol; give one of them another label")
+                         f"{first.get('_path', '?')} under the same protocol and sparsity; "
+                         "give one of them another label")
         elif other is not None:
             lines.append(f"{where}: set aside: same protocol, method, sparsity and seed as the newer "
                          f"{other.get('_path', '?')} (a second configuration of one cell is not another seed)")
