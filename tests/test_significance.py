@@ -284,6 +284,29 @@ def test_dry_run_sizes_seeds_for_a_target_difference_from_a_pilot(tmp_path, caps
     assert main(["run", "fmnist", "--dry-run", "--target-difference", "1", "--pilot", str(tmp_path / "no")]) == 2
 
 
+def test_the_pilot_lists_what_the_suite_is_sized_for_and_counts_the_other_pairs() -> None:
+    """On the committed protocol suite: every S2AP - base row, each control against its arm and the weight-space
+    head-to-head are listed; the most per sparsity is the largest S2AP - base robust count; the leaderboard's
+    other pairs of methods are one line with their count."""
+    from benchmark.report.significance import pilot_seed_lines
+    from benchmark.store.results import load_results
+
+    results, _ = load_results(Path(__file__).resolve().parents[1] / "results" / "fmnist-protocol")
+    found = pilot_seeds(results, 0.01)
+    lines = pilot_seed_lines(results, 0.01)
+    base = [(row, n) for _, row, n in found if row.kind == "S2AP - base"]
+    assert base and all(any(f"{r.a} vs {r.b} at " in x and f": {n} seeds" in x for x in lines) for r, n in base)
+    assert any("hydra+s2ap vs hydra+s2ap-random at 90% (control - its arm)" in x for x in lines)
+    assert any("harp+s2ap-bnperturbed vs harp+s2ap-previous at 90% (control - its arm)" in x for x in lines)
+    assert any("hydra vs hydra+sam at 90% (SAM - base)" in x for x in lines)
+    robust = [(r, n) for r, n in base if r.metric != "clean" and r.sparsity == 0.99]
+    assert any(x.endswith(f"at 99%: {max(n for _, n in robust)} seeds") and "most for S2AP - base" in x
+               for x in lines)
+    listed = sum(x.startswith("  ") and " seeds (pilot: " in x for x in lines)
+    (other,) = [x for x in lines if "other pairs of methods" in x]
+    assert other.startswith(f"  {len(found) - listed} other pairs") and len(found) - listed > 0
+
+
 def test_equal_seeds_give_no_interval_rather_than_a_zero_width_one() -> None:
     """Three seeds with the same difference: the sign-flip p (0.25), no interval, no detectable difference,
     and the answer says why instead of printing [+2.0, +2.0]."""

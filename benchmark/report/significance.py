@@ -509,19 +509,53 @@ def pilot_seeds(results: list[dict], difference: float, power: float = POWER,
     return out
 
 
+def _planned(group_results: list[dict]) -> dict[frozenset, str]:
+    """The pairs a suite is sized for, as {frozenset of the two labels: why}: each +S2AP arm and its base, each
+    control and the arm it is one setting away from, each weight-space sharpness arm and what it is set
+    against (the claims page's comparisons)."""
+    from benchmark.report.claims import control_pairs, weight_space_pairs
+    from benchmark.report.stats import s2ap_pairs
+
+    planned = {frozenset(p): "S2AP - base" for p in s2ap_pairs(group_results).items()}
+    planned |= {frozenset(p): "control - its arm" for p in control_pairs(group_results).items()}
+    planned |= {frozenset((a, b)): kind for kind, a, b in weight_space_pairs(group_results)}
+    return planned
+
+
 def pilot_seed_lines(results: list[dict], difference: float, power: float = POWER, alpha: float = ALPHA) -> list[str]:
-    """What ``run --dry-run --target-difference`` prints: per seed-level comparison of a pilot's results, the seeds
-    a true ``difference`` (a fraction) needs, from the pilot's per-seed spread."""
+    """What ``run --dry-run --target-difference`` prints: the seeds a true ``difference`` (a fraction) needs, from
+    the pilot's per-seed spread, for each comparison the suite is sized for (those of the claims page: +S2AP arm
+    against base, control against its arm, the weight-space head-to-head), the most per sparsity for S2AP -
+    base on robust accuracy, and one line for the leaderboard's other pairs of methods."""
     from benchmark.report.stats import fmt_sparsity
 
     found = pilot_seeds(results, difference, power, alpha)
     if not found:
         return [f"no seed-level comparison in the pilot (it needs at least 2 seeds of paired cells) to size seeds "
                 f"for a {100 * difference:g}-point difference"]
+    planned = {group: _planned(rs) for group, rs in _groups_with_outcomes(results)}
     lines = [f"seeds a true {100 * difference:g}-point difference needs ({100 * power:g} % power, two-sided "
              f"{100 * alpha:g} %, one test; from the pilot's per-seed spread, {len(found)} comparisons):"]
+    other: list[int | None] = []
+    most: dict[tuple[tuple[str, ...], float], int | None] = {}
     for group, row, n in found:
+        why = "S2AP - base" if row.kind == "S2AP - base" else planned[group].get(frozenset((row.a, row.b)))
+        if why is None:
+            other.append(n)
+            continue
         needed = "more than 100,000" if n is None else str(n)
-        lines.append(f"  {' / '.join(group)}: {row.a} vs {row.b} at {fmt_sparsity(row.sparsity)}, "
+        lines.append(f"  {' / '.join(group)}: {row.a} vs {row.b} at {fmt_sparsity(row.sparsity)} ({why}), "
                      f"{METRIC_TITLES[row.metric]}: {needed} seeds (pilot: {row.comparison.seeds})")
+        if why == "S2AP - base" and row.metric != "clean":
+            key = (group, row.sparsity)
+            most[key] = None if n is None or (key in most and most[key] is None) else max(n, most.get(key) or 0)
+    for (group, sp), n in most.items():
+        lines.append(f"  most for S2AP - base on robust accuracy, {' / '.join(group)} at {fmt_sparsity(sp)}: "
+                     + ("more than 100,000" if n is None else str(n)) + " seeds")
+    if other:
+        known = [n for n in other if n is not None]
+        span = f"{min(known)} to {max(known)}" if known else "more than 100,000"
+        lines.append(f"  {len(other)} other pairs of methods (the leaderboard's method-vs-method rows, not what the "
+                     f"suite is sized for): {span} seeds" + (" (some more than 100,000)" if len(known) < len(other)
+                                                             and known else ""))
     return lines
