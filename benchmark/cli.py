@@ -53,12 +53,25 @@ def measured_steps(suite, args: argparse.Namespace):
         return measure_steps(suite, on_stage=bar.start)
 
 
+def add_pilot_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--target-difference`` and ``--pilot``, for ``run --dry-run`` and ``sweep --dry-run``."""
+    parser.add_argument("--target-difference", type=float, metavar="POINTS",
+                        help="with --dry-run: the seeds each seed-level comparison needs to detect this many accuracy "
+                             "points at 80 %% power, from the per-seed spread of a pilot's results")
+    parser.add_argument("--pilot", metavar="DIR",
+                        help="with --target-difference: the pilot's results folder (default: the suite's own)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.run.suite import baseline_keys, pending_cells, run_suite, write_suite_tables
     from benchmark.run.threads import resolve_threads, torch_threads
     from benchmark.store.paths import suite_dir
 
     suite = _suite(args)
+    if suite.sweep:  # its swept arms take the values the sweep record selects, not the suite's placeholders
+        raise ConfigError(f"suite {suite.name!r} has a sweep: block, so `run` would compute its swept arms at the "
+                          f"placeholder values; use `s2ap-bench sweep {args.suite}` (--dry-run to list it), or "
+                          f"--set 'sweep={{}}' to run the values as written")
     root = suite_dir(suite, args.results_dir)
     if args.dry_run:
         from benchmark.run.cost import describe
@@ -128,13 +141,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     args.seeds = args.sparsities = args.device = None
     suite = _suite(args)
     if not suite.sweep:
-        from benchmark.errors import ConfigError
-
         raise ConfigError(f"suite {suite.name!r} has no sweep: block; give --set-grid 's2ap.gamma=[0.01,0.05]'")
     if args.dry_run:
         times = measured_steps(suite, args)
         for line in plan_lines(suite, times, args.results_dir):
             print(line)
+        if args.target_difference is not None:
+            from benchmark.store.paths import suite_dir
+
+            print_pilot_seeds(Path(args.pilot) if args.pilot else suite_dir(suite, args.results_dir),
+                              args.target_difference)
         return 0
     run_sweep(suite, results_dir=args.results_dir, force=args.force, progress=not args.no_progress,
               workers=args.workers, threads=args.threads, test_stage=not args.selection_only)
@@ -456,11 +472,7 @@ def parser() -> argparse.ArgumentParser:
                      "--methods only those methods' cells: the dense references are kept)")
     run.add_argument("--dry-run", action="store_true",
                      help="list the cells (done ones marked) with their estimated cost and exit (reads no data)")
-    run.add_argument("--target-difference", type=float, metavar="POINTS",
-                     help="with --dry-run: the seeds each seed-level comparison needs to detect this many accuracy "
-                          "points at 80 %% power, from the per-seed spread of a pilot's results")
-    run.add_argument("--pilot", metavar="DIR",
-                     help="with --target-difference: the pilot's results folder (default: the suite's own)")
+    add_pilot_arguments(run)
     run.add_argument("--evaluation-only", action="store_true",
                      help="recompute only the minimum-norm evaluation (evaluation.min_norm*) of cells with a result, "
                           "from each cell's saved model; every other figure is kept")
@@ -498,6 +510,7 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--selection-only", action="store_true", help="stop after the selection and its record")
     sw.add_argument("--dry-run", action="store_true", help="list both stages' cells with their cost and exit")
     sw.add_argument("--measure", action="store_true", help="with --dry-run: time one real step of each phase here")
+    add_pilot_arguments(sw)
     sw.add_argument("--no-progress", action="store_true", help="no progress bars")
     sw.set_defaults(func=cmd_sweep)
 

@@ -162,6 +162,28 @@ def test_grid_and_sweep_errors(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "selection stage tiny-sweep: 2 cells" in out and "hydra+s2ap-gamma0.1/" in out
 
 
+def test_run_refuses_a_sweep_suite_and_sweep_sizes_seeds_from_a_pilot(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """`run` on a suite with a sweep: block would compute its swept arms at the placeholder values: one line,
+    exit 2, nothing written; `--set 'sweep={}'` runs the values as written; `sweep --dry-run --target-difference`
+    sizes seeds from a pilot as `run --dry-run` does."""
+    base = tiny_suite_dict(methods=["hydra", S2AP_ARM])
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps({**base, "sweep": {"grid": {"s2ap.gamma": [0.01, 0.1]}}}))
+    out_dir = ["--results-dir", str(tmp_path / "r")]
+    assert main(["run", str(path), "--dry-run", *out_dir]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "s2ap-bench sweep" in err and "sweep={}" in err
+    assert main(["run", str(path), *out_dir]) == 2 and not (tmp_path / "r").exists()
+    capsys.readouterr()
+    assert main(["run", str(path), "--dry-run", "--set", "sweep={}", *out_dir]) == 0
+    pilot = Path(__file__).resolve().parents[1] / "results" / "fmnist"
+    assert main(["sweep", str(path), "--dry-run", "--target-difference", "1", "--pilot", str(pilot), *out_dir]) == 0
+    out = capsys.readouterr().out
+    assert "selection stage tiny-sweep" in out and "seeds a true 1-point difference needs" in out
+    assert "(S2AP - base), AutoAttack: " in out
+
+
 def test_a_follower_takes_the_value_selected_for_its_leader() -> None:
     s = build(SuiteConfig, tiny_suite_dict(
         methods=["hydra", S2AP_ARM, {**S2AP_ARM, "label": "hydra+s2ap+awp", "phases": {"finetune": {"awp": True}}}],
