@@ -27,7 +27,7 @@ def _suite(args: argparse.Namespace):
 
 def print_pilot_seeds(pilot: Path, points: float) -> None:
     """The seeds a target difference (in points) needs, from a pilot's results (``run --dry-run``)."""
-    from benchmark.report.significance import pilot_seed_lines
+    from benchmark.report.claims import pilot_seed_lines
     from benchmark.store.results import load_results
 
     if not 0 < points < 100:

@@ -288,7 +288,7 @@ def test_the_pilot_lists_what_the_suite_is_sized_for_and_counts_the_other_pairs(
     """On the committed protocol suite: every S2AP - base row, each control against its arm and the weight-space
     head-to-head are listed; the most per sparsity is the largest S2AP - base robust count; the leaderboard's
     other pairs of methods are one line with their count."""
-    from benchmark.report.significance import pilot_seed_lines
+    from benchmark.report.claims import pilot_seed_lines
     from benchmark.store.results import load_results
 
     results, _ = load_results(Path(__file__).resolve().parents[1] / "results" / "fmnist-protocol")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmark.report import significance
 from benchmark.report.power import ALPHA, minimum_detectable_difference
 from benchmark.report.significance import (
     TTest,
@@ -375,3 +376,51 @@ def claims_markdown(results: list[dict]) -> str:
         parts += ["## Controls\n", "Each control minus the +s2ap arm it is one setting away from, on the three "
                   "figures (the paper's direction is that of S2AP over its base).\n", _table(controls) + "\n"]
     return "\n".join(parts)
+
+
+def _planned(group_results: list[dict]) -> dict[frozenset, str]:
+    """The pairs a suite is sized for, as {frozenset of the two labels: why}: each +S2AP arm and its base, each
+    control and the arm it is one setting away from, each weight-space sharpness arm and what it is set
+    against (the claims page's comparisons)."""
+    planned = {frozenset(p): "S2AP - base" for p in s2ap_pairs(group_results).items()}
+    planned |= {frozenset(p): "control - its arm" for p in control_pairs(group_results).items()}
+    planned |= {frozenset((a, b)): kind for kind, a, b in weight_space_pairs(group_results)}
+    return planned
+
+
+def pilot_seed_lines(results: list[dict], difference: float, power: float = significance.POWER,
+                     alpha: float = ALPHA) -> list[str]:
+    """What ``run --dry-run --target-difference`` prints: the seeds a true ``difference`` (a fraction) needs, from
+    the pilot's per-seed spread, for each comparison the suite is sized for (those of the claims page: +S2AP arm
+    against base, control against its arm, the weight-space head-to-head), the most per sparsity for S2AP -
+    base on robust accuracy, and one line for the leaderboard's other pairs of methods."""
+    found = significance.pilot_seeds(results, difference, power, alpha)
+    if not found:
+        return [f"no seed-level comparison in the pilot (it needs at least 2 seeds of paired cells) to size seeds "
+                f"for a {100 * difference:g}-point difference"]
+    planned = {group: _planned(rs) for group, rs in significance._groups_with_outcomes(results)}
+    lines = [f"seeds a true {100 * difference:g}-point difference needs ({100 * power:g} % power, two-sided "
+             f"{100 * alpha:g} %, one test; from the pilot's per-seed spread, {len(found)} comparisons):"]
+    other: list[int | None] = []
+    most: dict[tuple[tuple[str, ...], float], int | None] = {}
+    for group, row, n in found:
+        why = "S2AP - base" if row.kind == "S2AP - base" else planned[group].get(frozenset((row.a, row.b)))
+        if why is None:
+            other.append(n)
+            continue
+        needed = "more than 100,000" if n is None else str(n)
+        lines.append(f"  {' / '.join(group)}: {row.a} vs {row.b} at {fmt_sparsity(row.sparsity)} ({why}), "
+                     f"{significance.METRIC_TITLES[row.metric]}: {needed} seeds (pilot: {row.comparison.seeds})")
+        if why == "S2AP - base" and row.metric != "clean":
+            key = (group, row.sparsity)
+            most[key] = None if n is None or (key in most and most[key] is None) else max(n, most.get(key) or 0)
+    for (group, sp), n in most.items():
+        lines.append(f"  most for S2AP - base on robust accuracy, {' / '.join(group)} at {fmt_sparsity(sp)}: "
+                     + ("more than 100,000" if n is None else str(n)) + " seeds")
+    if other:
+        known = [n for n in other if n is not None]
+        span = f"{min(known)} to {max(known)}" if known else "more than 100,000"
+        lines.append(f"  {len(other)} other pairs of methods (the leaderboard's method-vs-method rows, not what the "
+                     f"suite is sized for): {span} seeds" + (" (some more than 100,000)" if len(known) < len(other)
+                                                             and known else ""))
+    return lines
